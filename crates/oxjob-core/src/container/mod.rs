@@ -1,0 +1,102 @@
+//! The oxjob container: the file format of `dump`/`load` and of cache entries.
+//!
+//! ```text
+//! file      := preamble section* end
+//! preamble  := MAGIC[8] version:u16 flags:u16 n_sections:u32 reserved:u64 checksum:u64
+//! section   := kind:u8 codec:u8 reserved:u16 chunk_size:u32 raw_len:u64 padding:u32 reserved:u32
+//!              (raw:        chunk_checksum:u64 * n_chunks)  header_checksum:u64
+//!              (raw:        zero byte * padding, then raw_len bytes of data)
+//!              (compressed: chunk * n_chunks, chunk := stored_len:u32 checksum:u64 bytes)
+//! end       := END_MAGIC[8] total_len:u64
+//! ```
+//!
+//! All integers are little-endian. The first section is the pickle stream, the
+//! others are its out-of-band buffers, in order. Sections are cut into chunks of
+//! `chunk_size` bytes (the last one shorter) that are compressed, checksummed and
+//! decompressed independently, on several threads. The data of an uncompressed
+//! buffer section starts on a 4 KiB boundary of the container so that it can be
+//! memory-mapped as is.
+//!
+//! Every byte is checked: headers by their checksums, chunks by an xxh3-64 of their
+//! stored bytes seeded with their section and chunk numbers (so swapped chunks are
+//! caught), padding by being zero, the end by its magic and length. Sizes are
+//! checked against the bytes present before anything is allocated.
+
+mod read;
+mod write;
+
+pub use read::{parse, read_section, ChunkInfo, FileSource, Layout, SectionLayout, Source};
+pub use write::{write, WriteOptions};
+
+/// First bytes of every container (0x93 keeps text tools away, CRLF catches newline mangling).
+pub const MAGIC: [u8; 8] = *b"\x93OXJOB\r\n";
+/// Last eight bytes before the total length.
+pub const END_MAGIC: [u8; 8] = *b"OXJOBEND";
+/// Format version written and read by this crate.
+pub const VERSION: u16 = 1;
+/// Size of the preamble.
+pub const PREAMBLE_LEN: u64 = 32;
+/// Size of the end marker.
+pub const END_LEN: u64 = 16;
+/// Alignment of uncompressed buffer data (a page).
+pub const ALIGN: u64 = 4096;
+/// Chunk size of uncompressed sections (the checksum granularity).
+pub const RAW_CHUNK: u32 = 4 << 20;
+/// Chunk size of compressed sections.
+pub const COMPRESSED_CHUNK: u32 = 2 << 20;
+/// Largest chunk size a reader accepts.
+pub const MAX_CHUNK: u32 = 64 << 20;
+
+const SECTION_FIXED_LEN: u64 = 24;
+const CHUNK_RECORD_LEN: u64 = 12;
+const HEADER_SEED: u64 = 0x5EC7_0000_0000_0000;
+
+/// What a section holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SectionKind {
+    /// The pickle protocol-5 stream (always the first section).
+    Pickle = 1,
+    /// One out-of-band buffer of that stream.
+    Buffer = 2,
+}
+
+/// One section to write.
+#[derive(Clone, Copy, Debug)]
+pub struct Section<'a> {
+    /// What the bytes are.
+    pub kind: SectionKind,
+    /// The bytes.
+    pub data: &'a [u8],
+}
+
+/// Parse `src` and decode every section, checking everything; returns the layout
+/// and the decoded sections (pickle stream first).
+pub fn read_all<S: Source + ?Sized>(src: &S, threads: usize) -> crate::Result<(Layout, Vec<Vec<u8>>)> {
+    let layout = parse(src)?;
+    let mut decoded = Vec::with_capacity(layout.sections.len());
+    for section in &layout.sections {
+        // `parse` has checked raw_len against the bytes present, so this allocation
+        // is bounded by the file size times the codec's largest expansion. Zeroed
+        // allocations come from calloc, which hands out fresh pages without a memset.
+        let mut out = vec![0u8; section.raw_len as usize];
+        read_section(src, section, &mut out, threads)?;
+        decoded.push(out);
+    }
+    Ok((layout, decoded))
+}
+
+fn chunk_seed(section: usize, chunk: u64) -> u64 {
+    ((section as u64) << 40) ^ chunk
+}
+
+fn header_seed(section: usize) -> u64 {
+    HEADER_SEED ^ section as u64
+}
+
+fn padding_for(offset: u64) -> u64 {
+    (ALIGN - offset % ALIGN) % ALIGN
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,18 @@
+//! Pure-Rust engine of oxjob.
+//!
+//! This crate knows nothing of Python: the binding crate (`oxjob-py`) converts
+//! Python objects into the slices and options used here.
+//!
+//! * [`codec`]: the chunk codecs (zstd, lz4, zlib, gzip) and their names.
+//! * [`container`]: the file format shared by `dump`/`load` and the cache.
+//! * [`hash`]: the streaming xxh3-128 hasher behind `oxjob.hash`.
+//! * [`parallel`]: the small scoped-thread work queue used to compress, decompress
+//!   and checksum chunks on several cores.
+
+pub mod codec;
+pub mod container;
+pub mod error;
+pub mod hash;
+pub mod parallel;
+
+pub use error::{Error, Result};

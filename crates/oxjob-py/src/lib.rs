@@ -1,1 +1,25 @@
+//! `oxjob._engine`: converts between Python and `oxjob-core`; holds no logic of its own.
 
+use pyo3::prelude::*;
+
+mod buffer;
+mod container;
+mod errors;
+mod hash;
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<buffer::OwnedBuffer>()?;
+    m.add_class::<hash::StreamHasher>()?;
+    m.add_function(wrap_pyfunction!(container::write_file, m)?)?;
+    m.add_function(wrap_pyfunction!(container::write_stream, m)?)?;
+    m.add_function(wrap_pyfunction!(container::read_file, m)?)?;
+    m.add_function(wrap_pyfunction!(container::read_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(container::layout_file, m)?)?;
+    m.add_function(wrap_pyfunction!(container::mark_unverified, m)?)?;
+    m.add_function(wrap_pyfunction!(container::codec_names, m)?)?;
+    m.add_function(wrap_pyfunction!(container::default_threads, m)?)?;
+    m.add("CorruptFileError", m.py().get_type::<errors::CorruptFileError>())?;
+    m.add("ALIGN", oxjob_core::container::ALIGN)?;
+    Ok(())
+}

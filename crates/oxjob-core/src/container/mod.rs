@@ -3,7 +3,7 @@
 //! ```text
 //! file      := preamble section* end
 //! preamble  := MAGIC[8] version:u16 flags:u16 n_sections:u32 reserved:u64 checksum:u64
-//! section   := kind:u8 codec:u8 reserved:u16 chunk_size:u32 raw_len:u64 padding:u32 reserved:u32
+//! section   := kind:u8 codec:u8 flags:u16 chunk_size:u32 raw_len:u64 padding:u32 reserved:u32
 //!              (raw:        chunk_checksum:u64 * n_chunks)  header_checksum:u64
 //!              (raw:        zero byte * padding, then raw_len bytes of data)
 //!              (compressed: chunk * n_chunks, chunk := stored_len:u32 checksum:u64 bytes)
@@ -21,11 +21,15 @@
 //! stored bytes seeded with their section and chunk numbers (so swapped chunks are
 //! caught), padding by being zero, the end by its magic and length. Sizes are
 //! checked against the bytes present before anything is allocated.
+//!
+//! The one exception: `load(mmap_mode='r+')` lets users write into the stored
+//! arrays, so before mapping it sets the `unverified` flag (bit 0 of `flags`) of the
+//! uncompressed buffer sections, whose data checksums are then no longer checked.
 
 mod read;
 mod write;
 
-pub use read::{parse, read_section, ChunkInfo, FileSource, Layout, SectionLayout, Source};
+pub use read::{mark_unverified, parse, read_section, ChunkInfo, FileSource, Layout, SectionLayout, Source};
 pub use write::{write, WriteOptions};
 
 /// First bytes of every container (0x93 keeps text tools away, CRLF catches newline mangling).
@@ -48,6 +52,8 @@ pub const COMPRESSED_CHUNK: u32 = 2 << 20;
 pub const MAX_CHUNK: u32 = 64 << 20;
 
 const SECTION_FIXED_LEN: u64 = 24;
+/// Section flag: data checksums are stale (the data was mapped for writing).
+const FLAG_UNVERIFIED: u16 = 1;
 const CHUNK_RECORD_LEN: u64 = 12;
 const HEADER_SEED: u64 = 0x5EC7_0000_0000_0000;
 

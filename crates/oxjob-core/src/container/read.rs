@@ -1,7 +1,7 @@
 //! Reading and checking containers.
 
 use super::{
-    chunk_seed, header_seed, padding_for, SectionKind, ALIGN, CHUNK_RECORD_LEN, END_LEN,
+    chunk_seed, FLAG_UNVERIFIED, header_seed, padding_for, SectionKind, ALIGN, CHUNK_RECORD_LEN, END_LEN,
     END_MAGIC, MAGIC, MAX_CHUNK, PREAMBLE_LEN, SECTION_FIXED_LEN, VERSION,
 };
 use crate::codec::Codec;
@@ -100,6 +100,11 @@ pub struct SectionLayout {
     pub data_offset: u64,
     /// Chunks in order.
     pub chunks: Vec<ChunkInfo>,
+    /// The data was opened for writing through a memory map: its chunk checksums
+    /// no longer hold and are not checked.
+    pub unverified: bool,
+    /// Offset of the section header.
+    pub header_offset: u64,
     index: usize,
 }
 
@@ -222,7 +227,9 @@ fn parse_section<S: Source + ?Sized>(cur: &mut Cursor<'_, S>, index: usize) -> R
     let chunk_size = u32_at(&fixed, 4);
     let raw_len = u64_at(&fixed, 8);
     let padding = u32_at(&fixed, 16) as u64;
-    if u16_at(&fixed, 2) != 0 || u32_at(&fixed, 20) != 0 {
+    let flags = u16_at(&fixed, 2);
+    let unverified = flags == FLAG_UNVERIFIED && kind == SectionKind::Buffer && codec == Codec::Raw;
+    if (flags != 0 && !unverified) || u32_at(&fixed, 20) != 0 {
         return Err(what("reserved fields are not zero"));
     }
     if chunk_size == 0 || chunk_size > MAX_CHUNK {
@@ -235,6 +242,8 @@ fn parse_section<S: Source + ?Sized>(cur: &mut Cursor<'_, S>, index: usize) -> R
         raw_len,
         data_offset: 0,
         chunks: Vec::new(),
+        unverified,
+        header_offset: start,
         index,
     };
     let mut hashed = fixed.to_vec();
@@ -358,7 +367,7 @@ pub fn read_section<S: Source + ?Sized>(
         let seed = chunk_seed(section.index, c as u64);
         if section.codec == Codec::Raw {
             src.read_at(chunk.offset, piece)?;
-            if checksum64(piece, seed) != chunk.checksum {
+            if !section.unverified && checksum64(piece, seed) != chunk.checksum {
                 return Err(bad_chunk(c));
             }
         } else {
@@ -373,4 +382,25 @@ pub fn read_section<S: Source + ?Sized>(
         }
         Ok(())
     })
+}
+
+/// Mark every uncompressed buffer section of the container in `file` as
+/// unverified, before its data is mapped for writing (`mmap_mode='r+'`): writes
+/// through the map would otherwise make later loads fail their checksums.
+pub fn mark_unverified(file: &File) -> Result<()> {
+    let src = FileSource::new(file.try_clone()?)?;
+    let layout = parse(&src)?;
+    for section in &layout.sections {
+        if section.kind != SectionKind::Buffer || section.codec != Codec::Raw || section.unverified {
+            continue;
+        }
+        let hashed_len = SECTION_FIXED_LEN as usize + 8 * section.chunks.len();
+        let mut hashed = vec![0u8; hashed_len];
+        src.read_at(section.header_offset, &mut hashed)?;
+        hashed[2..4].copy_from_slice(&FLAG_UNVERIFIED.to_le_bytes());
+        let sum = checksum64(&hashed, header_seed(section.index));
+        file.write_all_at(&hashed[2..4], section.header_offset + 2)?;
+        file.write_all_at(&sum.to_le_bytes(), section.header_offset + hashed_len as u64)?;
+    }
+    Ok(())
 }

@@ -141,3 +141,25 @@ fn layout_rules_are_enforced_on_write() {
     };
     assert!(matches!(write(&mut Vec::new(), &sections, &opts), Err(Error::Invalid(_))));
 }
+
+#[test]
+fn unverified_sections_skip_data_checksums_only() {
+    let bytes = encode(Codec::Raw, b"pickle", &[vec![5u8; 10_000]]);
+    let dir = std::env::temp_dir().join(format!("oxjob-core-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let path = dir.join("unverified.oxjob");
+    std::fs::write(&path, &bytes).expect("write");
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open");
+    mark_unverified(&file).expect("mark");
+    let mut changed = std::fs::read(&path).expect("read");
+    let layout = parse(&changed[..]).expect("parse");
+    assert!(layout.sections[1].unverified && !layout.sections[0].unverified);
+    let at = layout.sections[1].data_offset as usize;
+    changed[at] = 9;
+    let (_, decoded) = read_all(&changed[..], 1).expect("data edits are allowed");
+    assert_eq!(decoded[1][0], 9);
+    // The pickle section is still checked.
+    changed[PREAMBLE_LEN as usize + 24 + 8 + 8] ^= 1;
+    assert!(matches!(read_all(&changed[..], 1), Err(Error::Corrupt(_))));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,126 @@
+//! Memory shared with Python through the buffer protocol, without copies.
+
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::PyBufferError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::ffi::c_int;
+
+/// Bytes decoded by the engine and handed to Python as a writable buffer.
+///
+/// numpy arrays unpickled from it view its memory directly (no copy) and keep it
+/// alive; it is freed when the last view is garbage-collected.
+#[pyclass(module = "oxjob._engine", frozen)]
+pub struct OwnedBuffer {
+    ptr: *mut u8,
+    len: usize,
+    shape: [ffi::Py_ssize_t; 1],
+    strides: [ffi::Py_ssize_t; 1],
+}
+
+// SAFETY: the memory is owned by this object alone and is only reached through the
+// buffer protocol, exactly like a bytearray's; Python code is what synchronises it.
+unsafe impl Send for OwnedBuffer {}
+// SAFETY: see `Send`: the struct's own fields are never mutated after creation.
+unsafe impl Sync for OwnedBuffer {}
+
+impl OwnedBuffer {
+    /// Take ownership of `data`.
+    pub fn new(data: Vec<u8>) -> Self {
+        let len = data.len();
+        let ptr = Box::into_raw(data.into_boxed_slice()).cast::<u8>();
+        OwnedBuffer {
+            ptr,
+            len,
+            shape: [len as ffi::Py_ssize_t],
+            strides: [1],
+        }
+    }
+}
+
+impl Drop for OwnedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` come from `Box::into_raw` of a boxed slice of this length
+        // in `new`, and Python holds no view any more (each view holds a reference).
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len)) });
+    }
+}
+
+#[pymethods]
+impl OwnedBuffer {
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    /// Export the memory as a writable one-dimensional buffer of unsigned bytes.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        if view.is_null() {
+            return Err(PyBufferError::new_err("View is null"));
+        }
+        let this = slf.get();
+        // SAFETY: `view` is a non-null Py_buffer that CPython asks us to fill; every
+        // pointer stored in it lives as long as `slf`, whose reference the view keeps.
+        unsafe {
+            (*view).obj = slf.clone().into_any().into_ptr();
+            (*view).buf = this.ptr.cast();
+            (*view).len = this.len as ffi::Py_ssize_t;
+            (*view).readonly = 0;
+            (*view).itemsize = 1;
+            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
+                c"B".as_ptr().cast_mut()
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).ndim = 1;
+            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
+                this.shape.as_ptr().cast_mut()
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
+                this.strides.as_ptr().cast_mut()
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).suboffsets = std::ptr::null_mut();
+            (*view).internal = std::ptr::null_mut();
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+}
+
+/// A Python object's memory borrowed for reading, held for as long as this lives.
+pub struct Borrowed {
+    buffer: PyUntypedBuffer,
+}
+
+impl Borrowed {
+    /// Borrow `obj`'s bytes; it must be C-contiguous.
+    pub fn new(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let buffer = PyUntypedBuffer::get(obj)?;
+        if !buffer.is_c_contiguous() {
+            return Err(PyBufferError::new_err(
+                "the engine needs C-contiguous buffers",
+            ));
+        }
+        Ok(Borrowed { buffer })
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        if self.buffer.len_bytes() == 0 {
+            return &[];
+        }
+        // SAFETY: the buffer is C-contiguous with `len_bytes` bytes at `buf_ptr`, and
+        // the exporter keeps them in place until `self.buffer` is released on drop.
+        unsafe {
+            std::slice::from_raw_parts(self.buffer.buf_ptr().cast::<u8>(), self.buffer.len_bytes())
+        }
+    }
+}

@@ -38,7 +38,7 @@ class _SortedSet(tuple):
     __slots__ = ()
 
     def __reduce__(self) -> Any:
-        return (_SortedSet, (tuple(self),))
+        return (type(self), (tuple(self),))
 
 
 class _FrozenSortedSet(_SortedSet):
@@ -104,9 +104,7 @@ def _importable(func: Any) -> bool:
 
 
 def _code_fields(code: types.CodeType) -> tuple:
-    consts = tuple(
-        _code_fields(c) if isinstance(c, types.CodeType) else c for c in code.co_consts
-    )
+    consts = tuple(_code_fields(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
     return (code.co_code, consts, code.co_names)
 
 

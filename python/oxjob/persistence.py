@@ -50,13 +50,11 @@ def _resolve_compression(filename: Any, compress: Any) -> tuple[str, int]:
         level = compress
     if level is not None and level is not False and level not in range(10):
         raise ValueError(
-            f'Non valid compress level given: "{level}". Possible values are '
-            f"{list(range(10))}."
+            f'Non valid compress level given: "{level}". Possible values are {list(range(10))}.'
         )
     if method not in ENGINE_CODECS and method not in STREAM_COMPRESSORS:
         raise ValueError(
-            f'Non valid compression method given: "{method}". Possible values are '
-            f"{all_names()}."
+            f'Non valid compression method given: "{method}". Possible values are {all_names()}.'
         )
     if isinstance(filename, str) and not isinstance(compress, tuple):
         # A known extension picks the codec unless a (method, level) was explicit.
@@ -244,7 +242,9 @@ def _unpickle(stream: Any, buffers: list[Any], context: _LoadContext, what: str)
         _LOAD_CONTEXT.reset(token)
 
 
-def load(filename: Any, mmap_mode: str | None = None, ensure_native_byte_order: Any = "auto") -> Any:
+def load(
+    filename: Any, mmap_mode: str | None = None, ensure_native_byte_order: Any = "auto"
+) -> Any:
     """Reconstruct a Python object from a file written by :func:`dump`.
 
     Same signature and semantics as :func:`joblib.load`. Every chunk's checksum

@@ -124,7 +124,8 @@ impl Codec {
     /// Decompress one chunk into `out`, which must be filled exactly: a chunk that
     /// decodes to fewer or more bytes is corrupt.
     pub fn decompress_into(self, stored: &[u8], out: &mut [u8]) -> Result<()> {
-        let wrong_size = || Error::corrupt(format!("{} chunk does not decode to its size", self.name()));
+        let wrong_size =
+            || Error::corrupt(format!("{} chunk does not decode to its size", self.name()));
         match self {
             Codec::Raw => {
                 if stored.len() != out.len() {
@@ -172,15 +173,25 @@ fn read_exactly(mut reader: impl Read, out: &mut [u8], codec: Codec) -> Result<(
 mod tests {
     use super::*;
 
-    const ALL: [Codec; 5] = [Codec::Raw, Codec::Zstd, Codec::Lz4, Codec::Zlib, Codec::Gzip];
+    const ALL: [Codec; 5] = [
+        Codec::Raw,
+        Codec::Zstd,
+        Codec::Lz4,
+        Codec::Zlib,
+        Codec::Gzip,
+    ];
 
     #[test]
     fn round_trip_every_codec() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i / 7).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i / 7).to_le_bytes())
+            .collect();
         for codec in ALL {
             let stored = codec.compress(&data, 3).expect("compress");
             let mut out = vec![0u8; data.len()];
-            codec.decompress_into(&stored, &mut out).expect("decompress");
+            codec
+                .decompress_into(&stored, &mut out)
+                .expect("decompress");
             assert_eq!(out, data, "{codec:?}");
             assert!(
                 (data.len() as u64) <= (stored.len() as u64).max(1) * codec.max_expansion(),

@@ -12,6 +12,7 @@
 pub mod codec;
 pub mod container;
 pub mod error;
+pub mod fuzzing;
 pub mod hash;
 pub mod parallel;
 

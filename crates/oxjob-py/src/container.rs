@@ -47,10 +47,7 @@ fn temp_path_beside(target: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    target.with_file_name(format!(
-        ".{name}.{}.{unique}.oxjob-tmp",
-        std::process::id()
-    ))
+    target.with_file_name(format!(".{name}.{}.{unique}.oxjob-tmp", std::process::id()))
 }
 
 /// Write `parts` (pickle stream, then buffers) to `path` atomically: into a
@@ -72,7 +69,10 @@ pub fn write_file(
     py.detach(|| {
         let temp = temp_path_beside(&path);
         let result = (|| {
-            let file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)?;
             let mut sink = BufWriter::with_capacity(1 << 20, file);
             let written = container::write(&mut sink, &sections, &opts)?;
             sink.into_inner().map_err(io::IntoInnerError::into_error)?;
@@ -100,7 +100,13 @@ impl Write for PyWriter<'_> {
             let result = self
                 .write
                 .call1(py, (PyBytes::new(py, buf),))
-                .and_then(|n| if n.is_none(py) { Ok(buf.len()) } else { n.extract::<usize>(py) });
+                .and_then(|n| {
+                    if n.is_none(py) {
+                        Ok(buf.len())
+                    } else {
+                        n.extract::<usize>(py)
+                    }
+                });
             match result {
                 Ok(n) => Ok(n.min(buf.len())),
                 Err(err) => {
@@ -158,7 +164,11 @@ fn into_python(py: Python<'_>, decoded: Vec<Vec<u8>>) -> PyResult<Bound<'_, PyLi
 /// Read and check a whole container file; returns `[pickle, buffer, ...]`.
 #[pyfunction]
 #[pyo3(signature = (path, threads=None))]
-pub fn read_file(py: Python<'_>, path: PathBuf, threads: Option<usize>) -> PyResult<Bound<'_, PyList>> {
+pub fn read_file(
+    py: Python<'_>,
+    path: PathBuf,
+    threads: Option<usize>,
+) -> PyResult<Bound<'_, PyList>> {
     let threads = threads.unwrap_or_else(parallel::default_threads);
     let what = path.display().to_string();
     let decoded = py
@@ -191,7 +201,13 @@ pub fn read_bytes<'py>(
     let (layout, decoded) = py
         .detach(|| container::read_all(bytes, threads))
         .map_err(|e| to_py(e, "<file object>"))?;
-    PyTuple::new(py, [into_python(py, decoded)?.into_any(), layout.end.into_pyobject(py)?.into_any()])
+    PyTuple::new(
+        py,
+        [
+            into_python(py, decoded)?.into_any(),
+            layout.end.into_pyobject(py)?.into_any(),
+        ],
+    )
 }
 
 /// Check a container file's structure and decode its pickle stream only.

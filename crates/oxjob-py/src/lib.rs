@@ -19,7 +19,10 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(container::mark_unverified, m)?)?;
     m.add_function(wrap_pyfunction!(container::codec_names, m)?)?;
     m.add_function(wrap_pyfunction!(container::default_threads, m)?)?;
-    m.add("CorruptFileError", m.py().get_type::<errors::CorruptFileError>())?;
+    m.add(
+        "CorruptFileError",
+        m.py().get_type::<errors::CorruptFileError>(),
+    )?;
     m.add("ALIGN", oxjob_core::container::ALIGN)?;
     Ok(())
 }

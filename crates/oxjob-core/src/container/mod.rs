@@ -29,7 +29,9 @@
 mod read;
 mod write;
 
-pub use read::{mark_unverified, parse, read_section, ChunkInfo, FileSource, Layout, SectionLayout, Source};
+pub use read::{
+    mark_unverified, parse, read_section, ChunkInfo, FileSource, Layout, SectionLayout, Source,
+};
 pub use write::{write, WriteOptions};
 
 /// First bytes of every container (0x93 keeps text tools away, CRLF catches newline mangling).
@@ -78,7 +80,10 @@ pub struct Section<'a> {
 
 /// Parse `src` and decode every section, checking everything; returns the layout
 /// and the decoded sections (pickle stream first).
-pub fn read_all<S: Source + ?Sized>(src: &S, threads: usize) -> crate::Result<(Layout, Vec<Vec<u8>>)> {
+pub fn read_all<S: Source + ?Sized>(
+    src: &S,
+    threads: usize,
+) -> crate::Result<(Layout, Vec<Vec<u8>>)> {
     let layout = parse(src)?;
     let mut decoded = Vec::with_capacity(layout.sections.len());
     for section in &layout.sections {

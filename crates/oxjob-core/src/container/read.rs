@@ -1,8 +1,8 @@
 //! Reading and checking containers.
 
 use super::{
-    chunk_seed, FLAG_UNVERIFIED, header_seed, padding_for, SectionKind, ALIGN, CHUNK_RECORD_LEN, END_LEN,
-    END_MAGIC, MAGIC, MAX_CHUNK, PREAMBLE_LEN, SECTION_FIXED_LEN, VERSION,
+    chunk_seed, header_seed, padding_for, SectionKind, ALIGN, CHUNK_RECORD_LEN, END_LEN, END_MAGIC,
+    FLAG_UNVERIFIED, MAGIC, MAX_CHUNK, PREAMBLE_LEN, SECTION_FIXED_LEN, VERSION,
 };
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -214,7 +214,10 @@ pub fn parse<S: Source + ?Sized>(src: &S) -> Result<Layout> {
     })
 }
 
-fn parse_section<S: Source + ?Sized>(cur: &mut Cursor<'_, S>, index: usize) -> Result<SectionLayout> {
+fn parse_section<S: Source + ?Sized>(
+    cur: &mut Cursor<'_, S>,
+    index: usize,
+) -> Result<SectionLayout> {
     let start = cur.pos;
     let fixed: [u8; SECTION_FIXED_LEN as usize] = cur.take()?;
     let what = |msg: &str| Error::corrupt(format!("section {index} at offset {start}: {msg}"));
@@ -223,7 +226,8 @@ fn parse_section<S: Source + ?Sized>(cur: &mut Cursor<'_, S>, index: usize) -> R
         (2, i) if i > 0 => SectionKind::Buffer,
         (kind, _) => return Err(what(&format!("unexpected section kind {kind}"))),
     };
-    let codec = Codec::from_byte(fixed[1]).ok_or_else(|| what(&format!("unknown codec {}", fixed[1])))?;
+    let codec =
+        Codec::from_byte(fixed[1]).ok_or_else(|| what(&format!("unknown codec {}", fixed[1])))?;
     let chunk_size = u32_at(&fixed, 4);
     let raw_len = u64_at(&fixed, 8);
     let padding = u32_at(&fixed, 16) as u64;
@@ -300,7 +304,9 @@ fn parse_section<S: Source + ?Sized>(cur: &mut Cursor<'_, S>, index: usize) -> R
             let stored_len = u32_at(&record, 0);
             let len = (raw_len - raw_offset).min(chunk_size as u64);
             if stored_len == 0 || (stored_len as u64) > cur.remaining() {
-                return Err(what(&format!("chunk {c} length {stored_len} does not fit the file")));
+                return Err(what(&format!(
+                    "chunk {c} length {stored_len} does not fit the file"
+                )));
             }
             if len > stored_len as u64 * codec.max_expansion() {
                 return Err(what(&format!(
@@ -376,9 +382,12 @@ pub fn read_section<S: Source + ?Sized>(
             if checksum64(&stored, seed) != chunk.checksum {
                 return Err(bad_chunk(c));
             }
-            section.codec.decompress_into(&stored, piece).map_err(|err| {
-                Error::corrupt(format!("section {} chunk {c}: {err}", section.index))
-            })?;
+            section
+                .codec
+                .decompress_into(&stored, piece)
+                .map_err(|err| {
+                    Error::corrupt(format!("section {} chunk {c}: {err}", section.index))
+                })?;
         }
         Ok(())
     })
@@ -391,7 +400,8 @@ pub fn mark_unverified(file: &File) -> Result<()> {
     let src = FileSource::new(file.try_clone()?)?;
     let layout = parse(&src)?;
     for section in &layout.sections {
-        if section.kind != SectionKind::Buffer || section.codec != Codec::Raw || section.unverified {
+        if section.kind != SectionKind::Buffer || section.codec != Codec::Raw || section.unverified
+        {
             continue;
         }
         let hashed_len = SECTION_FIXED_LEN as usize + 8 * section.chunks.len();
@@ -400,7 +410,10 @@ pub fn mark_unverified(file: &File) -> Result<()> {
         hashed[2..4].copy_from_slice(&FLAG_UNVERIFIED.to_le_bytes());
         let sum = checksum64(&hashed, header_seed(section.index));
         file.write_all_at(&hashed[2..4], section.header_offset + 2)?;
-        file.write_all_at(&sum.to_le_bytes(), section.header_offset + hashed_len as u64)?;
+        file.write_all_at(
+            &sum.to_le_bytes(),
+            section.header_offset + hashed_len as u64,
+        )?;
     }
     Ok(())
 }

@@ -2,7 +2,13 @@ use super::*;
 use crate::codec::Codec;
 use crate::Error;
 
-const CODECS: [Codec; 5] = [Codec::Raw, Codec::Zstd, Codec::Lz4, Codec::Zlib, Codec::Gzip];
+const CODECS: [Codec; 5] = [
+    Codec::Raw,
+    Codec::Zstd,
+    Codec::Lz4,
+    Codec::Zlib,
+    Codec::Gzip,
+];
 
 fn sample_buffers() -> (Vec<u8>, Vec<Vec<u8>>) {
     let pickle = b"\x80\x05fake pickle stream".to_vec();
@@ -57,7 +63,10 @@ fn raw_buffers_are_page_aligned_and_mappable() {
 #[test]
 fn every_flipped_byte_is_detected() {
     let pickle = b"\x80\x05small".to_vec();
-    let buffers = vec![vec![1u8, 2, 3, 4, 5, 6, 7, 8, 9], (0..3000u32).map(|i| i as u8).collect()];
+    let buffers = vec![
+        vec![1u8, 2, 3, 4, 5, 6, 7, 8, 9],
+        (0..3000u32).map(|i| i as u8).collect(),
+    ];
     for codec in CODECS {
         let bytes = encode(codec, &pickle, &buffers);
         for at in 0..bytes.len() {
@@ -90,8 +99,16 @@ fn every_truncation_is_detected() {
 #[test]
 fn messages_name_the_failure() {
     let bytes = encode(Codec::Zstd, b"p", &[vec![1u8; 100]]);
-    let msg = |data: &[u8]| read_all(data, 1).err().map(|e| e.to_string()).unwrap_or_default();
-    assert_eq!(msg(b"hello world, this is not a container"), "not an oxjob file (bad magic)");
+    let msg = |data: &[u8]| {
+        read_all(data, 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        msg(b"hello world, this is not a container"),
+        "not an oxjob file (bad magic)"
+    );
     assert!(msg(&bytes[..40]).starts_with("truncated"));
     let mut bad = bytes.clone();
     let last_data = bytes.len() - 20;
@@ -139,7 +156,10 @@ fn layout_rules_are_enforced_on_write() {
         level: 12,
         threads: 1,
     };
-    assert!(matches!(write(&mut Vec::new(), &sections, &opts), Err(Error::Invalid(_))));
+    assert!(matches!(
+        write(&mut Vec::new(), &sections, &opts),
+        Err(Error::Invalid(_))
+    ));
 }
 
 #[test]
@@ -149,7 +169,11 @@ fn unverified_sections_skip_data_checksums_only() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     let path = dir.join("unverified.oxjob");
     std::fs::write(&path, &bytes).expect("write");
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("open");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
     mark_unverified(&file).expect("mark");
     let mut changed = std::fs::read(&path).expect("read");
     let layout = parse(&changed[..]).expect("parse");

@@ -1,8 +1,8 @@
 //! Writing containers.
 
 use super::{
-    chunk_seed, header_seed, padding_for, Section, SectionKind, COMPRESSED_CHUNK, END_MAGIC,
-    MAGIC, PREAMBLE_LEN, RAW_CHUNK, SECTION_FIXED_LEN, VERSION,
+    chunk_seed, header_seed, padding_for, Section, SectionKind, COMPRESSED_CHUNK, END_MAGIC, MAGIC,
+    PREAMBLE_LEN, RAW_CHUNK, SECTION_FIXED_LEN, VERSION,
 };
 use crate::codec::Codec;
 use crate::error::{Error, Result};

@@ -1,0 +1,131 @@
+//! A bounded mutation fuzzer for the container decoder, run by `cargo test`.
+//!
+//! The toolchain on CI cannot be assumed to run `cargo fuzz` (nightly + sanitizers),
+//! so this harness mutates the committed corpus with a seeded PRNG for a bounded
+//! time (`OXJOB_FUZZ_SECONDS`, default 5) and checks the same property as the
+//! libFuzzer target in `fuzz/`.
+
+use oxjob_core::codec::Codec;
+use oxjob_core::container::{write, Section, SectionKind, WriteOptions};
+use oxjob_core::fuzzing::check_decoder;
+use std::time::{Duration, Instant};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn corpus() -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/container");
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(seeds.len() >= 4, "fuzz corpus missing in {}", dir.display());
+    for codec in [
+        Codec::Raw,
+        Codec::Zstd,
+        Codec::Lz4,
+        Codec::Zlib,
+        Codec::Gzip,
+    ] {
+        let buffer: Vec<u8> = (0..9000u32).map(|i| (i % 17) as u8).collect();
+        let sections = [
+            Section {
+                kind: SectionKind::Pickle,
+                data: b"\x80\x05stream",
+            },
+            Section {
+                kind: SectionKind::Buffer,
+                data: &buffer,
+            },
+        ];
+        let opts = WriteOptions {
+            codec,
+            level: 1,
+            threads: 1,
+        };
+        let mut out = Vec::new();
+        if write(&mut out, &sections, &opts).is_ok() {
+            seeds.push(out);
+        }
+    }
+    seeds
+}
+
+const INTERESTING: [u64; 8] = [0, 1, 0xff, 0xffff, 0xffff_ffff, u64::MAX, 1 << 31, 4096];
+
+fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
+    if input.is_empty() {
+        input.push(rng.next() as u8);
+        return;
+    }
+    for _ in 0..=rng.below(3) {
+        let at = rng.below(input.len());
+        match rng.below(6) {
+            0 => input[at] ^= 1 << rng.below(8),
+            1 => input[at] = rng.next() as u8,
+            2 => input.truncate(at),
+            3 => {
+                let value = INTERESTING[rng.below(INTERESTING.len())].to_le_bytes();
+                let width = [1usize, 2, 4, 8][rng.below(4)];
+                for (i, byte) in value.iter().take(width).enumerate() {
+                    if let Some(slot) = input.get_mut(at + i) {
+                        *slot = *byte;
+                    }
+                }
+            }
+            4 => {
+                let extra: Vec<u8> = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
+                input.splice(at..at, extra);
+            }
+            _ => {
+                let end = (at + rng.below(256)).min(input.len());
+                let copy = input[at..end].to_vec();
+                let to = rng.below(input.len());
+                input.splice(to..to, copy);
+            }
+        }
+        if input.is_empty() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn mutated_containers_never_crash_or_overallocate() {
+    let seconds: u64 = std::env::var("OXJOB_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let seeds = corpus();
+    for seed in &seeds {
+        check_decoder(seed);
+    }
+    let mut rng = Rng(0x0123_4567_89AB_CDEF);
+    let mut runs = 0u64;
+    while Instant::now() < deadline {
+        let mut input = seeds[rng.below(seeds.len())].clone();
+        mutate(&mut rng, &mut input);
+        check_decoder(&input);
+        runs += 1;
+    }
+    println!("{runs} mutated inputs decoded without a crash");
+    assert!(runs > 0);
+}

@@ -3,17 +3,21 @@
 //! This crate knows nothing of Python: the binding crate (`oxjob-py`) converts
 //! Python objects into the slices and options used here.
 //!
+//! * [`buffer`]: zeroed output buffers, on huge pages when large.
 //! * [`codec`]: the chunk codecs (zstd, lz4, zlib, gzip) and their names.
 //! * [`container`]: the file format shared by `dump`/`load` and the cache.
 //! * [`hash`]: the streaming xxh3-128 hasher behind `oxjob.hash`.
+//! * [`store`]: the on-disk cache store behind `oxjob.Memory`.
 //! * [`parallel`]: the small scoped-thread work queue used to compress, decompress
 //!   and checksum chunks on several cores.
 
+pub mod buffer;
 pub mod codec;
 pub mod container;
 pub mod error;
 pub mod fuzzing;
 pub mod hash;
 pub mod parallel;
+pub mod store;
 
 pub use error::{Error, Result};

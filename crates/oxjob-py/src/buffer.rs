@@ -1,5 +1,6 @@
 //! Memory shared with Python through the buffer protocol, without copies.
 
+use oxjob_core::buffer::Buffer;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
@@ -12,44 +13,27 @@ use std::ffi::c_int;
 /// alive; it is freed when the last view is garbage-collected.
 #[pyclass(module = "oxjob._engine", frozen)]
 pub struct OwnedBuffer {
-    ptr: *mut u8,
-    len: usize,
+    data: Buffer,
     shape: [ffi::Py_ssize_t; 1],
     strides: [ffi::Py_ssize_t; 1],
 }
 
-// SAFETY: the memory is owned by this object alone and is only reached through the
-// buffer protocol, exactly like a bytearray's; Python code is what synchronises it.
-unsafe impl Send for OwnedBuffer {}
-// SAFETY: see `Send`: the struct's own fields are never mutated after creation.
-unsafe impl Sync for OwnedBuffer {}
-
 impl OwnedBuffer {
     /// Take ownership of `data`.
-    pub fn new(data: Vec<u8>) -> Self {
-        let len = data.len();
-        let ptr = Box::into_raw(data.into_boxed_slice()).cast::<u8>();
+    pub fn new(data: Buffer) -> Self {
+        let len = data.len() as ffi::Py_ssize_t;
         OwnedBuffer {
-            ptr,
-            len,
-            shape: [len as ffi::Py_ssize_t],
+            data,
+            shape: [len],
             strides: [1],
         }
-    }
-}
-
-impl Drop for OwnedBuffer {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` come from `Box::into_raw` of a boxed slice of this length
-        // in `new`, and Python holds no view any more (each view holds a reference).
-        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len)) });
     }
 }
 
 #[pymethods]
 impl OwnedBuffer {
     fn __len__(&self) -> usize {
-        self.len
+        self.data.len()
     }
 
     /// Export the memory as a writable one-dimensional buffer of unsigned bytes.
@@ -66,8 +50,10 @@ impl OwnedBuffer {
         // pointer stored in it lives as long as `slf`, whose reference the view keeps.
         unsafe {
             (*view).obj = slf.clone().into_any().into_ptr();
-            (*view).buf = this.ptr.cast();
-            (*view).len = this.len as ffi::Py_ssize_t;
+            // Python writes through this pointer: the memory is exported like a
+            // bytearray's, and `Buffer` is never read by Rust after creation.
+            (*view).buf = this.data.as_ptr().cast();
+            (*view).len = this.data.len() as ffi::Py_ssize_t;
             (*view).readonly = 0;
             (*view).itemsize = 1;
             (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {

@@ -2,6 +2,7 @@
 
 use crate::buffer::{Borrowed, OwnedBuffer};
 use crate::errors::to_py;
+use oxjob_core::buffer::Buffer;
 use oxjob_core::codec::{Codec, CODEC_NAMES};
 use oxjob_core::container::{self, FileSource, Section, SectionKind, WriteOptions};
 use oxjob_core::parallel;
@@ -12,7 +13,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-fn options(codec: &str, level: i32, threads: Option<usize>) -> PyResult<WriteOptions> {
+pub(crate) fn options(codec: &str, level: i32, threads: Option<usize>) -> PyResult<WriteOptions> {
     let codec = Codec::from_name(codec).map_err(|e| to_py(e, "codec"))?;
     Ok(WriteOptions {
         codec,
@@ -21,11 +22,11 @@ fn options(codec: &str, level: i32, threads: Option<usize>) -> PyResult<WriteOpt
     })
 }
 
-fn borrow_all(parts: &Bound<'_, PyList>) -> PyResult<Vec<Borrowed>> {
+pub(crate) fn borrow_all(parts: &Bound<'_, PyList>) -> PyResult<Vec<Borrowed>> {
     parts.iter().map(|part| Borrowed::new(&part)).collect()
 }
 
-fn sections(borrowed: &[Borrowed]) -> Vec<Section<'_>> {
+pub(crate) fn sections(borrowed: &[Borrowed]) -> Vec<Section<'_>> {
     borrowed
         .iter()
         .enumerate()
@@ -153,7 +154,7 @@ pub fn write_stream(
     result.map_err(|e| to_py(e, "<file object>"))
 }
 
-fn into_python(py: Python<'_>, decoded: Vec<Vec<u8>>) -> PyResult<Bound<'_, PyList>> {
+pub(crate) fn into_python(py: Python<'_>, decoded: Vec<Buffer>) -> PyResult<Bound<'_, PyList>> {
     let owned = decoded
         .into_iter()
         .map(|data| Bound::new(py, OwnedBuffer::new(data)))
@@ -222,7 +223,7 @@ pub fn layout_file(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyTuple>
             let src = FileSource::new(File::open(&path)?)?;
             let layout = container::parse(&src)?;
             let first = &layout.sections[0];
-            let mut pickle = vec![0u8; first.raw_len as usize];
+            let mut pickle = Buffer::zeroed(first.raw_len as usize)?;
             container::read_section(&src, first, &mut pickle, 1)?;
             let buffers: Vec<(&'static str, u64, u64)> = layout.sections[1..]
                 .iter()

@@ -6,11 +6,13 @@ mod buffer;
 mod container;
 mod errors;
 mod hash;
+mod store;
 
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<buffer::OwnedBuffer>()?;
     m.add_class::<hash::StreamHasher>()?;
+    m.add_class::<store::Store>()?;
     m.add_function(wrap_pyfunction!(container::write_file, m)?)?;
     m.add_function(wrap_pyfunction!(container::write_stream, m)?)?;
     m.add_function(wrap_pyfunction!(container::read_file, m)?)?;

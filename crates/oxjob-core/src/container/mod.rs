@@ -83,14 +83,15 @@ pub struct Section<'a> {
 pub fn read_all<S: Source + ?Sized>(
     src: &S,
     threads: usize,
-) -> crate::Result<(Layout, Vec<Vec<u8>>)> {
+) -> crate::Result<(Layout, Vec<crate::buffer::Buffer>)> {
     let layout = parse(src)?;
     let mut decoded = Vec::with_capacity(layout.sections.len());
     for section in &layout.sections {
         // `parse` has checked raw_len against the bytes present, so this allocation
-        // is bounded by the file size times the codec's largest expansion. Zeroed
-        // allocations come from calloc, which hands out fresh pages without a memset.
-        let mut out = vec![0u8; section.raw_len as usize];
+        // is bounded by the file size times the codec's largest expansion.
+        let len = usize::try_from(section.raw_len)
+            .map_err(|_| crate::Error::corrupt("section larger than the address space"))?;
+        let mut out = crate::buffer::Buffer::zeroed(len)?;
         read_section(src, section, &mut out, threads)?;
         decoded.push(out);
     }

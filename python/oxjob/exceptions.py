@@ -2,7 +2,7 @@
 
 from ._engine import CorruptFileError
 
-__all__ = ["CorruptFileError"]
+__all__ = ["CacheWarning", "CorruptFileError", "JobLibCollisionWarning"]
 
 CorruptFileError.__doc__ = """A file is not a valid oxjob file.
 
@@ -11,3 +11,15 @@ corrupted byte, was not written by oxjob, or claims sizes its bytes cannot hold.
 The message names the file and the check that failed. A subclass of
 :class:`ValueError`.
 """
+
+
+class CacheWarning(UserWarning):
+    """The cache could not store or read an entry; the result is still returned.
+
+    Raised as a warning by :class:`oxjob.Memory` when a result cannot be pickled, the
+    disk is full or read-only, or an entry is damaged (it is then recomputed).
+    """
+
+
+class JobLibCollisionWarning(UserWarning):
+    """Two functions map to the same cache directory (same module and name)."""

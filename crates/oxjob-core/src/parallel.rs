@@ -7,10 +7,16 @@
 use std::sync::Mutex;
 
 /// Number of threads to use by default: the CPUs this process may run on.
+///
+/// Computed once: the standard library reads cgroup files on every call, which
+/// would cost more than a small cache hit.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
 }
 
 /// Run `work` on every item of `items`, on up to `threads` threads, and stop at

@@ -173,17 +173,8 @@ pub fn read_file(
     let threads = threads.unwrap_or_else(parallel::default_threads);
     let what = path.display().to_string();
     let decoded = py
-        .detach(|| {
-            let src = FileSource::new(File::open(&path)?)?;
-            let (layout, decoded) = container::read_all(&src, threads)?;
-            if layout.end != oxjob_core::container::Source::size(&src) {
-                return Err(oxjob_core::Error::Corrupt(
-                    "unexpected bytes after the end of the container".into(),
-                ));
-            }
-            Ok(decoded)
-        })
-        .map_err(|e| to_py(e, &what))?;
+        .detach(|| Ok(container::read_file(File::open(&path)?, threads)?.1))
+        .map_err(|e: oxjob_core::Error| to_py(e, &what))?;
     into_python(py, decoded)
 }
 

@@ -53,6 +53,18 @@ pub const COMPRESSED_CHUNK: u32 = 2 << 20;
 /// Largest chunk size a reader accepts.
 pub const MAX_CHUNK: u32 = 64 << 20;
 
+/// Sections smaller than this are handled on the calling thread: starting threads
+/// costs tens of microseconds, more than the work.
+pub const PARALLEL_ABOVE: u64 = 4 << 20;
+
+fn threads_for(len: u64, threads: usize) -> usize {
+    if len < PARALLEL_ABOVE {
+        1
+    } else {
+        threads
+    }
+}
+
 const SECTION_FIXED_LEN: u64 = 24;
 /// Section flag: data checksums are stale (the data was mapped for writing).
 const FLAG_UNVERIFIED: u16 = 1;
@@ -94,6 +106,33 @@ pub fn read_all<S: Source + ?Sized>(
         let mut out = crate::buffer::Buffer::zeroed(len)?;
         read_section(src, section, &mut out, threads)?;
         decoded.push(out);
+    }
+    Ok((layout, decoded))
+}
+
+/// Files up to this size are read with one system call and decoded from memory.
+pub const SMALL_FILE: u64 = 1 << 20;
+
+/// Read and check a whole container file: small files in one read, large ones with
+/// positioned reads straight into the output buffers. Bytes after the container
+/// are an error.
+pub fn read_file(
+    file: std::fs::File,
+    threads: usize,
+) -> crate::Result<(Layout, Vec<crate::buffer::Buffer>)> {
+    let src = FileSource::new(file)?;
+    let size = Source::size(&src);
+    let (layout, decoded) = if size <= SMALL_FILE {
+        let mut whole = vec![0u8; size as usize];
+        src.read_at(0, &mut whole)?;
+        read_all(&whole[..], threads)?
+    } else {
+        read_all(&src, threads)?
+    };
+    if layout.end != size {
+        return Err(crate::Error::corrupt(
+            "unexpected bytes after the end of the container",
+        ));
     }
     Ok((layout, decoded))
 }

@@ -1,8 +1,9 @@
 //! Reading and checking containers.
 
 use super::{
-    chunk_seed, header_seed, padding_for, SectionKind, ALIGN, CHUNK_RECORD_LEN, END_LEN, END_MAGIC,
-    FLAG_UNVERIFIED, MAGIC, MAX_CHUNK, PREAMBLE_LEN, SECTION_FIXED_LEN, VERSION,
+    chunk_seed, header_seed, padding_for, threads_for, SectionKind, ALIGN, CHUNK_RECORD_LEN,
+    END_LEN, END_MAGIC, FLAG_UNVERIFIED, MAGIC, MAX_CHUNK, PREAMBLE_LEN, SECTION_FIXED_LEN,
+    VERSION,
 };
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -369,6 +370,7 @@ pub fn read_section<S: Source + ?Sized>(
         rest = tail;
     }
     let jobs = pieces.into_iter().zip(section.chunks.iter()).enumerate();
+    let threads = threads_for(section.raw_len, threads);
     parallel::for_each(jobs, threads, |(c, (piece, chunk))| {
         let seed = chunk_seed(section.index, c as u64);
         if section.codec == Codec::Raw {

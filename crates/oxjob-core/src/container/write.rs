@@ -1,8 +1,8 @@
 //! Writing containers.
 
 use super::{
-    chunk_seed, header_seed, padding_for, Section, SectionKind, COMPRESSED_CHUNK, END_MAGIC, MAGIC,
-    PREAMBLE_LEN, RAW_CHUNK, SECTION_FIXED_LEN, VERSION,
+    chunk_seed, header_seed, padding_for, threads_for, Section, SectionKind, COMPRESSED_CHUNK,
+    END_MAGIC, MAGIC, PREAMBLE_LEN, RAW_CHUNK, SECTION_FIXED_LEN, VERSION,
 };
 use crate::codec::Codec;
 use crate::error::{Error, Result};
@@ -75,10 +75,12 @@ pub fn write<W: Write>(sink: &mut W, sections: &[Section<'_>], opts: &WriteOptio
     out.put(&preamble)?;
 
     for (index, section) in sections.iter().enumerate() {
+        let threads = threads_for(section.data.len() as u64, opts.threads);
         if opts.codec == Codec::Raw {
-            write_raw_section(&mut out, index, section, opts.threads)?;
+            write_raw_section(&mut out, index, section, threads)?;
         } else {
-            write_compressed_section(&mut out, index, section, opts)?;
+            let opts = WriteOptions { threads, ..*opts };
+            write_compressed_section(&mut out, index, section, &opts)?;
         }
     }
 

@@ -21,7 +21,7 @@ mod entries;
 
 pub use entries::{EntryInfo, Limits};
 
-use crate::container::{self, FileSource, Section, WriteOptions};
+use crate::container::{self, Section, WriteOptions};
 use crate::error::{Error, Result};
 use std::fs::{self, File, FileTimes};
 use std::io::{BufWriter, ErrorKind};
@@ -158,13 +158,7 @@ impl Store {
         };
         // Best effort: a read-only store still serves hits.
         let _ = file.set_times(FileTimes::new().set_accessed(SystemTime::now()));
-        let src = FileSource::new(file)?;
-        let (layout, decoded) = container::read_all(&src, threads)?;
-        if layout.end != container::Source::size(&src) {
-            return Err(Error::corrupt(
-                "unexpected bytes after the end of the container",
-            ));
-        }
+        let (_, decoded) = container::read_file(file, threads)?;
         Ok(Some(decoded))
     }
 

@@ -1,0 +1,753 @@
+"""``Memory``: joblib's disk cache for function results, on oxjob's store.
+
+A cached call is keyed by :func:`oxjob.hash` of its bound arguments (defaults
+filled in, ``ignore`` honoured), so ``f(1)`` and ``f(x=1)`` share an entry. Entries
+live under ``<location>/oxjob/<module>/<function>/<args-hash>/`` in oxjob's
+container format; see ``docs/memory.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import inspect
+import logging
+import os
+import pprint
+import time
+import traceback
+import warnings
+from typing import Any, Callable
+
+from .exceptions import CacheWarning, JobLibCollisionWarning
+from .hashing import hash as _hash
+from .store import StoreBackendBase, store_backend_factory
+
+__all__ = [
+    "Memory",
+    "MemorizedFunc",
+    "AsyncMemorizedFunc",
+    "NotMemorizedFunc",
+    "MemorizedResult",
+    "NotMemorizedResult",
+    "expires_after",
+]
+
+_logger = logging.getLogger("oxjob")
+_STORE_DIRNAME = "oxjob"
+
+
+def expires_after(
+    days: float = 0,
+    seconds: float = 0,
+    microseconds: float = 0,
+    milliseconds: float = 0,
+    minutes: float = 0,
+    hours: float = 0,
+    weeks: float = 0,
+) -> Callable[[dict], bool]:
+    """A ``cache_validation_callback`` that expires results after a delay.
+
+    Parameters
+    ----------
+    days, seconds, microseconds, milliseconds, minutes, hours, weeks : float
+        The delay, as for :class:`datetime.timedelta`.
+
+    Returns
+    -------
+    callable
+        ``callback(metadata) -> bool``: True while the result is younger than the delay.
+
+    Examples
+    --------
+    >>> memory = Memory("/tmp/cache", verbose=0)
+    >>> @memory.cache(cache_validation_callback=expires_after(minutes=5))
+    ... def fetch(url):
+    ...     return len(url)
+    """
+    delta = datetime.timedelta(
+        days=days,
+        seconds=seconds,
+        microseconds=microseconds,
+        milliseconds=milliseconds,
+        minutes=minutes,
+        hours=hours,
+        weeks=weeks,
+    ).total_seconds()
+
+    def cache_validation_callback(metadata: dict) -> bool:
+        return time.time() - metadata["time"] < delta
+
+    return cache_validation_callback
+
+
+def _func_id(func: Callable) -> str:
+    """``module/.../name``: where a function's entries live (joblib's layout)."""
+    module = getattr(func, "__module__", None) or "__main__"
+    parts = module.split(".")
+    if module == "__main__":
+        try:
+            source = inspect.getsourcefile(func)
+        except TypeError:
+            source = None
+        if source:
+            # Scripts all run as __main__: keep their files apart, as joblib does.
+            stem = os.path.splitext(os.path.abspath(source))[0]
+            parts = ["__main__" + stem.replace(os.sep, "-").replace("<", "-").replace(">", "-")]
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+    name = name.replace("<", "-").replace(">", "-")
+    return "/".join([*parts, name])
+
+
+def _func_code(func: Callable) -> tuple[str, str | None, int]:
+    """``(source, file, first line)``; falls back to the bytecode when there is no source."""
+    try:
+        lines, first_line = inspect.getsourcelines(func)
+        return "".join(lines), inspect.getsourcefile(func), first_line
+    except (OSError, TypeError):
+        code = getattr(func, "__code__", None)
+        return (repr(code.co_code) if code else repr(func)), None, -1
+
+
+def _format_arg(arg: Any) -> str:
+    formatted = pprint.pformat(arg, indent=2)
+    return f"{formatted[:700]}..." if len(formatted) > 1500 else formatted
+
+
+def _format_call(func: Callable, args: tuple, kwargs: dict) -> str:
+    """joblib's ``[Memory] Calling ...`` banner."""
+    func_id = _func_id(func).replace("/", ".")
+    name = func_id.rsplit(".", 1)[-1]
+    pieces, previous = [], 0
+    for arg in args:
+        formatted = _format_arg(arg)
+        if previous > 80:
+            formatted = "\n" + formatted
+        previous = len(formatted)
+        pieces.append(formatted)
+    pieces.extend(f"{k}={_format_arg(v)}" for k, v in kwargs.items())
+    return f"{80 * '_'}\n[Memory] Calling {func_id}...\n{name}({', '.join(pieces)})"
+
+
+def _format_time(seconds: float) -> str:
+    return f"{seconds:.1f}s, {seconds / 60:.1f}min"
+
+
+class NotMemorizedResult:
+    """The result of ``call_and_shelve`` when caching is off: holds the value."""
+
+    __slots__ = ("value", "valid")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.valid = True
+
+    def get(self) -> Any:
+        """The value; ``KeyError`` after :meth:`clear`."""
+        if self.valid:
+            return self.value
+        raise KeyError("No value stored.")
+
+    def clear(self) -> None:
+        """Forget the value."""
+        self.valid = False
+        self.value = None
+
+    def __repr__(self) -> str:
+        if self.valid:
+            return f"{type(self).__name__}({pprint.pformat(self.value)})"
+        return f"{type(self).__name__} with no value"
+
+    def __getstate__(self) -> dict:
+        return {"valid": self.valid, "value": self.value}
+
+    def __setstate__(self, state: dict) -> None:
+        self.valid = state["valid"]
+        self.value = state["value"]
+
+
+class NotMemorizedFunc:
+    """What ``Memory(location=None).cache`` returns: calls the function, stores nothing.
+
+    Parameters
+    ----------
+    func : callable
+        The function.
+    """
+
+    def __init__(self, func: Callable) -> None:
+        self.func = func
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def call_and_shelve(self, *args: Any, **kwargs: Any) -> NotMemorizedResult:
+        """Call and wrap the result in a :class:`NotMemorizedResult`."""
+        return NotMemorizedResult(self.func(*args, **kwargs))
+
+    def call(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
+        """Call; returns ``(output, {})``."""
+        return self.func(*args, **kwargs), {}
+
+    def check_call_in_cache(self, *args: Any, **kwargs: Any) -> bool:
+        """Always False: nothing is cached."""
+        return False
+
+    def clear(self, warn: bool = True) -> None:
+        """Nothing to clear."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(func={self.func})"
+
+
+class MemorizedResult:
+    """A handle on a cached result, from ``call_and_shelve``: small and picklable.
+
+    Parameters
+    ----------
+    location : str or StoreBackendBase
+        The store holding the result.
+    call_id : tuple of str
+        ``(func_id, args_id)``.
+    backend : str, default='local'
+        Store backend name, when ``location`` is a path.
+    mmap_mode : {None, 'r', 'r+', 'c'}, optional
+        How :meth:`get` maps arrays.
+    verbose : int, default=0
+    timestamp : float, optional
+    metadata : dict, optional
+    """
+
+    def __init__(
+        self,
+        location: Any,
+        call_id: tuple[str, str],
+        backend: str = "local",
+        mmap_mode: str | None = None,
+        verbose: int = 0,
+        timestamp: float | None = None,
+        metadata: dict | None = None,
+    ) -> None:
+        self.store_backend = store_backend_factory(backend, location, verbose=verbose)
+        self.mmap_mode = mmap_mode
+        self.func, self.args_id = call_id
+        self._call_id = tuple(call_id)
+        self.verbose = verbose
+        self.timestamp = time.time() if timestamp is None else timestamp
+        self.metadata = metadata if metadata is not None else {}
+
+    @property
+    def argument_hash(self) -> str:
+        """The arguments' hash (same as ``args_id``)."""
+        return self.args_id
+
+    def get(self) -> Any:
+        """Load the result; ``KeyError`` if it was cleared."""
+        try:
+            return self.store_backend.load_item(self._call_id, mmap_mode=self.mmap_mode)
+        except KeyError as exc:
+            raise KeyError(
+                f"Non-existing item (may have been cleared).\nItem {self._call_id} does not exist"
+            ) from exc
+
+    def clear(self) -> None:
+        """Remove the result from the store."""
+        self.store_backend.clear_item(self._call_id)
+
+    def __repr__(self) -> str:
+        return '{}(location="{}", func="{}", args_id="{}")'.format(
+            type(self).__name__, self.store_backend.location, *self._call_id
+        )
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["timestamp"] = None
+        return state
+
+
+class MemorizedFunc:
+    """A function whose results are cached on disk; made by :meth:`Memory.cache`.
+
+    Calling it returns the cached result when the same arguments were seen before
+    and the function's code has not changed; otherwise it runs the function and
+    stores the result.
+
+    Parameters
+    ----------
+    func : callable
+        The function to cache.
+    location : str or StoreBackendBase
+        The store directory (or a configured store).
+    backend : str, default='local'
+    ignore : list of str, optional
+        Argument names left out of the key.
+    mmap_mode : {None, 'r', 'r+', 'c'}, optional
+        Load cached numpy arrays memory-mapped.
+    compress : bool, int, str or tuple, default=False
+        As ``oxjob.dump``'s ``compress``.
+    verbose : int, default=1
+    timestamp : float, optional
+    cache_validation_callback : callable, optional
+        ``callback(metadata) -> bool``; a False return recomputes the result.
+    """
+
+    def __init__(
+        self,
+        func: Callable,
+        location: Any,
+        backend: str = "local",
+        ignore: list[str] | None = None,
+        mmap_mode: str | None = None,
+        compress: Any = False,
+        verbose: int = 1,
+        timestamp: float | None = None,
+        cache_validation_callback: Callable[[dict], bool] | None = None,
+    ) -> None:
+        self.func = func
+        self.mmap_mode = mmap_mode
+        self.compress = compress
+        self._verbose = verbose
+        self.cache_validation_callback = cache_validation_callback
+        self.timestamp = time.time() if timestamp is None else timestamp
+        if ignore is None:
+            ignore = []
+        if not isinstance(ignore, list):
+            raise ValueError(
+                f"ignore must be a list of parameters to ignore {ignore} "
+                f"(type {type(ignore)}) was given"
+            )
+        self.ignore = ignore
+        self.store_backend = store_backend_factory(
+            backend, location, verbose=verbose, backend_options={"compress": compress}
+        )
+        self.func_id = _func_id(func)
+        self._code_checked = False
+        signature = self._signature()
+        unknown = [name for name in ignore if name not in signature.parameters]
+        if unknown:
+            raise ValueError(
+                f"Ignore list: argument '{unknown[0]}' is not defined for function "
+                f"{self.func_id.replace('/', '.')}{signature}"
+            )
+        functools.update_wrapper(self, func)
+
+    # ---- keys --------------------------------------------------------------------------
+
+    def _signature(self) -> inspect.Signature:
+        signature = self.__dict__.get("_signature_cache")
+        if signature is None:
+            signature = inspect.signature(self.func)
+            self.__dict__["_signature_cache"] = signature
+        return signature
+
+    def _arguments(self, args: tuple, kwargs: dict) -> dict:
+        bound = self._signature().bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        for name in self.ignore:
+            arguments.pop(name, None)
+        owner = getattr(self.func, "__self__", None)
+        if owner is not None and not inspect.ismodule(owner):
+            arguments["__self__"] = owner  # bound methods: the instance is part of the key
+        return arguments
+
+    def _call_id(self, args: tuple, kwargs: dict) -> tuple[str, str]:
+        return self.func_id, _hash(self._arguments(args, kwargs))
+
+    # ---- code-change detection ----------------------------------------------------------
+
+    def _write_func_code(self, func_code: str, first_line: int) -> None:
+        self.store_backend.store_cached_func_code(
+            self.func_id, f"# first line: {first_line}\n{func_code}"
+        )
+
+    def _check_previous_func_code(self) -> bool:
+        """True when the stored code matches; otherwise clears the function's entries."""
+        if self._code_checked:
+            return True
+        func_code, source_file, first_line = _func_code(self.func)
+        try:
+            stored = self.store_backend.get_cached_func_code(self.func_id)
+        except (OSError, KeyError):
+            self._write_func_code(func_code, first_line)
+            self._code_checked = True
+            return False
+        header, _, old_code = stored.partition("\n")
+        old_first_line = int(header.rsplit(":", 1)[-1]) if header.startswith("# first") else -1
+        if old_code == func_code:
+            self._code_checked = True
+            return True
+        if old_first_line == first_line == -1 or self.func_id.endswith("-lambda-"):
+            warnings.warn(
+                JobLibCollisionWarning(
+                    f"Cannot detect name collisions for function '{self.func_id}'"
+                ),
+                stacklevel=4,
+            )
+        if self._verbose > 10:
+            self.warn(f"Function {self.func_id} has changed.")
+        self.clear(warn=True)
+        self._code_checked = True
+        return False
+
+    def clear(self, warn: bool = True) -> None:
+        """Remove every cached result of this function."""
+        if self._verbose > 0 and warn:
+            self.warn(f"Clearing function cache identified by {self.func_id}")
+        self.store_backend.clear_path(self.func_id)
+        func_code, _, first_line = _func_code(self.func)
+        self._write_func_code(func_code, first_line)
+
+    def warn(self, msg: str) -> None:
+        """Log ``msg`` as joblib does (logger ``oxjob``, level WARNING)."""
+        _logger.warning("[%s]: %s", self, msg)
+
+    # ---- calls --------------------------------------------------------------------------
+
+    def _is_in_cache_and_valid(self, call_id: tuple[str, str]) -> bool:
+        if not self._check_previous_func_code():
+            return False
+        if not self.store_backend.contains_item(call_id):
+            return False
+        if self.cache_validation_callback is not None:
+            metadata = self.store_backend.get_metadata(call_id)
+            if not self.cache_validation_callback(metadata):
+                self.store_backend.clear_item(call_id)
+                return False
+        return True
+
+    def _cached_call(self, args: tuple, kwargs: dict, shelving: bool = False) -> Any:
+        call_id = self._call_id(args, kwargs)
+        code_ok = self._check_previous_func_code()
+        if code_ok and self.cache_validation_callback is not None:
+            code_ok = self._is_in_cache_and_valid(call_id)
+        if code_ok:
+            if shelving:
+                if self.store_backend.contains_item(call_id):
+                    return self._memorized_result(call_id), {}
+            else:
+                start = time.time()
+                try:
+                    output = self.store_backend.load_item(call_id, mmap_mode=self.mmap_mode)
+                except KeyError:
+                    pass  # not cached
+                except Exception:
+                    warnings.warn(
+                        f"Exception while loading results for {self.func_id}; the entry is "
+                        f"recomputed and replaced.\n{traceback.format_exc()}",
+                        CacheWarning,
+                        stacklevel=3,
+                    )
+                    self.store_backend.clear_item(call_id)
+                else:
+                    if self._verbose > 4:
+                        self._print_duration(time.time() - start, context="cache loaded ")
+                    return output, {}
+        if self._verbose > 10:
+            self.warn(f"Computing func {self.func_id}, argument hash {call_id[1]}")
+        return self._call(call_id, args, kwargs, shelving)
+
+    def _memorized_result(self, call_id: tuple[str, str], metadata: dict | None = None) -> Any:
+        return MemorizedResult(
+            self.store_backend,
+            call_id,
+            mmap_mode=self.mmap_mode,
+            verbose=self._verbose - 1,
+            timestamp=self.timestamp,
+            metadata=metadata,
+        )
+
+    def _before_call(self, args: tuple, kwargs: dict) -> float:
+        if self._verbose > 0:
+            print(_format_call(self.func, args, kwargs))
+        return time.time()
+
+    def _call(self, call_id: tuple[str, str], args: tuple, kwargs: dict, shelving: bool) -> Any:
+        start = self._before_call(args, kwargs)
+        output = self.func(*args, **kwargs)
+        return self._after_call(call_id, args, kwargs, shelving, output, start)
+
+    def _after_call(
+        self,
+        call_id: tuple[str, str],
+        args: tuple,
+        kwargs: dict,
+        shelving: bool,
+        output: Any,
+        start: float,
+    ) -> tuple[Any, dict]:
+        duration = time.time() - start
+        arguments = self._arguments(args, kwargs)
+        metadata = {
+            "duration": duration,
+            "input_args": {k: repr(v) for k, v in arguments.items()},
+            "time": start,
+        }
+        stored = self._store(call_id, output, metadata)
+        if self._verbose > 0:
+            self._print_duration(duration)
+        if shelving:
+            if stored:
+                return self._memorized_result(call_id, metadata), metadata
+            return NotMemorizedResult(output), metadata
+        return output, metadata
+
+    def _store(self, call_id: tuple[str, str], output: Any, metadata: dict) -> bool:
+        """Store a result; on failure warn and leave nothing behind."""
+        try:
+            self.store_backend.dump_item(call_id, output, metadata)
+            return True
+        except OSError as exc:
+            warnings.warn(f"Unable to cache to disk: {exc}.", CacheWarning, stacklevel=4)
+        except Exception as exc:
+            warnings.warn(
+                f"Unable to cache to disk: failed to pickle output. Exception: {exc!r}.",
+                CacheWarning,
+                stacklevel=4,
+            )
+        return False
+
+    def _print_duration(self, duration: float, context: str = "") -> None:
+        name = self.func_id.rsplit("/", 1)[-1]
+        msg = f"{name} {context}- {_format_time(duration)}"
+        print(max(0, 80 - len(msg)) * "_" + msg)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._cached_call(args, kwargs)[0]
+
+    def call(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
+        """Run the function whatever the cache holds, store and return ``(output, metadata)``."""
+        call_id = self._call_id(args, kwargs)
+        self._check_previous_func_code()
+        return self._call(call_id, args, kwargs, shelving=False)
+
+    def call_and_shelve(self, *args: Any, **kwargs: Any) -> Any:
+        """Like calling, but return a :class:`MemorizedResult` handle instead of the value."""
+        return self._cached_call(args, kwargs, shelving=True)[0]
+
+    def check_call_in_cache(self, *args: Any, **kwargs: Any) -> bool:
+        """Whether a valid result for these arguments is cached (nothing is computed)."""
+        return self._is_in_cache_and_valid(self._call_id(args, kwargs))
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_signature_cache", None)
+        state["timestamp"] = None
+        state["_code_checked"] = False
+        return state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(func={self.func}, location={self.store_backend.location})"
+
+
+class AsyncMemorizedFunc(MemorizedFunc):
+    """:class:`MemorizedFunc` for ``async def`` functions: calls return awaitables."""
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        out = self._cached_call(args, kwargs)
+        out = await out if asyncio.iscoroutine(out) else out
+        return out[0]
+
+    async def call_and_shelve(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        out = self._cached_call(args, kwargs, shelving=True)
+        out = await out if asyncio.iscoroutine(out) else out
+        return out[0]
+
+    async def call(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        call_id = self._call_id(args, kwargs)
+        self._check_previous_func_code()
+        return await self._call(call_id, args, kwargs, shelving=False)
+
+    async def _call(  # type: ignore[override]
+        self, call_id: tuple[str, str], args: tuple, kwargs: dict, shelving: bool
+    ) -> Any:
+        start = self._before_call(args, kwargs)
+        output = await self.func(*args, **kwargs)
+        return self._after_call(call_id, args, kwargs, shelving, output, start)
+
+
+class Memory:
+    """Cache function results on disk, as ``joblib.Memory`` does, with size bounds.
+
+    Parameters
+    ----------
+    location : str, pathlib.Path or None
+        Directory of the cache (entries go under ``<location>/oxjob``). None turns
+        caching off: cached functions are then plain calls.
+    backend : str, default='local'
+        Store backend, see :func:`oxjob.register_store_backend`.
+    mmap_mode : {None, 'r+', 'r', 'w+', 'c'}, optional
+        Load cached numpy arrays memory-mapped (uncompressed caches only).
+    compress : bool, int, str or tuple, default=False
+        Compression of stored results, as ``oxjob.dump``'s.
+    verbose : int, default=1
+        joblib's verbosity: 1 prints each computed call and its duration.
+    backend_options : dict, optional
+        Extra options for the store backend.
+    bytes_limit : int or str, optional
+        Keep the cache under this size (``'1G'``, ``'500M'`` or bytes), evicting the
+        least recently used entries after every write.
+    items_limit : int, optional
+        Keep at most this many entries.
+    age_limit : datetime.timedelta or float, optional
+        Remove entries unused for longer than this (seconds when a number).
+
+    Examples
+    --------
+    >>> import oxjob
+    >>> memory = oxjob.Memory("/tmp/oxjob-cache", verbose=0, bytes_limit="1G")
+    >>> @memory.cache
+    ... def square(x):
+    ...     return x * x
+    >>> square(4), square(4)  # the second call is read from disk
+    (16, 16)
+    """
+
+    def __init__(
+        self,
+        location: Any = None,
+        backend: str = "local",
+        mmap_mode: str | None = None,
+        compress: Any = False,
+        verbose: int = 1,
+        backend_options: dict | None = None,
+        bytes_limit: Any = None,
+        items_limit: int | None = None,
+        age_limit: Any = None,
+    ) -> None:
+        self._verbose = verbose
+        self.mmap_mode = mmap_mode
+        self.timestamp = time.time()
+        self.backend = backend
+        self.compress = compress
+        self.bytes_limit = bytes_limit
+        self.items_limit = items_limit
+        self.age_limit = age_limit
+        self.backend_options = dict(backend_options or {})
+        if compress and mmap_mode is not None:
+            warnings.warn("Compressed results cannot be memmapped", stacklevel=2)
+        self.location = location
+        if isinstance(location, os.PathLike):
+            location = os.fspath(location)
+        if isinstance(location, str):
+            location = os.path.join(location, _STORE_DIRNAME)
+        options = {
+            "compress": compress,
+            "mmap_mode": mmap_mode,
+            "bytes_limit": bytes_limit,
+            "items_limit": items_limit,
+            "age_limit": age_limit,
+            **self.backend_options,
+        }
+        self.store_backend: StoreBackendBase | None = store_backend_factory(
+            backend, location, verbose=self._verbose, backend_options=options
+        )
+
+    def cache(
+        self,
+        func: Callable | None = None,
+        ignore: list[str] | None = None,
+        verbose: int | None = None,
+        mmap_mode: Any = False,
+        cache_validation_callback: Callable[[dict], bool] | None = None,
+    ) -> Any:
+        """Decorate ``func`` so that its results are cached.
+
+        Usable as ``@memory.cache`` or ``@memory.cache(ignore=[...], ...)``.
+
+        Parameters
+        ----------
+        func : callable, optional
+            The function (sync or ``async``).
+        ignore : list of str, optional
+            Argument names that do not take part in the key (e.g. ``verbose``).
+        verbose : int, optional
+            Defaults to the Memory's.
+        mmap_mode : {None, 'r+', 'r', 'w+', 'c'}, optional
+            Defaults to the Memory's.
+        cache_validation_callback : callable, optional
+            ``callback(metadata) -> bool`` deciding whether a cached result is still
+            valid, e.g. :func:`expires_after`.
+
+        Returns
+        -------
+        MemorizedFunc, AsyncMemorizedFunc or NotMemorizedFunc
+        """
+        if cache_validation_callback is not None and not callable(cache_validation_callback):
+            raise ValueError(
+                f"cache_validation_callback needs to be callable. Got {cache_validation_callback}."
+            )
+        if func is None:
+            return functools.partial(
+                self.cache,
+                ignore=ignore,
+                verbose=verbose,
+                mmap_mode=mmap_mode,
+                cache_validation_callback=cache_validation_callback,
+            )
+        if self.store_backend is None:
+            return NotMemorizedFunc(func)
+        if verbose is None:
+            verbose = self._verbose
+        if mmap_mode is False:
+            mmap_mode = self.mmap_mode
+        if isinstance(func, MemorizedFunc):
+            func = func.func
+        cls = AsyncMemorizedFunc if inspect.iscoroutinefunction(func) else MemorizedFunc
+        return cls(
+            func,
+            location=self.store_backend,
+            backend=self.backend,
+            ignore=ignore,
+            mmap_mode=mmap_mode,
+            compress=self.compress,
+            verbose=verbose,
+            timestamp=self.timestamp,
+            cache_validation_callback=cache_validation_callback,
+        )
+
+    def clear(self, warn: bool = True) -> None:
+        """Remove every entry of the cache."""
+        if warn:
+            self.warn("Flushing completely the cache")
+        if self.store_backend is not None:
+            self.store_backend.clear()
+
+    def reduce_size(
+        self, bytes_limit: Any = None, items_limit: Any = None, age_limit: Any = None
+    ) -> None:
+        """Evict entries, least recently used first, until within the limits.
+
+        Limits not given default to the Memory's own; with none at all, nothing is
+        removed.
+        """
+        if self.store_backend is None:
+            return
+        limits = (
+            self.bytes_limit if bytes_limit is None else bytes_limit,
+            self.items_limit if items_limit is None else items_limit,
+            self.age_limit if age_limit is None else age_limit,
+        )
+        if all(limit is None for limit in limits):
+            return
+        self.store_backend.reduce_size(*limits)
+
+    def eval(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Call ``func(*args, **kwargs)`` through the cache (no decoration kept)."""
+        if self.store_backend is None:
+            return func(*args, **kwargs)
+        return self.cache(func)(*args, **kwargs)
+
+    def warn(self, msg: str) -> None:
+        """Log ``msg`` as joblib does (logger ``oxjob``, level WARNING)."""
+        _logger.warning("[%s]: %s", self, msg)
+
+    def __repr__(self) -> str:
+        location = None if self.store_backend is None else self.store_backend.location
+        return f"{type(self).__name__}(location={location})"
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["timestamp"] = None
+        return state

@@ -1,0 +1,347 @@
+"""Cache store backends: the interface :class:`oxjob.Memory` talks to, and the local one.
+
+The local backend keeps its entries in oxjob's container format through the Rust
+store (``crates/oxjob-core/src/store``): atomic writes, lock-free reads, bounds
+enforced least recently used first. Other backends implement
+:class:`StoreBackendBase` and are made available by :func:`register_store_backend`.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import os
+import re
+from abc import ABC, abstractmethod
+from typing import Any
+
+from . import _engine
+from .persistence import (
+    _INBAND_COMPRESSED,
+    _INBAND_RAW,
+    _LoadContext,
+    _pickle_parts,
+    _resolve_compression,
+    _unpickle,
+    load,
+)
+
+__all__ = ["CacheItemInfo", "LocalStoreBackend", "StoreBackendBase", "register_store_backend"]
+
+#: One cache entry: its directory, its size in bytes, and when it was last used.
+CacheItemInfo = collections.namedtuple("CacheItemInfo", "path size last_access")
+
+_STORE_BACKENDS: dict[str, type] = {}
+
+_BYTE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_bytes_limit(limit: Any) -> int | None:
+    """Bytes from an int or a string such as ``'1G'``/``'500M'`` (joblib's units)."""
+    if limit is None:
+        return None
+    if isinstance(limit, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", limit.upper())
+        if not match:
+            raise ValueError(
+                f"Invalid bytes_limit {limit!r}: use an int or a string like '500M' or '1G'"
+            )
+        return int(float(match.group(1)) * _BYTE_UNITS.get(match.group(2), 1))
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"bytes_limit must be a non-negative int or a string, got {limit!r}")
+    return limit
+
+
+def parse_items_limit(limit: Any) -> int | None:
+    """A non-negative number of entries, or None."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"items_limit must be a non-negative int, got {limit!r}")
+    return limit
+
+
+def parse_age_limit(limit: Any) -> float | None:
+    """Seconds from a :class:`datetime.timedelta` or a number of seconds."""
+    if limit is None:
+        return None
+    seconds = limit.total_seconds() if isinstance(limit, datetime.timedelta) else limit
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        raise ValueError(
+            f"age_limit must be a non-negative datetime.timedelta or seconds, got {limit!r}"
+        )
+    return float(seconds)
+
+
+class StoreBackendBase(ABC):
+    """Interface of a cache store used by :class:`oxjob.Memory`.
+
+    An item is addressed by a ``call_id``: ``(func_id, args_id)``, where ``func_id``
+    is a ``/``-separated path naming the function and ``args_id`` the hash of its
+    arguments. Implementations must make :meth:`dump_item` atomic: a reader sees a
+    whole item or none.
+
+    Examples
+    --------
+    >>> class DictStore(StoreBackendBase):  # a minimal in-memory store
+    ...     def configure(self, location, verbose=0, backend_options=None):
+    ...         self.location, self.items, self.code = location, {}, {}
+    ...     def load_item(self, call_id, mmap_mode=None):
+    ...         return self.items[tuple(call_id)][0]
+    ...     def dump_item(self, call_id, item, metadata):
+    ...         self.items[tuple(call_id)] = (item, metadata)
+    ...     def contains_item(self, call_id):
+    ...         return tuple(call_id) in self.items
+    ...     def get_metadata(self, call_id):
+    ...         return self.items.get(tuple(call_id), (None, {}))[1]
+    ...     def clear_item(self, call_id):
+    ...         self.items.pop(tuple(call_id), None)
+    ...     def clear_path(self, path):
+    ...         self.items = {k: v for k, v in self.items.items() if k[0] != path}
+    ...     def store_cached_func_code(self, path, func_code):
+    ...         self.code[path] = func_code
+    ...     def get_cached_func_code(self, path):
+    ...         return self.code[path]
+    ...     def get_items(self):
+    ...         return []
+    ...     def reduce_size(self, bytes_limit=None, items_limit=None, age_limit=None):
+    ...         return []
+    ...     def clear(self):
+    ...         self.items.clear()
+    >>> register_store_backend("dict", DictStore)
+    """
+
+    location: Any = None
+
+    @abstractmethod
+    def configure(self, location: Any, verbose: int = 0, backend_options: Any = None) -> None:
+        """Prepare the store at ``location``; ``backend_options`` come from ``Memory``."""
+
+    @abstractmethod
+    def load_item(self, call_id: Any, mmap_mode: str | None = None) -> Any:
+        """Return the stored value; raise ``KeyError`` when absent."""
+
+    @abstractmethod
+    def dump_item(self, call_id: Any, item: Any, metadata: dict) -> Any:
+        """Store ``item`` and its ``metadata`` atomically."""
+
+    @abstractmethod
+    def contains_item(self, call_id: Any) -> bool:
+        """Whether an item is stored."""
+
+    @abstractmethod
+    def get_metadata(self, call_id: Any) -> dict:
+        """The metadata stored with an item (``{}`` if none)."""
+
+    @abstractmethod
+    def clear_item(self, call_id: Any) -> None:
+        """Remove one item."""
+
+    @abstractmethod
+    def clear_path(self, path: str) -> None:
+        """Remove every item of one function (``path`` is its ``func_id``)."""
+
+    @abstractmethod
+    def store_cached_func_code(self, path: str, func_code: str) -> None:
+        """Remember the source of a function, to detect when it changes."""
+
+    @abstractmethod
+    def get_cached_func_code(self, path: str) -> str:
+        """The remembered source; raise ``OSError`` or ``KeyError`` when there is none."""
+
+    @abstractmethod
+    def get_items(self) -> list:
+        """Every item as a :data:`CacheItemInfo`."""
+
+    @abstractmethod
+    def reduce_size(
+        self, bytes_limit: Any = None, items_limit: Any = None, age_limit: Any = None
+    ) -> list:
+        """Remove items, least recently used first, until within the limits."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Remove everything."""
+
+
+def register_store_backend(backend_name: str, backend: type) -> None:
+    """Make a store backend available as ``Memory(..., backend=backend_name)``.
+
+    Parameters
+    ----------
+    backend_name : str
+        The name given to ``Memory``'s ``backend`` argument.
+    backend : type
+        A subclass of :class:`StoreBackendBase`.
+
+    Raises
+    ------
+    ValueError
+        If the name is not a string or ``backend`` is not such a subclass.
+    """
+    if not isinstance(backend_name, str):
+        raise ValueError(f"Store backend name should be a string, '{backend_name}' given.")
+    if not (isinstance(backend, type) and issubclass(backend, StoreBackendBase)):
+        raise ValueError(f"Store backend should inherit StoreBackendBase, '{backend}' given.")
+    _STORE_BACKENDS[backend_name] = backend
+
+
+class LocalStoreBackend(StoreBackendBase):
+    """The default store: entries in oxjob's container format under a local directory.
+
+    ``backend_options`` understood: ``compress`` (as ``dump``'s), ``mmap_mode``, and
+    the bounds ``bytes_limit``, ``items_limit``, ``age_limit``, enforced after every
+    write.
+    """
+
+    def configure(self, location: Any, verbose: int = 0, backend_options: Any = None) -> None:
+        options = dict(backend_options or {})
+        self.location = os.fspath(location)
+        self.verbose = verbose
+        self.compress = options.get("compress", False)
+        self.mmap_mode = options.get("mmap_mode")
+        self.codec, self.level = _resolve_compression(None, self.compress)
+        self.limits = (
+            parse_bytes_limit(options.get("bytes_limit")),
+            parse_items_limit(options.get("items_limit")),
+            parse_age_limit(options.get("age_limit")),
+        )
+        self._options = options
+        os.makedirs(self.location, exist_ok=True)
+        self._store = _engine.Store(self.location)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_store"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._store = _engine.Store(self.location)
+
+    def _output_path(self, call_id: Any) -> str:
+        return os.path.join(self._store.entry_dir(*call_id), "output.oxjob")
+
+    def load_item(self, call_id: Any, mmap_mode: str | None = None) -> Any:
+        func_id, args_id = call_id
+        if mmap_mode is not None and self.codec == "raw":
+            try:
+                value = load(self._output_path(call_id), mmap_mode=mmap_mode)
+            except FileNotFoundError:
+                raise KeyError(call_id) from None
+            try:
+                self._store.touch(func_id, args_id)
+            except OSError:
+                pass  # a read-only store still serves hits
+            return value
+        parts = self._store.get(func_id, args_id)
+        if parts is None:
+            raise KeyError(call_id)
+        return _unpickle(parts[0], parts[1:], _LoadContext(native=True), f"{func_id}/{args_id}")
+
+    def dump_item(self, call_id: Any, item: Any, metadata: dict) -> bool:
+        inband = _INBAND_RAW if self.codec == "raw" else _INBAND_COMPRESSED
+        parts = _pickle_parts(item, None, inband)
+        stored = self._store.put(
+            *call_id, parts, self.codec, self.level, json.dumps(metadata).encode()
+        )
+        if any(limit is not None for limit in self.limits):
+            self._store.reduce(*self.limits)
+        return stored
+
+    def contains_item(self, call_id: Any) -> bool:
+        return self._store.contains(*call_id)
+
+    def get_metadata(self, call_id: Any) -> dict:
+        try:
+            with open(os.path.join(self._store.entry_dir(*call_id), "metadata.json"), "rb") as f:
+                return json.loads(f.read())
+        except (OSError, ValueError):
+            return {}
+
+    def clear_item(self, call_id: Any) -> None:
+        self._store.remove(*call_id)
+
+    def clear_path(self, path: str) -> None:
+        self._store.clear(path)
+
+    def store_cached_func_code(self, path: str, func_code: str) -> None:
+        directory = os.path.join(self.location, path)
+        os.makedirs(directory, exist_ok=True)
+        target = os.path.join(directory, "func_code.py")
+        temp = f"{target}.{os.getpid()}.tmp"
+        with open(temp, "w", encoding="utf-8") as f:
+            f.write(func_code)
+        os.replace(temp, target)
+
+    def get_cached_func_code(self, path: str) -> str:
+        with open(os.path.join(self.location, path, "func_code.py"), encoding="utf-8") as f:
+            return f.read()
+
+    def get_items(self) -> list:
+        return [
+            CacheItemInfo(
+                path=os.path.join(self.location, func_id, args_id),
+                size=size,
+                last_access=datetime.datetime.fromtimestamp(last_access),
+            )
+            for func_id, args_id, size, last_access, _ in self._store.entries()
+        ]
+
+    def entries(self) -> list[tuple[str, str, int, float, float]]:
+        """``(func_id, args_id, bytes, last_access, created)`` of every entry."""
+        return self._store.entries()
+
+    def reduce_size(
+        self, bytes_limit: Any = None, items_limit: Any = None, age_limit: Any = None
+    ) -> list:
+        removed = self._store.reduce(
+            parse_bytes_limit(bytes_limit),
+            parse_items_limit(items_limit),
+            parse_age_limit(age_limit),
+        )
+        return [
+            CacheItemInfo(
+                os.path.join(self.location, f, a), size, datetime.datetime.fromtimestamp(t)
+            )
+            for f, a, size, t, _ in removed
+        ]
+
+    def clear(self) -> None:
+        self._store.clear(None)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(location={self.location!r})"
+
+
+register_store_backend("local", LocalStoreBackend)
+
+
+def store_backend_factory(
+    backend: str, location: Any, verbose: int = 0, backend_options: Any = None
+) -> StoreBackendBase | None:
+    """The configured store for ``Memory(location, backend=...)``, or None for no caching."""
+    if isinstance(location, StoreBackendBase):
+        return location
+    if isinstance(location, os.PathLike):
+        location = os.fspath(location)
+    if isinstance(location, str):
+        cls = _STORE_BACKENDS.get(backend)
+        if cls is None:
+            raise TypeError(f"Unknown location {location} or backend {backend}")
+        store = cls()
+        store.configure(
+            os.path.expanduser(location), verbose=verbose, backend_options=backend_options
+        )
+        return store
+    if location is not None:
+        import warnings
+
+        warnings.warn(
+            f"Instantiating a backend using a {type(location).__name__} as a location is not "
+            "supported by oxjob. Returning None instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return None

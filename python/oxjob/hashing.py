@@ -49,6 +49,10 @@ def _array_token(*fields: Any) -> None:
     """Named in the stream in place of a hashed numpy array; never called."""
 
 
+def _class_token(*fields: Any) -> None:
+    """Named in the stream in place of a class that cannot be pickled by name."""
+
+
 def _function_token(*fields: Any) -> None:
     """Named in the stream in place of a function that cannot be pickled by name."""
 
@@ -118,7 +122,9 @@ class _HashPickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, type):
-            return NotImplemented
+            if _importable(obj):
+                return NotImplemented
+            return _class_token, (obj.__module__, obj.__qualname__)
         if isinstance(obj, types.FunctionType):
             if _importable(obj):
                 return NotImplemented

@@ -439,7 +439,10 @@ class MemorizedFunc:
                         CacheWarning,
                         stacklevel=3,
                     )
-                    self.store_backend.clear_item(call_id)
+                    try:
+                        self.store_backend.clear_item(call_id)
+                    except OSError:
+                        pass  # storing the recomputed result will report the problem
                 else:
                     if self._verbose > 4:
                         self._print_duration(time.time() - start, context="cache loaded ")

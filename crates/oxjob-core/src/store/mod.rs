@@ -153,7 +153,10 @@ impl Store {
         let path = self.entry_dir(func_id, key)?.join(OUTPUT);
         let file = match File::open(&path) {
             Ok(file) => file,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+            // A path through a non-directory cannot hold an entry either.
+            Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                return Ok(None)
+            }
             Err(err) => return Err(Error::Io(err)),
         };
         // Best effort: a read-only store still serves hits.
@@ -217,7 +220,9 @@ fn remove_atomically(dir: &Path) -> Result<()> {
     let trash = parent.join(format!("{TRASH_PREFIX}{name}-{}", unique_suffix()));
     match fs::rename(dir, &trash) {
         Ok(()) => {}
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            return Ok(())
+        }
         Err(err) => return Err(Error::Io(err)),
     }
     match fs::remove_dir_all(&trash) {

@@ -159,12 +159,11 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 /// marker are not looked at: the caller decides whether they are allowed.
 pub fn parse<S: Source + ?Sized>(src: &S) -> Result<Layout> {
     if src.size() < PREAMBLE_LEN + END_LEN {
-        if src.size() >= MAGIC.len() as u64 {
-            let mut magic = [0u8; 8];
-            src.read_at(0, &mut magic)?;
-            if magic != MAGIC {
-                return Err(Error::corrupt("not an oxjob file (bad magic)"));
-            }
+        // Tell a foreign file from a truncated one by the bytes that are there.
+        let mut head = vec![0u8; src.size().min(MAGIC.len() as u64) as usize];
+        src.read_at(0, &mut head)?;
+        if head[..] != MAGIC[..head.len()] {
+            return Err(Error::corrupt("not an oxjob file (bad magic)"));
         }
         return Err(Error::corrupt(format!(
             "truncated: {} bytes is too short for an oxjob file",

@@ -1,0 +1,53 @@
+import subprocess
+import sys
+
+import numpy as np
+
+import oxjob
+
+
+def run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "oxjob", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_demo_runs_and_reports_timings():
+    result = run("demo", "--size-mb", "16")
+    assert result.returncode == 0, result.stderr
+    for step in ("hash (xxh3-128)", "dump, uncompressed", "load, mmap_mode='r'", "compress=3"):
+        assert step in result.stdout
+    assert "GB/s" in result.stdout
+
+
+def test_inspect(tmp_path):
+    path = str(tmp_path / "a.oxjob")
+    oxjob.dump({"a": np.arange(100_000)}, path)
+    result = run("inspect", path)
+    assert result.returncode == 0
+    assert "buffer 0: 800000 bytes, codec raw" in result.stdout
+    (tmp_path / "bad").write_bytes(b"nope")
+    result = run("inspect", str(tmp_path / "bad"))
+    assert result.returncode == 1 and "bad magic" in result.stdout
+
+
+def test_cache_commands(tmp_path):
+    memory = oxjob.Memory(tmp_path, verbose=0)
+    square = memory.cache(np.square)
+    for n in range(5):
+        square(np.arange(n * 1000))
+    info = run("cache", "info", str(tmp_path))
+    assert info.returncode == 0 and "5 entries" in info.stdout and "numpy/square" in info.stdout
+    listing = run("cache", "ls", str(tmp_path))
+    assert len(listing.stdout.strip().splitlines()) == 5
+    assert run("cache", "prune", str(tmp_path)).returncode == 2
+    pruned = run("cache", "prune", str(tmp_path), "--items-limit", "2")
+    assert "removed 3 entries" in pruned.stdout
+    assert len(memory.store_backend.get_items()) == 2
+    assert "removed 2 entries" in run("cache", "prune", str(tmp_path), "--bytes-limit", "1K").stdout
+    square(np.arange(3))
+    assert "removed 1 entries" in run("cache", "clear", str(tmp_path)).stdout
+    assert memory.store_backend.get_items() == []
+    assert run("cache", "info", str(tmp_path / "missing")).returncode == 1
+    bad_age = run("cache", "prune", str(tmp_path), "--age-limit", "soon")
+    assert bad_age.returncode == 2 and "invalid age" in bad_age.stderr

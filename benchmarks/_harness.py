@@ -28,24 +28,33 @@ class Table:
 
     def __init__(self, title: str) -> None:
         self.title = title
-        self.rows: list[tuple[str, float, str]] = []
+        self.rows: list[tuple[str, float, str, str | None]] = []
 
-    def add(self, name: str, seconds: float, note: str = "") -> float:
-        self.rows.append((name, seconds, note))
-        print(f"    {name}: {seconds * 1e3:.1f} ms {note}", flush=True)
+    def add(self, name: str, seconds: float, note: str = "", baseline: str | None = None) -> float:
+        """Record a run; ``baseline`` names the row its ratio is taken against."""
+        self.rows.append((name, seconds, note, baseline))
+        print(f"    {name}: {_fmt(seconds)} {note}", flush=True)
         return seconds
 
     def render(self, reference: str, speedup: bool = True) -> str:
-        """Markdown table; ratios are ``reference / run`` (speed-up) or ``run / reference``."""
-        ref = next(s for n, s, _ in self.rows if n == reference)
-        header = f"speed-up vs {reference}" if speedup else f"time / {reference}"
+        """Markdown table. Each row's ratio is taken against its own baseline row (or
+        ``reference``): ``baseline / run`` as a speed-up, or ``run / reference``."""
+        times = {name: seconds for name, seconds, _, _ in self.rows}
+        header = "speed-up vs baseline" if speedup else "time / baseline"
         lines = [
             f"### {self.title}",
             "",
-            f"| run | median | {header} | note |",
-            "|---|---:|---:|---|",
+            f"| run | median | {header} | baseline | note |",
+            "|---|---:|---:|---|---|",
         ]
-        for name, seconds, note in self.rows:
-            ratio = ref / seconds if speedup else seconds / ref
-            lines.append(f"| {name} | {seconds * 1e3:.1f} ms | {ratio:.2f}× | {note} |")
+        for name, seconds, note, baseline in self.rows:
+            base = baseline or reference
+            ratio = times[base] / seconds if speedup else seconds / times[base]
+            lines.append(f"| {name} | {_fmt(seconds)} | {ratio:.2f}× | {base} | {note} |")
         return "\n".join(lines)
+
+
+def _fmt(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    return f"{seconds * 1e3:.1f} ms"

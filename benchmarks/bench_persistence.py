@@ -41,7 +41,11 @@ def bench_compressed(data: np.ndarray, tmp: str, repeat: int, label: str) -> Tab
         table.add(f"oxjob dump {codec}-{level}", t, size(opath))
     oxjob.dump(data, opath, compress=("zstd", 3))
     table.add("joblib load zlib-3", median_time(lambda: joblib.load(jpath), repeat))
-    table.add("oxjob load zstd-3", median_time(lambda: oxjob.load(opath), repeat))
+    table.add(
+        "oxjob load zstd-3",
+        median_time(lambda: oxjob.load(opath), repeat),
+        baseline="joblib load zlib-3",
+    )
     assert np.array_equal(oxjob.load(opath), data)
     return table
 
@@ -60,11 +64,23 @@ def bench_raw(data: np.ndarray, tmp: str, repeat: int) -> Table:
     table.add("plain write of the bytes", median_time(write_plain, repeat))
     table.add("plain read (np.fromfile)", median_time(lambda: np.fromfile(plain), repeat))
     table.add("numpy.save", median_time(lambda: np.save(npy, data), repeat))
-    table.add("numpy.load", median_time(lambda: np.load(npy), repeat))
+    table.add(
+        "numpy.load",
+        median_time(lambda: np.load(npy), repeat),
+        baseline="plain read (np.fromfile)",
+    )
     table.add("joblib dump", median_time(lambda: joblib.dump(data, jpath), repeat))
-    table.add("joblib load", median_time(lambda: joblib.load(jpath), repeat))
+    table.add(
+        "joblib load",
+        median_time(lambda: joblib.load(jpath), repeat),
+        baseline="plain read (np.fromfile)",
+    )
     table.add("oxjob dump", median_time(lambda: oxjob.dump(data, opath), repeat))
-    table.add("oxjob load", median_time(lambda: oxjob.load(opath), repeat))
+    table.add(
+        "oxjob load",
+        median_time(lambda: oxjob.load(opath), repeat),
+        baseline="plain read (np.fromfile)",
+    )
     table.add("joblib load mmap_mode='r'", median_time(lambda: joblib.load(jpath, "r"), repeat))
     table.add("oxjob load mmap_mode='r'", median_time(lambda: oxjob.load(opath, "r"), repeat))
     small = os.path.join(tmp, "small.oxjob")

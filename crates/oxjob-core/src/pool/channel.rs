@@ -1,0 +1,166 @@
+//! Sending and receiving frames, with descriptors, over a Unix stream socket.
+
+use super::frame::{Header, Kind, HEADER_LEN, MAX_FDS};
+use crate::buffer::Buffer;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+/// A received frame.
+#[derive(Debug)]
+pub struct Frame {
+    /// The header.
+    pub header: Header,
+    /// The body (a pickle stream).
+    pub body: Buffer,
+    /// The descriptors that came with it, in order.
+    pub fds: Vec<OwnedFd>,
+}
+
+fn cmsg_space(n_fds: usize) -> usize {
+    // SAFETY: CMSG_SPACE only computes a size.
+    unsafe { libc::CMSG_SPACE((n_fds * std::mem::size_of::<RawFd>()) as u32) as usize }
+}
+
+/// Send one frame; `fds` are duplicated into the receiver by the kernel.
+pub fn send(
+    sock: &UnixStream,
+    kind: Kind,
+    tag: u64,
+    body: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    let n_fds = u16::try_from(fds.len())
+        .ok()
+        .filter(|&n| n <= MAX_FDS)
+        .ok_or_else(|| io::Error::other(format!("{} descriptors in one frame", fds.len())))?;
+    let header = Header {
+        kind,
+        tag,
+        len: body.len() as u64,
+        n_fds,
+    }
+    .encode();
+    let mut iov = [
+        libc::iovec {
+            iov_base: header.as_ptr() as *mut libc::c_void,
+            iov_len: header.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_ptr() as *mut libc::c_void,
+            iov_len: body.len(),
+        },
+    ];
+    // u64 backing keeps the control buffer aligned for cmsghdr.
+    let mut control = vec![0u64; cmsg_space(fds.len()).div_ceil(8)];
+    // SAFETY: a zeroed msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = cmsg_space(fds.len());
+        // SAFETY: the control buffer holds CMSG_SPACE(fds) bytes, so the first header
+        // and its data (one int per descriptor) fit inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len =
+                libc::CMSG_LEN((fds.len() * std::mem::size_of::<RawFd>()) as u32) as usize;
+            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+            for (i, fd) in fds.iter().enumerate() {
+                data.add(i).write_unaligned(fd.as_raw_fd());
+            }
+        }
+    }
+    let sent = loop {
+        // SAFETY: `msg` points to live buffers (header, body, control) for the call.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    // The descriptors went with the first bytes; the rest is a plain stream.
+    let mut writer = sock;
+    if sent < header.len() {
+        writer.write_all(&header[sent..])?;
+        writer.write_all(body)?;
+    } else {
+        writer.write_all(&body[sent - header.len()..])?;
+    }
+    Ok(())
+}
+
+/// Receive one frame; `Ok(None)` when the peer closed the socket between frames.
+pub fn recv(sock: &UnixStream) -> io::Result<Option<Frame>> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0usize;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut control = vec![0u64; cmsg_space(MAX_FDS as usize).div_ceil(8)];
+    while got < HEADER_LEN {
+        let mut iov = libc::iovec {
+            iov_base: header[got..].as_mut_ptr().cast(),
+            iov_len: HEADER_LEN - got,
+        };
+        // SAFETY: a zeroed msghdr is a valid empty message.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len() * 8;
+        // SAFETY: `msg` points to live buffers for the duration of the call.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        // SAFETY: the kernel filled `msg`; CMSG_* walk only what it reported, and each
+        // SCM_RIGHTS descriptor is new in this process, so owning it is right.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                    let bytes = (*cmsg).cmsg_len - libc::CMSG_LEN(0) as usize;
+                    for i in 0..bytes / std::mem::size_of::<RawFd>() {
+                        fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::other("descriptors were truncated"));
+        }
+        if n == 0 {
+            if got == 0 && fds.is_empty() {
+                return Ok(None);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "peer closed the socket inside a frame",
+            ));
+        }
+        got += n as usize;
+    }
+    let header = Header::decode(&header).map_err(|e| io::Error::other(e.to_string()))?;
+    if fds.len() != header.n_fds as usize {
+        return Err(io::Error::other(format!(
+            "frame announced {} descriptors, {} arrived",
+            header.n_fds,
+            fds.len()
+        )));
+    }
+    let mut body = Buffer::zeroed(header.len as usize)?;
+    let mut reader = sock;
+    reader.read_exact(&mut body)?;
+    Ok(Some(Frame { header, body, fds }))
+}

@@ -1,0 +1,137 @@
+//! Anonymous shared memory (memfd) for buffers that are too large for a socket.
+//!
+//! A memfd has no name in any file system, so nothing can leak: the memory goes
+//! away with the last descriptor and the last mapping, even after `kill -9`.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+/// A new memfd holding a copy of `data` (the one copy on the sending side).
+pub fn from_bytes(data: &[u8]) -> io::Result<OwnedFd> {
+    const NAME: &CStr = c"oxjob";
+    // SAFETY: memfd_create takes a NUL-terminated name and flags; the result is checked.
+    let raw = unsafe { libc::memfd_create(NAME.as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new descriptor owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut file = File::from(fd);
+    file.write_all(data)?;
+    Ok(OwnedFd::from(file))
+}
+
+/// How a received memfd is mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapMode {
+    /// Read-only view (`mmap_mode='r'`).
+    ReadOnly,
+    /// Writable; writes stay private to this process (`mmap_mode='c'`).
+    CopyOnWrite,
+    /// Writable and shared with every other mapping of the memfd.
+    Shared,
+}
+
+/// A mapped memfd, unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    writable: bool,
+}
+
+// SAFETY: the mapping is owned by this value alone, like a heap buffer.
+unsafe impl Send for Mapping {}
+// SAFETY: shared access hands out only raw pointers and lengths.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Map all of `fd`.
+    pub fn new(fd: &OwnedFd, mode: MapMode) -> io::Result<Mapping> {
+        let file = File::from(fd.try_clone()?);
+        let len = usize::try_from(file.metadata()?.len())
+            .map_err(|_| io::Error::other("memfd larger than the address space"))?;
+        let writable = mode != MapMode::ReadOnly;
+        if len == 0 {
+            return Ok(Mapping {
+                ptr: NonNull::dangling(),
+                len,
+                writable,
+            });
+        }
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        let flags = if mode == MapMode::CopyOnWrite {
+            libc::MAP_PRIVATE
+        } else {
+            libc::MAP_SHARED
+        };
+        // SAFETY: mapping `len` bytes of a descriptor we hold; the result is checked.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Mapping { ptr, len, writable })
+    }
+
+    /// Start of the mapping.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether writes are allowed.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: exactly the region mapped in `new`.
+            unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), self.len);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_on_write_and_shared() {
+        let fd = from_bytes(&[1, 2, 3, 4]).expect("memfd");
+        let private = Mapping::new(&fd, MapMode::CopyOnWrite).expect("map");
+        let shared = Mapping::new(&fd, MapMode::Shared).expect("map");
+        // SAFETY: both mappings are 4 bytes long and writable.
+        unsafe {
+            *private.as_ptr() = 9;
+            assert_eq!(*shared.as_ptr(), 1, "private writes stay private");
+            *shared.as_ptr().add(1) = 7;
+        }
+        let again = Mapping::new(&fd, MapMode::ReadOnly).expect("map");
+        // SAFETY: 4 readable bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(again.as_ptr(), again.len()) };
+        assert_eq!(bytes, &[1, 7, 3, 4]);
+        assert!(!again.writable());
+    }
+}

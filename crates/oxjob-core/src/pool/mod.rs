@@ -1,0 +1,423 @@
+//! The worker supervisor behind `oxjob.Parallel`: fresh interpreters started by
+//! fork+exec, one Unix socket each, frames with memfd descriptors, crash detection.
+//!
+//! * Workers are started with [`std::process::Command`] (fork+exec), never a bare
+//!   fork of the caller, in their own process group so that a terminal's Ctrl-C
+//!   reaches only the caller, which then cancels. Their socket is descriptor 3.
+//! * One reader thread per worker turns incoming frames into [`Event`]s; when the
+//!   socket closes it reaps the worker (`waitpid`) and reports how it ended.
+//! * Signals go through a pidfd, so a reaped pid that the kernel reuses is never hit.
+//! * Workers watch their parent themselves (see [`watch_parent`]) and exit when it dies.
+
+pub mod channel;
+pub mod frame;
+pub mod memfd;
+
+use channel::Frame;
+use frame::Kind;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{channel as event_channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How to start a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerSpec {
+    /// The interpreter.
+    pub program: String,
+    /// Its arguments (e.g. `-m oxjob._worker`).
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+/// Something that happened to a worker.
+#[derive(Debug)]
+pub enum Event {
+    /// A frame arrived.
+    Frame {
+        /// Worker slot.
+        worker: usize,
+        /// Which incarnation of the slot sent it.
+        generation: u64,
+        /// The frame.
+        frame: Frame,
+    },
+    /// The worker's process ended and was reaped.
+    Exited {
+        /// Worker slot.
+        worker: usize,
+        /// Which incarnation ended.
+        generation: u64,
+        /// Exit code, for a normal exit.
+        code: Option<i32>,
+        /// Signal number, when killed by a signal.
+        signal: Option<i32>,
+    },
+}
+
+struct Slot {
+    generation: u64,
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+    sock: Arc<UnixStream>,
+    reader: Option<JoinHandle<()>>,
+}
+
+/// A set of worker processes.
+pub struct Supervisor {
+    spec: WorkerSpec,
+    slots: Vec<Option<Slot>>,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    next_generation: u64,
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a new descriptor owned by nobody else.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Wait until the socket has data (true) or the process behind `pidfd` has exited
+/// with nothing left to read (false).
+fn wait_readable(sock: &UnixStream, pidfd: Option<&OwnedFd>) -> bool {
+    let Some(pidfd) = pidfd else {
+        return true; // no pidfd: rely on EOF
+    };
+    let mut fds = [
+        libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is a live array of two pollfd structures.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return true;
+        }
+        if fds[0].revents != 0 {
+            return true; // data, EOF or error: recv tells which
+        }
+        if fds[1].revents != 0 {
+            return false;
+        }
+    }
+}
+
+fn reap(pid: i32) -> (Option<i32>, Option<i32>) {
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting on our own child; `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return (None, None);
+        }
+    }
+    if libc::WIFSIGNALED(status) {
+        (None, Some(libc::WTERMSIG(status)))
+    } else {
+        (Some(libc::WEXITSTATUS(status)), None)
+    }
+}
+
+impl Supervisor {
+    /// Start `n` workers.
+    pub fn new(spec: WorkerSpec, n: usize) -> io::Result<Supervisor> {
+        let (tx, rx) = event_channel();
+        let mut supervisor = Supervisor {
+            spec,
+            slots: (0..n).map(|_| None).collect(),
+            tx,
+            rx,
+            next_generation: 0,
+        };
+        for worker in 0..n {
+            supervisor.spawn(worker)?;
+        }
+        Ok(supervisor)
+    }
+
+    /// Number of worker slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Start (or restart) the worker in slot `worker`; returns its generation.
+    pub fn spawn(&mut self, worker: usize) -> io::Result<u64> {
+        if let Some(old) = self.slots.get_mut(worker).and_then(Option::take) {
+            kill_slot(&old);
+            if let Some(reader) = old.reader {
+                let _ = reader.join();
+            }
+        }
+        let (ours, theirs) = UnixStream::pair()?;
+        let child_fd = theirs.as_raw_fd();
+        let mut command = Command::new(&self.spec.program);
+        command
+            .args(&self.spec.args)
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .process_group(0);
+        // SAFETY: only async-signal-safe calls (dup2, fcntl) run between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if child_fd == 3 {
+                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(child_fd, 3) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
+        drop(theirs);
+        let pid = child.id() as i32;
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let sock = Arc::new(ours);
+        let pidfd = pidfd_open(pid);
+        let watch = pidfd.as_ref().and_then(|fd| fd.try_clone().ok());
+        let reader_sock = Arc::clone(&sock);
+        let tx = self.tx.clone();
+        let reader = std::thread::Builder::new()
+            .name(format!("oxjob-reader-{worker}"))
+            .spawn(move || {
+                // A worker's own children may inherit its socket and keep it open after
+                // the worker died, so death is watched on the pidfd, not only as EOF.
+                while wait_readable(&reader_sock, watch.as_ref()) {
+                    match channel::recv(&reader_sock) {
+                        Ok(Some(frame)) => {
+                            let event = Event::Frame {
+                                worker,
+                                generation,
+                                frame,
+                            };
+                            if tx.send(event).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                // Closing our end makes a still-running worker see EOF and exit.
+                let _ = reader_sock.shutdown(std::net::Shutdown::Both);
+                let (code, signal) = reap(pid);
+                let _ = tx.send(Event::Exited {
+                    worker,
+                    generation,
+                    code,
+                    signal,
+                });
+            })?;
+        // `child` is reaped by the reader thread; dropping the handle does not wait.
+        drop(child);
+        self.slots[worker] = Some(Slot {
+            generation,
+            pid,
+            pidfd,
+            sock,
+            reader: Some(reader),
+        });
+        Ok(generation)
+    }
+
+    /// Process id of the worker in slot `worker`.
+    pub fn pid(&self, worker: usize) -> Option<i32> {
+        self.slots.get(worker)?.as_ref().map(|s| s.pid)
+    }
+
+    /// Current generation of slot `worker`.
+    pub fn generation(&self, worker: usize) -> Option<u64> {
+        self.slots.get(worker)?.as_ref().map(|s| s.generation)
+    }
+
+    /// Send a frame to a worker.
+    pub fn send(
+        &self,
+        worker: usize,
+        kind: Kind,
+        tag: u64,
+        body: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<()> {
+        let slot = self
+            .slots
+            .get(worker)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| io::Error::other(format!("no worker {worker}")))?;
+        channel::send(&slot.sock, kind, tag, body, fds)
+    }
+
+    /// The next event, waiting at most `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<Event> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Kill the worker in slot `worker` (SIGKILL); its exit is reported as an event.
+    pub fn kill(&self, worker: usize) {
+        if let Some(slot) = self.slots.get(worker).and_then(Option::as_ref) {
+            kill_slot(slot);
+        }
+    }
+
+    /// Ask every worker to exit, wait up to `grace`, then kill the rest; joins everything.
+    pub fn shutdown(&mut self, grace: Duration) {
+        for slot in self.slots.iter().flatten() {
+            let _ = channel::send(&slot.sock, Kind::Shutdown, 0, &[], &[]);
+        }
+        let deadline = Instant::now() + grace;
+        let mut running = self.slots.iter().filter(|s| s.is_some()).count();
+        while running > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Event::Exited { .. }) => running -= 1,
+                Ok(Event::Frame { .. }) => {}
+                Err(_) => break,
+            }
+        }
+        for slot in self.slots.iter_mut().filter_map(Option::take) {
+            kill_slot(&slot);
+            if let Some(reader) = slot.reader {
+                let _ = reader.join();
+            }
+        }
+    }
+}
+
+fn kill_slot(slot: &Slot) {
+    match &slot.pidfd {
+        // SAFETY: pidfd_send_signal on a pidfd we own; errors (already exited) are harmless.
+        Some(pidfd) => unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        },
+        // SAFETY: without pidfd support, kill the pid, which our reader has not reaped
+        // yet (it reaps only after the socket closes, which killing causes).
+        None => unsafe {
+            libc::kill(slot.pid, libc::SIGKILL);
+        },
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_millis(0));
+    }
+}
+
+/// In a worker: exit at once when the parent `ppid` is gone (checked every 100 ms).
+pub fn watch_parent(ppid: i32) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("oxjob-parent-watch".into())
+        .spawn(move || loop {
+            // SAFETY: getppid cannot fail.
+            if unsafe { libc::getppid() } != ppid {
+                // SAFETY: _exit ends the process without running Python finalisers,
+                // which is what an orphaned worker must do.
+                unsafe { libc::_exit(70) };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn sh(script: &str) -> WorkerSpec {
+        WorkerSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![],
+        }
+    }
+
+    fn exited(supervisor: &Supervisor) -> (Option<i32>, Option<i32>) {
+        loop {
+            match supervisor.next_event(Duration::from_secs(10)) {
+                Some(Event::Exited { code, signal, .. }) => return (code, signal),
+                Some(Event::Frame { .. }) => continue,
+                None => panic!("no exit reported"),
+            }
+        }
+    }
+
+    #[test]
+    fn exit_codes_and_signals_are_reported() {
+        let supervisor = Supervisor::new(sh("exit 3"), 1).expect("spawn");
+        assert_eq!(exited(&supervisor), (Some(3), None));
+        let supervisor = Supervisor::new(sh("sleep 30"), 1).expect("spawn");
+        supervisor.kill(0);
+        assert_eq!(exited(&supervisor), (None, Some(libc::SIGKILL)));
+    }
+
+    #[test]
+    fn worker_gets_its_socket_as_descriptor_3() {
+        // The shell writes into fd 3: a malformed frame, so the reader stops and reaps.
+        let supervisor =
+            Supervisor::new(sh("printf 'not a frame at all, 24+ bytes' >&3; exit 0"), 1)
+                .expect("spawn");
+        assert_eq!(exited(&supervisor), (Some(0), None));
+    }
+
+    #[test]
+    fn frames_carry_bodies_and_descriptors() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let payload = memfd::from_bytes(&[5u8; 10_000]).expect("memfd");
+        let body: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let sender = std::thread::spawn(move || {
+            channel::send(&a, Kind::Batch, 7, &body, &[payload.as_fd()]).expect("send");
+            channel::send(&a, Kind::EndCall, 8, &[], &[]).expect("send");
+        });
+        let frame = channel::recv(&b).expect("recv").expect("frame");
+        assert_eq!((frame.header.kind, frame.header.tag), (Kind::Batch, 7));
+        assert_eq!(frame.body.len(), 200_000);
+        assert!(frame.body.iter().enumerate().all(|(i, &x)| x == i as u8));
+        let mapping = memfd::Mapping::new(&frame.fds[0], memfd::MapMode::ReadOnly).expect("map");
+        assert_eq!(mapping.len(), 10_000);
+        let next = channel::recv(&b).expect("recv").expect("frame");
+        assert_eq!(next.header.kind, Kind::EndCall);
+        sender.join().expect("join");
+        assert!(channel::recv(&b).expect("eof").is_none());
+    }
+}

@@ -1,28 +1,76 @@
 """oxjob: joblib's API on a Rust engine.
 
-``import oxjob as joblib`` works for the parts implemented so far: ``dump``,
-``load``, ``hash``, ``register_compressor``, ``Memory`` (with ``MemorizedResult``,
-``expires_after``, ``register_store_backend``).
+``import oxjob as joblib`` works: ``Parallel``, ``delayed``, ``parallel_config``,
+``Memory``, ``dump``, ``load``, ``hash`` and the rest of joblib's ``__all__``.
+Submodules are imported on first use, so ``import oxjob`` stays cheap.
 """
 
-from . import exceptions
-from .compressors import register_compressor
-from .hashing import hash
-from .memory import MemorizedResult, Memory, expires_after
-from .persistence import dump, load
-from .store import register_store_backend
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "Parallel": "parallel",
+    "delayed": "parallel",
+    "cpu_count": "backends",
+    "effective_n_jobs": "backends",
+    "parallel_config": "backends",
+    "parallel_backend": "backends",
+    "register_parallel_backend": "backends",
+    "Memory": "memory",
+    "MemorizedResult": "memory",
+    "expires_after": "memory",
+    "register_store_backend": "store",
+    "StoreBackendBase": "store",
+    "ParallelBackendBase": "backends",
+    "dump": "persistence",
+    "load": "persistence",
+    "hash": "hashing",
+    "register_compressor": "compressors",
+    "wrap_non_picklable_objects": "_compat",
+    "Logger": "_compat",
+    "PrintTime": "_compat",
+    "exceptions": None,
+}
+
 __all__ = [
-    "Memory",
+    "Logger",
     "MemorizedResult",
+    "Memory",
+    "Parallel",
+    "ParallelBackendBase",
+    "PrintTime",
+    "StoreBackendBase",
+    "cpu_count",
+    "delayed",
     "dump",
-    "exceptions",
+    "effective_n_jobs",
     "expires_after",
     "hash",
     "load",
+    "parallel_backend",
+    "parallel_config",
     "register_compressor",
+    "register_parallel_backend",
     "register_store_backend",
-    "__version__",
+    "wrap_non_picklable_objects",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'oxjob' has no attribute {name!r}")
+    module = _LAZY[name]
+    if module is None:
+        value = importlib.import_module(f"oxjob.{name}")
+    else:
+        value = getattr(importlib.import_module(f"oxjob.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,8 +1,18 @@
 """Every exception oxjob raises that is not a Python built-in, in one place."""
 
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import TimeoutError
+
 from ._engine import CorruptFileError
 
-__all__ = ["CacheWarning", "CorruptFileError", "JobLibCollisionWarning"]
+__all__ = [
+    "CacheWarning",
+    "CorruptFileError",
+    "JobLibCollisionWarning",
+    "RemoteTraceback",
+    "TerminatedWorkerError",
+    "TimeoutError",
+]
 
 CorruptFileError.__doc__ = """A file is not a valid oxjob file.
 
@@ -23,3 +33,23 @@ class CacheWarning(UserWarning):
 
 class JobLibCollisionWarning(UserWarning):
     """Two functions map to the same cache directory (same module and name)."""
+
+
+class TerminatedWorkerError(BrokenProcessPool):
+    """A worker process died while running tasks (killed, crashed or out of memory).
+
+    The message names the exit code or the signal. The call's remaining tasks are
+    cancelled; the next call starts fresh workers. A subclass of
+    :class:`concurrent.futures.process.BrokenProcessPool`, as in joblib/loky.
+    """
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, attached as ``__cause__``."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb

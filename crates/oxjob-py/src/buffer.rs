@@ -1,31 +1,55 @@
 //! Memory shared with Python through the buffer protocol, without copies.
 
 use oxjob_core::buffer::Buffer;
+use oxjob_core::pool::memfd::Mapping;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::c_int;
 
-/// Bytes decoded by the engine and handed to Python as a writable buffer.
+/// Memory owned by the engine: decoded bytes, or a mapped memfd.
+enum Memory {
+    Decoded(Buffer),
+    Mapped(Mapping),
+}
+
+/// Bytes owned by the engine and handed to Python through the buffer protocol.
 ///
 /// numpy arrays unpickled from it view its memory directly (no copy) and keep it
-/// alive; it is freed when the last view is garbage-collected.
+/// alive; it is freed (or unmapped) when the last view is garbage-collected.
 #[pyclass(module = "oxjob._engine", frozen)]
 pub struct OwnedBuffer {
-    data: Buffer,
+    memory: Memory,
     shape: [ffi::Py_ssize_t; 1],
     strides: [ffi::Py_ssize_t; 1],
 }
 
 impl OwnedBuffer {
-    /// Take ownership of `data`.
+    /// Take ownership of decoded bytes (writable).
     pub fn new(data: Buffer) -> Self {
         let len = data.len() as ffi::Py_ssize_t;
         OwnedBuffer {
-            data,
+            memory: Memory::Decoded(data),
             shape: [len],
             strides: [1],
+        }
+    }
+
+    /// Take ownership of a mapping (writable unless mapped read-only).
+    pub fn mapped(mapping: Mapping) -> Self {
+        let len = mapping.len() as ffi::Py_ssize_t;
+        OwnedBuffer {
+            memory: Memory::Mapped(mapping),
+            shape: [len],
+            strides: [1],
+        }
+    }
+
+    fn parts(&self) -> (*mut u8, usize, bool) {
+        match &self.memory {
+            Memory::Decoded(data) => (data.as_ptr(), data.len(), false),
+            Memory::Mapped(map) => (map.as_ptr(), map.len(), !map.writable()),
         }
     }
 }
@@ -33,7 +57,7 @@ impl OwnedBuffer {
 #[pymethods]
 impl OwnedBuffer {
     fn __len__(&self) -> usize {
-        self.data.len()
+        self.parts().1
     }
 
     /// Export the memory as a writable one-dimensional buffer of unsigned bytes.
@@ -46,15 +70,19 @@ impl OwnedBuffer {
             return Err(PyBufferError::new_err("View is null"));
         }
         let this = slf.get();
+        let (ptr, len, readonly) = this.parts();
+        if readonly && flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
+            return Err(PyBufferError::new_err("this buffer is read-only"));
+        }
         // SAFETY: `view` is a non-null Py_buffer that CPython asks us to fill; every
         // pointer stored in it lives as long as `slf`, whose reference the view keeps.
         unsafe {
             (*view).obj = slf.clone().into_any().into_ptr();
             // Python writes through this pointer: the memory is exported like a
             // bytearray's, and `Buffer` is never read by Rust after creation.
-            (*view).buf = this.data.as_ptr().cast();
-            (*view).len = this.data.len() as ffi::Py_ssize_t;
-            (*view).readonly = 0;
+            (*view).buf = ptr.cast();
+            (*view).len = len as ffi::Py_ssize_t;
+            (*view).readonly = c_int::from(readonly);
             (*view).itemsize = 1;
             (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
                 c"B".as_ptr().cast_mut()

@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 mod buffer;
 mod container;
+mod engine;
 mod errors;
 mod hash;
 mod store;
@@ -13,6 +14,9 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<buffer::OwnedBuffer>()?;
     m.add_class::<hash::StreamHasher>()?;
     m.add_class::<store::Store>()?;
+    m.add_class::<engine::Engine>()?;
+    m.add_class::<engine::WorkerChannel>()?;
+    m.add_function(wrap_pyfunction!(engine::watch_parent, m)?)?;
     m.add_function(wrap_pyfunction!(container::write_file, m)?)?;
     m.add_function(wrap_pyfunction!(container::write_stream, m)?)?;
     m.add_function(wrap_pyfunction!(container::read_file, m)?)?;

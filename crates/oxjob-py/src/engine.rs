@@ -1,0 +1,327 @@
+//! The worker engine (`oxjob_core::pool`) as Python classes: `Engine` on the
+//! caller's side, `WorkerChannel` inside a worker.
+
+use crate::buffer::{Borrowed, OwnedBuffer};
+use oxjob_core::pool::channel::{self, Frame};
+use oxjob_core::pool::frame::Kind;
+use oxjob_core::pool::memfd::{self, MapMode, Mapping};
+use oxjob_core::pool::{Event, Supervisor, WorkerSpec};
+use pyo3::exceptions::{PyEOFError, PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Waits are cut into slices this long so that Ctrl-C is seen promptly.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+fn kind_from(byte: u8) -> PyResult<Kind> {
+    Ok(match byte {
+        1 => Kind::Function,
+        2 => Kind::Batch,
+        3 => Kind::Result,
+        4 => Kind::Error,
+        5 => Kind::EndCall,
+        6 => Kind::Shutdown,
+        7 => Kind::Ready,
+        8 => Kind::Init,
+        other => return Err(PyValueError::new_err(format!("unknown frame kind {other}"))),
+    })
+}
+
+fn map_mode(name: &str) -> PyResult<MapMode> {
+    match name {
+        "r" => Ok(MapMode::ReadOnly),
+        "c" => Ok(MapMode::CopyOnWrite),
+        "shared" | "r+" | "w+" => Ok(MapMode::Shared),
+        other => Err(PyValueError::new_err(format!(
+            "mmap_mode must be 'r', 'c', 'r+' or 'w+', got {other:?}"
+        ))),
+    }
+}
+
+fn os_error(err: std::io::Error) -> PyErr {
+    PyOSError::new_err(err.to_string())
+}
+
+/// Copy each large out-of-band buffer into a memfd (the one copy on this side).
+fn memfds(py: Python<'_>, buffers: &Bound<'_, PyList>) -> PyResult<Vec<OwnedFd>> {
+    let borrowed = buffers
+        .iter()
+        .map(|b| Borrowed::new(&b))
+        .collect::<PyResult<Vec<_>>>()?;
+    py.detach(|| {
+        borrowed
+            .iter()
+            .map(|b| memfd::from_bytes(b.as_slice()))
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .map_err(os_error)
+}
+
+fn frame_tuple<'py>(
+    py: Python<'py>,
+    frame: Frame,
+    mode: MapMode,
+) -> PyResult<(u8, u64, Bound<'py, OwnedBuffer>, Bound<'py, PyList>)> {
+    let mappings = py
+        .detach(|| {
+            frame
+                .fds
+                .iter()
+                .map(|fd| Mapping::new(fd, mode))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .map_err(os_error)?;
+    let buffers = mappings
+        .into_iter()
+        .map(|m| Bound::new(py, OwnedBuffer::mapped(m)))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok((
+        frame.header.kind as u8,
+        frame.header.tag,
+        Bound::new(py, OwnedBuffer::new(frame.body))?,
+        PyList::new(py, buffers)?,
+    ))
+}
+
+/// Worker processes on the caller's side.
+#[pyclass(module = "oxjob._engine", frozen)]
+pub struct Engine {
+    supervisor: Mutex<Supervisor>,
+    map_mode: MapMode,
+}
+
+impl Engine {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Supervisor> {
+        self.supervisor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[pymethods]
+impl Engine {
+    /// Start `n` workers running `program args...` with `env` added.
+    #[new]
+    #[pyo3(signature = (program, args, env, n, result_mode="shared"))]
+    fn new(
+        py: Python<'_>,
+        program: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        n: usize,
+        result_mode: &str,
+    ) -> PyResult<Self> {
+        let spec = WorkerSpec { program, args, env };
+        let supervisor = py.detach(|| Supervisor::new(spec, n)).map_err(os_error)?;
+        Ok(Engine {
+            supervisor: Mutex::new(supervisor),
+            map_mode: map_mode(result_mode)?,
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Send a frame; `buffers` travel as memfds.
+    #[pyo3(signature = (worker, kind, tag, body, buffers))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        worker: usize,
+        kind: u8,
+        tag: u64,
+        body: &Bound<'_, PyAny>,
+        buffers: &Bound<'_, PyList>,
+    ) -> PyResult<()> {
+        let kind = kind_from(kind)?;
+        let fds = memfds(py, buffers)?;
+        let body = Borrowed::new(body)?;
+        let bytes = body.as_slice();
+        py.detach(|| {
+            let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+            self.lock().send(worker, kind, tag, bytes, &borrowed)
+        })
+        .map_err(os_error)
+    }
+
+    /// The next event, or None after `timeout` seconds (None: wait for ever).
+    ///
+    /// `("frame", worker, generation, kind, tag, body, [buffers])` or
+    /// `("exit", worker, generation, exit_code, signal)`.
+    #[pyo3(signature = (timeout=None))]
+    fn next_event<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        loop {
+            let slice = match deadline {
+                Some(d) => d
+                    .saturating_duration_since(Instant::now())
+                    .min(SIGNAL_CHECK),
+                None => SIGNAL_CHECK,
+            };
+            let event = py.detach(|| self.lock().next_event(slice));
+            match event {
+                Some(Event::Frame {
+                    worker,
+                    generation,
+                    frame,
+                }) => {
+                    let (kind, tag, body, buffers) = frame_tuple(py, frame, self.map_mode)?;
+                    let items: Vec<Bound<'py, PyAny>> = vec![
+                        "frame".into_pyobject(py)?.into_any(),
+                        worker.into_pyobject(py)?.into_any(),
+                        generation.into_pyobject(py)?.into_any(),
+                        kind.into_pyobject(py)?.into_any(),
+                        tag.into_pyobject(py)?.into_any(),
+                        body.into_any(),
+                        buffers.into_any(),
+                    ];
+                    return Ok(Some(PyTuple::new(py, items)?));
+                }
+                Some(Event::Exited {
+                    worker,
+                    generation,
+                    code,
+                    signal,
+                }) => {
+                    let items: Vec<Bound<'py, PyAny>> = vec![
+                        "exit".into_pyobject(py)?.into_any(),
+                        worker.into_pyobject(py)?.into_any(),
+                        generation.into_pyobject(py)?.into_any(),
+                        code.into_pyobject(py)?.into_any(),
+                        signal.into_pyobject(py)?.into_any(),
+                    ];
+                    return Ok(Some(PyTuple::new(py, items)?));
+                }
+                None => {
+                    py.check_signals()?;
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// SIGKILL a worker; its exit arrives as an event.
+    fn kill(&self, worker: usize) {
+        self.lock().kill(worker);
+    }
+
+    /// (Re)start the worker in a slot; returns its new generation.
+    fn spawn(&self, py: Python<'_>, worker: usize) -> PyResult<u64> {
+        py.detach(|| self.lock().spawn(worker)).map_err(os_error)
+    }
+
+    /// Process id of a worker.
+    fn pid(&self, worker: usize) -> Option<i32> {
+        self.lock().pid(worker)
+    }
+
+    /// Generation of a worker slot.
+    fn generation(&self, worker: usize) -> Option<u64> {
+        self.lock().generation(worker)
+    }
+
+    /// Ask workers to exit, wait up to `grace` seconds, kill the rest.
+    #[pyo3(signature = (grace=1.0))]
+    fn shutdown(&self, py: Python<'_>, grace: f64) {
+        py.detach(|| {
+            self.lock()
+                .shutdown(Duration::from_secs_f64(grace.max(0.0)))
+        });
+    }
+}
+
+/// A worker's end of its socket (descriptor 3).
+#[pyclass(module = "oxjob._engine", frozen)]
+pub struct WorkerChannel {
+    sock: UnixStream,
+    map_mode: MapMode,
+}
+
+#[pymethods]
+impl WorkerChannel {
+    /// Take over descriptor `fd`; received buffers are mapped with `map_mode`.
+    #[new]
+    #[pyo3(signature = (fd, map_mode="c"))]
+    fn new(fd: i32, map_mode: &str) -> PyResult<Self> {
+        let mode = self::map_mode(map_mode)?;
+        // SAFETY: the supervisor handed this descriptor to the worker; taking
+        // ownership here is the only use of it.
+        let sock = unsafe { UnixStream::from_raw_fd(fd) };
+        Ok(WorkerChannel {
+            sock,
+            map_mode: mode,
+        })
+    }
+
+    /// `(kind, tag, body, [buffers])`, or None after `timeout` seconds; EOFError
+    /// when the supervisor closed the socket.
+    #[pyo3(signature = (timeout=None))]
+    fn recv<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.001)));
+        self.sock.set_read_timeout(timeout).map_err(os_error)?;
+        let frame = py.detach(|| channel::recv(&self.sock));
+        match frame {
+            Ok(Some(frame)) => {
+                let (kind, tag, body, buffers) = frame_tuple(py, frame, self.map_mode)?;
+                let items: Vec<Bound<'py, PyAny>> = vec![
+                    kind.into_pyobject(py)?.into_any(),
+                    tag.into_pyobject(py)?.into_any(),
+                    body.into_any(),
+                    buffers.into_any(),
+                ];
+                Ok(Some(PyTuple::new(py, items)?))
+            }
+            Ok(None) => Err(PyEOFError::new_err("the supervisor closed the channel")),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(os_error(err)),
+        }
+    }
+
+    /// Send a frame; `buffers` travel as memfds.
+    fn send(
+        &self,
+        py: Python<'_>,
+        kind: u8,
+        tag: u64,
+        body: &Bound<'_, PyAny>,
+        buffers: &Bound<'_, PyList>,
+    ) -> PyResult<()> {
+        let kind = kind_from(kind)?;
+        let fds = memfds(py, buffers)?;
+        let body = Borrowed::new(body)?;
+        let bytes = body.as_slice();
+        py.detach(|| {
+            let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+            channel::send(&self.sock, kind, tag, bytes, &borrowed)
+        })
+        .map_err(os_error)
+    }
+}
+
+/// In a worker: exit as soon as the parent process `ppid` is gone.
+#[pyfunction]
+pub fn watch_parent(ppid: i32) -> PyResult<()> {
+    oxjob_core::pool::watch_parent(ppid).map_err(os_error)
+}

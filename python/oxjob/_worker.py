@@ -1,0 +1,85 @@
+"""The worker process: ``python -m oxjob._worker``, started by the engine.
+
+It reads frames from descriptor 3, runs batches of calls, and sends results back.
+It exits when told to, when its socket closes, when it has been idle for
+``OXJOB_IDLE_TIMEOUT`` seconds, or (from a Rust watchdog thread) when its parent dies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+import traceback
+
+
+def _send_error(channel, tag: int, exc: BaseException, index: int) -> None:
+    from ._protocol import ERROR, dumps
+
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        body, buffers = dumps((exc, tb, index), None)
+    except Exception:
+        fallback = RuntimeError(f"{type(exc).__name__}: {exc} (the exception could not be pickled)")
+        body, buffers = dumps((fallback, tb, index), None)
+    channel.send(ERROR, tag, body, buffers)
+
+
+def main() -> int:
+    from . import _engine
+    from ._protocol import BATCH, END_CALL, FUNCTION, INIT, READY, RESULT, SHUTDOWN, dumps, loads
+
+    _engine.watch_parent(int(os.environ["OXJOB_PARENT_PID"]))
+    for entry in json.loads(os.environ.get("OXJOB_SYS_PATH", "[]")):
+        if entry not in sys.path:
+            sys.path.append(entry)
+    channel = _engine.WorkerChannel(3, os.environ.get("OXJOB_MMAP_MODE", "c"))
+    idle_timeout = float(os.environ.get("OXJOB_IDLE_TIMEOUT", "300"))
+    max_nbytes = int(os.environ.get("OXJOB_MAX_NBYTES", str(1 << 20)))
+    functions: dict = {}
+    channel.send(READY, os.getpid(), b"", [])
+    while True:
+        try:
+            message = channel.recv(idle_timeout)
+        except EOFError:
+            return 0
+        if message is None:
+            return 0  # idle for too long: the caller starts a new worker when needed
+        kind, tag, body, buffers = message
+        if kind == BATCH:
+            index = -1
+            try:
+                calls = loads(body, buffers)
+                start = time.perf_counter()
+                if isinstance(calls, tuple):  # one function, positional arguments only
+                    func_id, arguments = calls
+                    results = list(itertools.starmap(functions[func_id], arguments))
+                else:
+                    results = []
+                    for index, (func_id, args, kwargs) in enumerate(calls):  # noqa: B007
+                        results.append(functions[func_id](*args, **kwargs))
+                duration = time.perf_counter() - start
+                del calls, body, buffers
+                try:
+                    out, out_buffers = dumps((duration, results), max_nbytes)
+                except Exception:
+                    out, out_buffers = dumps((duration, results), max_nbytes, by_value=True)
+                channel.send(RESULT, tag, out, out_buffers)
+            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+                _send_error(channel, tag, exc, index)
+        elif kind == FUNCTION:
+            functions[tag] = loads(body, buffers)
+        elif kind == END_CALL:
+            functions.clear()
+        elif kind == INIT:
+            initializer, initargs = loads(body, buffers)
+            if initializer is not None:
+                initializer(*initargs)
+        elif kind == SHUTDOWN:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

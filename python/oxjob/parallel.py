@@ -1,0 +1,739 @@
+"""``Parallel`` and ``delayed``: joblib's API on oxjob's engines.
+
+``Parallel(n_jobs=2)(delayed(f)(x) for x in data)`` runs ``f`` over ``data`` on
+worker processes (oxjob's Rust-driven engine), threads, or sequentially, with
+joblib's parameters, messages and error behaviour. See ``docs/parallel.md``.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import itertools
+import math
+import queue
+import sys
+import threading
+import time
+from numbers import Integral
+from typing import Any, Callable, Iterable, Iterator
+
+from . import backends as _backends
+from ._protocol import DEFAULT_MAX_NBYTES
+from .backends import (
+    ParallelBackendBase,
+    ProcessBackend,
+    SequentialBackend,
+    ThreadingBackend,
+    get_config,
+    resolve_backend,
+)
+from .exceptions import TimeoutError
+
+__all__ = ["Parallel", "delayed"]
+
+#: Auto batching aims at batches that compute for about this long: long enough to
+#: make dispatch overhead negligible, short enough to balance the load at the end.
+_TARGET_BATCH_SECONDS = 0.02
+_MAX_BATCH = 1 << 17
+_MAX_GROWTH = 64
+
+
+def delayed(function: Callable) -> Callable[..., tuple]:
+    """Capture a call: ``delayed(f)(*args, **kwargs)`` returns ``(f, args, kwargs)``.
+
+    Parameters
+    ----------
+    function : callable
+        The function to run in a worker.
+
+    Returns
+    -------
+    callable
+        A wrapper with ``function``'s name that returns the call as a tuple.
+
+    Examples
+    --------
+    >>> from oxjob import delayed
+    >>> delayed(pow)(2, 10)
+    (<built-in function pow>, (2, 10), {})
+    """
+    try:
+        return _cached_delayed(function)
+    except TypeError:  # unhashable callables
+        return _make_delayed(function)
+
+
+def _make_delayed(function: Callable) -> Callable[..., tuple]:
+    def delayed_function(*args: Any, **kwargs: Any) -> tuple:
+        return function, args, kwargs
+
+    try:
+        return functools.wraps(function)(delayed_function)
+    except AttributeError:
+        return delayed_function  # callables without __name__ (e.g. functools.partial)
+
+
+# ``delayed(f)`` runs once per task in ``delayed(f)(x) for x in ...``: a C-level
+# cache makes it cheap. Bounded, because ``delayed(lambda ...)`` makes a function
+# per task.
+_cached_delayed = functools.lru_cache(maxsize=256)(_make_delayed)
+
+
+class BatchedCalls:
+    """A batch of ``(func, args, kwargs)`` calls, callable in a worker."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list) -> None:
+        self.items = items
+
+    def __call__(self) -> list:
+        return [func(*args, **kwargs) for func, args, kwargs in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _short_format_time(t: float) -> str:
+    if t > 60:
+        return f"{t / 60.0:4.1f}min"
+    return f" {t:5.1f}s"
+
+
+def _verbosity_filter(index: int, verbose: int) -> bool:
+    """joblib's rule for skipping progress messages (True: skip)."""
+    if not verbose:
+        return True
+    if verbose > 10:
+        return False
+    if index == 0:
+        return False
+    verbose = 0.5 * (11 - verbose) ** 2
+    scale = math.sqrt(index / verbose)
+    next_scale = math.sqrt((index + 1) / verbose)
+    return int(next_scale) == int(scale)
+
+
+# ---- runners: one per call, one kind per backend ----------------------------------------
+
+
+class _SequentialRunner:
+    """Runs each batch when submitted; outcomes wait in a queue."""
+
+    def __init__(self) -> None:
+        self.done: collections.deque = collections.deque()
+
+    def capacity(self) -> int:
+        return 1 if not self.done else 0
+
+    def submit(self, batch_id: int, tasks: list) -> None:
+        start = time.perf_counter()
+        results = [func(*args, **kwargs) for func, args, kwargs in tasks]
+        self.done.append((batch_id, True, results, time.perf_counter() - start))
+
+    def wait(self, timeout: float | None) -> list:
+        out = list(self.done)
+        self.done.clear()
+        return out
+
+    def running(self) -> list:
+        return []
+
+    def kill_worker_of(self, batch_id: int) -> None:
+        pass
+
+    def cancel(self) -> None:
+        self.done.clear()
+
+    def close(self) -> None:
+        pass
+
+
+class _ThreadPool:
+    """Threads kept for reuse: each takes batches from a queue and reports outcomes."""
+
+    def __init__(self, n_threads: int, level: int) -> None:
+        self.n_threads = n_threads
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads = [
+            threading.Thread(target=self._work, args=(level,), daemon=True, name=f"oxjob-{i}")
+            for i in range(n_threads)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self, level: int) -> None:
+        _backends._local.nesting = level
+        while True:
+            item = self.inbox.get()
+            if item is None:
+                return
+            runner, batch_id, tasks = item
+            if runner.cancelled:
+                continue
+            runner.started[batch_id] = time.monotonic()
+            start = time.perf_counter()
+            try:
+                results = [func(*args, **kwargs) for func, args, kwargs in tasks]
+                outcome = (batch_id, True, results, time.perf_counter() - start)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                outcome = (batch_id, False, exc, 0.0)
+            runner.started.pop(batch_id, None)
+            runner.outbox.put(outcome)
+
+    def shutdown(self) -> None:
+        for _ in self.threads:
+            self.inbox.put(None)
+
+
+_thread_pools: dict[tuple[int, int], _ThreadPool] = {}
+_thread_pools_lock = threading.Lock()
+
+
+def _thread_pool(n_threads: int) -> _ThreadPool:
+    level = _backends.nesting_level() + 1
+    with _thread_pools_lock:
+        pool = _thread_pools.get((n_threads, level))
+        if pool is None:
+            pool = _thread_pools[(n_threads, level)] = _ThreadPool(n_threads, level)
+        return pool
+
+
+class _ThreadRunner:
+    def __init__(self, n_threads: int) -> None:
+        self.pool = _thread_pool(n_threads)
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.started: dict[int, float] = {}
+        self.in_flight = 0
+        self.limit = 2 * n_threads
+        self.cancelled = False
+
+    def capacity(self) -> int:
+        return self.limit - self.in_flight
+
+    def submit(self, batch_id: int, tasks: list) -> None:
+        self.in_flight += 1
+        self.pool.inbox.put((self, batch_id, tasks))
+
+    def wait(self, timeout: float | None) -> list:
+        try:
+            outcomes = [self.outbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                outcomes.append(self.outbox.get_nowait())
+            except queue.Empty:
+                break
+        self.in_flight -= len(outcomes)
+        return outcomes
+
+    def running(self) -> list:
+        return list(self.started.items())
+
+    def kill_worker_of(self, batch_id: int) -> None:
+        pass  # threads cannot be killed; the batch finishes in the background
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def close(self) -> None:
+        pass
+
+
+class _BackendRunner:
+    """Drives a user backend through ``apply_async(func, callback)``."""
+
+    def __init__(self, backend: ParallelBackendBase, n_jobs: int) -> None:
+        self.backend = backend
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self.jobs: dict[int, Any] = {}
+        self.limit = 2 * max(n_jobs, 1)
+
+    def capacity(self) -> int:
+        return self.limit - len(self.jobs)
+
+    def submit(self, batch_id: int, tasks: list) -> None:
+        calls = BatchedCalls(tasks)
+
+        def guarded() -> tuple:
+            start = time.perf_counter()
+            try:
+                return True, calls(), time.perf_counter() - start
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                return False, exc, 0.0
+
+        self.jobs[batch_id] = self.backend.apply_async(
+            guarded, callback=lambda _result, b=batch_id: self.done.put(b)
+        )
+
+    def wait(self, timeout: float | None) -> list:
+        try:
+            batch_id = self.done.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        job = self.jobs.pop(batch_id)
+        ok, value, duration = job.get() if hasattr(job, "get") else job.result()
+        return [(batch_id, ok, value, duration)]
+
+    def running(self) -> list:
+        return []
+
+    def kill_worker_of(self, batch_id: int) -> None:
+        pass
+
+    def cancel(self) -> None:
+        self.backend.abort_everything(ensure_ready=False)
+
+    def close(self) -> None:
+        pass
+
+
+# ---- progress ---------------------------------------------------------------------------
+
+
+class _ProgressBar:
+    """A progress bar with rate and ETA: tqdm when installed, a plain one otherwise."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        self.count = 0
+        self.start = time.monotonic()
+        self.last_draw = 0.0
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            self.tqdm = None
+        else:
+            self.tqdm = tqdm(total=total, unit="task")
+
+    def update(self, n: int, total: int | None) -> None:
+        self.count += n
+        if self.tqdm is not None:
+            if total is not None and self.tqdm.total != total:
+                self.tqdm.total = total
+            self.tqdm.update(n)
+            return
+        self.total = total if total is not None else self.total
+        now = time.monotonic()
+        if now - self.last_draw < 0.1 and self.count != self.total:
+            return
+        self.last_draw = now
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.count / elapsed
+        if self.total:
+            done = self.count / self.total
+            bar = "#" * int(30 * done) + "." * (30 - int(30 * done))
+            eta = (self.total - self.count) / rate if rate else 0.0
+            line = f"[{bar}] {self.count}/{self.total} | {rate:,.1f} tasks/s | ETA {eta:.1f}s"
+        else:
+            line = f"{self.count} tasks | {rate:,.1f} tasks/s | {elapsed:.1f}s"
+        sys.stderr.write("\r" + line)
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tqdm is not None:
+            self.tqdm.close()
+        elif self.count:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+# ---- Parallel ---------------------------------------------------------------------------
+
+
+class Parallel:
+    """Run calls in parallel: ``Parallel(n_jobs=2)(delayed(f)(x) for x in data)``.
+
+    Same signature, defaults and behaviour as :class:`joblib.Parallel`, on oxjob's
+    engines: worker processes are fresh interpreters driven from Rust, reused across
+    calls; large numpy arguments and results travel through shared memory.
+
+    Parameters
+    ----------
+    n_jobs : int, optional
+        Number of workers. ``None`` means 1 unless set by :class:`parallel_config`;
+        ``-1`` all CPUs, ``-2`` all but one; floats are floored; 0 is an error.
+    backend : str or ParallelBackendBase, optional
+        ``'loky'``, ``'multiprocessing'`` or ``'processes'`` (oxjob's process
+        engine, the default), ``'threading'``, ``'sequential'``, a registered name,
+        or a backend instance.
+    return_as : {'list', 'generator', 'generator_unordered'}, default='list'
+        A list of results in order, a generator in order, or a generator in
+        completion order.
+    verbose : int, default=0
+        joblib's progress messages: on stderr below 50, on stdout from 50, more
+        often as it grows (above 10: every batch).
+    timeout : float, optional
+        Seconds a task may run; beyond that its worker is killed and
+        :class:`~oxjob.exceptions.TimeoutError` is raised.
+    pre_dispatch : int or str, default='2 * n_jobs'
+        How many batches are dispatched ahead of completion (an int, ``'all'``, or
+        an expression of ``n_jobs``).
+    batch_size : int or 'auto', default='auto'
+        Tasks per batch; ``'auto'`` measures task durations and reaches batches of
+        about 20 ms within a few batches.
+    temp_folder : str, optional
+        Accepted for compatibility; oxjob needs no temporary files.
+    max_nbytes : int or str, default='1M'
+        Out-of-band buffers (numpy arrays...) from this size travel in shared memory.
+    mmap_mode : {'c', 'r', 'r+', 'w+'}, default='c'
+        How workers see large inputs: ``'c'`` writable with private changes
+        (copy-on-write), ``'r'`` read-only.
+    prefer : {'processes', 'threads'}, optional
+        Soft hint for the default backend.
+    require : {'sharedmem'}, optional
+        Hard constraint: use a backend whose workers share the caller's memory.
+    progress : bool, default=False
+        Show a progress bar with rate and ETA (tqdm when installed).
+
+    Examples
+    --------
+    >>> from math import sqrt
+    >>> from oxjob import Parallel, delayed
+    >>> Parallel(n_jobs=2)(delayed(sqrt)(i ** 2) for i in range(5))
+    [0.0, 1.0, 2.0, 3.0, 4.0]
+    """
+
+    def __init__(
+        self,
+        n_jobs: Any = None,
+        backend: Any = None,
+        return_as: str = "list",
+        verbose: Any = None,
+        timeout: float | None = None,
+        pre_dispatch: Any = "2 * n_jobs",
+        batch_size: Any = "auto",
+        temp_folder: Any = None,
+        max_nbytes: Any = None,
+        mmap_mode: Any = None,
+        prefer: Any = None,
+        require: Any = None,
+        progress: bool = False,
+        **backend_kwargs: Any,
+    ) -> None:
+        config = get_config()
+        if return_as not in {"list", "generator", "generator_unordered"}:
+            raise ValueError(
+                'Expected `return_as` parameter to be a string equal to "list"'
+                f',"generator" or "generator_unordered", but got {return_as} instead.'
+            )
+        if prefer not in (None, "processes", "threads"):
+            raise ValueError(
+                f"prefer={prefer!r} is not a valid backend hint, expected one of "
+                "['processes', 'threads', None]"
+            )
+        if require not in (None, "sharedmem"):
+            raise ValueError(
+                f"require={require!r} is not a valid backend constraint, expected one of "
+                "['sharedmem', None]"
+            )
+        self.return_as = return_as
+        self.return_generator = return_as != "list"
+        self.return_ordered = return_as != "generator_unordered"
+        self.verbose = int(config.get("verbose", 0) if verbose is None else verbose)
+        self.timeout = timeout
+        self.pre_dispatch = pre_dispatch
+        self.progress = progress
+        if batch_size == "auto" or (
+            isinstance(batch_size, Integral) and not isinstance(batch_size, bool) and batch_size > 0
+        ):
+            self.batch_size = batch_size
+        else:
+            raise ValueError(
+                f"batch_size must be 'auto' or a positive integer, got: {batch_size!r}"
+            )
+        self.temp_folder = temp_folder if temp_folder is not None else config.get("temp_folder")
+        nbytes = config.get("max_nbytes", "1M") if max_nbytes is None else max_nbytes
+        self.max_nbytes = _parse_nbytes(nbytes)
+        mode = config.get("mmap_mode") if mmap_mode is None else mmap_mode
+        mode = "c" if mode is None else mode
+        if mode not in ("c", "r", "r+", "w+"):
+            raise ValueError(f"mmap_mode must be one of 'c', 'r', 'r+', 'w+', got {mode!r}")
+        self.mmap_mode = mode
+        self._backend_kwargs = backend_kwargs
+        self._backend = resolve_backend(backend, prefer, require, config)
+        if n_jobs is None:
+            n_jobs = config.get("n_jobs")
+        if n_jobs is None:
+            n_jobs = self._backend.default_n_jobs
+        try:
+            n_jobs = int(n_jobs)
+        except (TypeError, ValueError):
+            raise ValueError("n_jobs could not be converted to int") from None
+        self.n_jobs = n_jobs
+        self._initializer = config.get("initializer")
+        self._initargs = config.get("initargs", ())
+        self._running = False
+        self._managed = False
+
+    # ---- context manager -------------------------------------------------------------
+
+    def __enter__(self) -> Parallel:
+        self._managed = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._managed = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n_jobs={self.n_jobs})"
+
+    # ---- messages --------------------------------------------------------------------
+
+    def _print(self, msg: str) -> None:
+        if not self.verbose:
+            return
+        writer = sys.stderr.write if self.verbose < 50 else sys.stdout.write
+        writer(f"[{self}]: {msg}\n")
+
+    def _print_progress(self, state: _CallState) -> None:
+        if not self.verbose:
+            return
+        n_tasks = state.n_tasks
+        width = math.floor(math.log10(n_tasks)) + 1 if n_tasks else 3
+        elapsed = time.time() - state.start_time
+        completed = state.n_completed
+        if state.exhausted and completed == state.n_dispatched:
+            self._print(
+                f"Done {completed:{width}d} out of {completed:{width}d} | elapsed: "
+                f"{_short_format_time(elapsed)} finished"
+            )
+            return
+        if not state.exhausted:
+            if _verbosity_filter(state.n_batches, self.verbose):
+                return
+            fmt_time = f"| elapsed: {_short_format_time(elapsed)}"
+            if n_tasks is not None:
+                self._print(f"Done {completed:{width}d} out of {n_tasks:{width}d} {fmt_time}")
+            else:
+                pad = " " * (len("out of ") + width - len("tasks"))
+                self._print(f"Done {completed:{width}d} tasks {pad}{fmt_time}")
+            return
+        total = state.n_dispatched
+        if completed != 0:
+            cursor = total - completed + 1 - state.pre_dispatch
+            frequency = (total // self.verbose) + 1
+            is_last_item = completed + 1 == total
+            if is_last_item or cursor % frequency:
+                return
+        remaining = (elapsed / max(completed, 1)) * (total - completed)
+        self._print(
+            f"Done {completed:{width}d} out of {total:{width}d} | elapsed: "
+            f"{_short_format_time(elapsed)} remaining: {_short_format_time(remaining)}"
+        )
+
+    # ---- running ---------------------------------------------------------------------
+
+    def _make_runner(self, n_workers: int) -> Any:
+        backend = self._backend
+        if isinstance(backend, SequentialBackend) or n_workers == 1:
+            return _SequentialRunner()
+        if isinstance(backend, ThreadingBackend):
+            return _ThreadRunner(n_workers)
+        if isinstance(backend, ProcessBackend):
+            from ._process_pool import ProcessCall, get_pool
+
+            pool = get_pool(n_workers, self.mmap_mode, self.max_nbytes, backend.idle_worker_timeout)
+            call = ProcessCall(pool)
+            if self._initializer is not None:
+                call.initialize(self._initializer, self._initargs)
+            return call
+        return _BackendRunner(backend, n_workers)
+
+    def _pre_dispatch_batches(self, n_workers: int) -> int | None:
+        pre = self.pre_dispatch
+        if pre == "all":
+            return None
+        if isinstance(pre, str):
+            try:
+                pre = eval(pre.replace("n_jobs", str(n_workers)), {"__builtins__": {}})
+            except Exception as exc:  # noqa: BLE001
+                raise ValueError(f"invalid pre_dispatch expression {self.pre_dispatch!r}") from exc
+        try:
+            return max(int(pre), 1)
+        except (TypeError, ValueError):
+            raise ValueError(f"invalid pre_dispatch {self.pre_dispatch!r}") from None
+
+    def __call__(self, iterable: Iterable) -> Any:
+        """Run the calls of ``iterable`` (``delayed`` tuples).
+
+        Returns
+        -------
+        list or generator
+            Per ``return_as``.
+
+        Raises
+        ------
+        Exception
+            The first exception raised by a task, with the worker's traceback as
+            ``__cause__``; the remaining tasks are cancelled.
+        TerminatedWorkerError
+            When a worker process dies.
+        TimeoutError
+            When a task runs longer than ``timeout``.
+        """
+        if self._running:
+            raise RuntimeError("This Parallel instance is already running !")
+        n_workers = self._backend.configure(
+            n_jobs=self.n_jobs, parallel=self, **self._backend_kwargs
+        )
+        if self.timeout is not None and not self._backend.supports_timeout:
+            import warnings
+
+            warnings.warn(
+                f"The backend class {type(self._backend).__name__!r} does not support "
+                f"timeout. You have set 'timeout={self.timeout}' in Parallel but the "
+                "'timeout' parameter will not be used.",
+                stacklevel=2,
+            )
+        self._running = True
+        self._print(
+            f"Using backend {type(self._backend).__name__} with {n_workers} concurrent workers."
+        )
+        outputs = self._outputs(iterable, n_workers)
+        if self.return_generator:
+            return outputs
+        return list(outputs)
+
+    def _outputs(self, iterable: Iterable, n_workers: int) -> Iterator:
+        try:
+            yield from self._run(iterable, n_workers)
+        finally:
+            self._running = False
+            if not self._managed:
+                self._backend.terminate()
+
+    def _next_batch_size(self, state: _CallState) -> int:
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        if state.task_seconds is None:
+            return 1
+        ideal = int(_TARGET_BATCH_SECONDS / max(state.task_seconds, 1e-9))
+        size = max(1, min(ideal, state.last_size * _MAX_GROWTH, _MAX_BATCH))
+        if state.n_tasks is not None:
+            remaining = state.n_tasks - state.n_dispatched
+            size = min(size, max(1, math.ceil(remaining / state.n_workers)))
+        return size
+
+    def _run(self, iterable: Iterable, n_workers: int) -> Iterator:
+        state = _CallState(n_workers, getattr(iterable, "__len__", None))
+        pre_dispatch = self._pre_dispatch_batches(n_workers)
+        state.pre_dispatch = pre_dispatch or 0
+        tasks = iter(iterable)
+        if pre_dispatch is None:
+            tasks = iter(list(tasks))
+            state.n_tasks = state.n_tasks or None
+        runner = self._make_runner(n_workers)
+        bar = _ProgressBar(state.n_tasks) if self.progress else None
+        ordered: dict[int, list] = {}
+        next_to_yield = 0
+        in_flight = 0
+        try:
+            while True:
+                limit = (
+                    runner.capacity()
+                    if pre_dispatch is None
+                    else min(runner.capacity(), pre_dispatch - in_flight)
+                )
+                while not state.exhausted and limit > 0:
+                    size = self._next_batch_size(state)
+                    batch = list(itertools.islice(tasks, size))
+                    if len(batch) < size:
+                        state.exhausted = True
+                        if state.n_tasks is None:
+                            state.n_tasks = state.n_dispatched + len(batch)
+                    if not batch:
+                        break
+                    runner.submit(state.n_batches, batch)
+                    state.sizes[state.n_batches] = len(batch)
+                    state.last_size = len(batch)
+                    state.n_batches += 1
+                    state.n_dispatched += len(batch)
+                    in_flight += 1
+                    limit -= 1
+                if in_flight == 0:
+                    break
+                outcomes = runner.wait(self._wait_time(runner))
+                if not outcomes:
+                    self._check_timeouts(runner)
+                    continue
+                for batch_id, ok, value, duration in outcomes:
+                    in_flight -= 1
+                    if not ok:
+                        raise value
+                    size = state.sizes.pop(batch_id)
+                    if size:
+                        per_task = duration / size
+                        state.task_seconds = (
+                            per_task
+                            if state.task_seconds is None
+                            else 0.5 * state.task_seconds + 0.5 * per_task
+                        )
+                    state.n_completed += size
+                    if bar is not None:
+                        bar.update(size, state.n_tasks)
+                    self._print_progress(state)
+                    if self.return_ordered:
+                        ordered[batch_id] = value
+                        while next_to_yield in ordered:
+                            yield from ordered.pop(next_to_yield)
+                            next_to_yield += 1
+                    else:
+                        yield from value
+        except BaseException:
+            runner.cancel()
+            raise
+        else:
+            runner.close()
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _wait_time(self, runner: Any) -> float | None:
+        if self.timeout is None:
+            return None
+        running = runner.running()
+        if not running:
+            return self.timeout
+        oldest = min(started for _, started in running)
+        return max(0.0, oldest + self.timeout - time.monotonic()) + 0.001
+
+    def _check_timeouts(self, runner: Any) -> None:
+        if self.timeout is None:
+            return
+        now = time.monotonic()
+        for batch_id, started in runner.running():
+            if now - started >= self.timeout:
+                runner.kill_worker_of(batch_id)
+                raise TimeoutError(
+                    f"A task has failed to return in less than {self.timeout} seconds"
+                )
+
+
+class _CallState:
+    """Counters of one call, used for batching and progress messages."""
+
+    def __init__(self, n_workers: int, length: Callable[[], int] | None) -> None:
+        self.n_workers = n_workers
+        self.n_tasks: int | None = length() if length is not None else None
+        self.n_dispatched = 0
+        self.n_completed = 0
+        self.n_batches = 0
+        self.exhausted = False
+        self.task_seconds: float | None = None
+        self.last_size = 1
+        self.sizes: dict[int, int] = {}
+        self.pre_dispatch = 0
+        self.start_time = time.time()
+
+
+def _parse_nbytes(value: Any) -> int:
+    if value is None:
+        return DEFAULT_MAX_NBYTES
+    if isinstance(value, str):
+        from .store import parse_bytes_limit
+
+        return parse_bytes_limit(value)
+    return int(value)

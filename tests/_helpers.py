@@ -1,0 +1,64 @@
+"""Functions used by the Parallel tests: importable, so workers can load them by name."""
+
+import ctypes
+import os
+import signal
+import time
+
+
+def square(x):
+    return x * x
+
+
+def add(x, y=0):
+    return x + y
+
+
+def fail_on(x, bad=3):
+    if x == bad:
+        raise ValueError(f"bad value {x}")
+    return x
+
+
+def sleep_then(x, seconds):
+    time.sleep(seconds)
+    return x
+
+
+def exit_worker(code):
+    os._exit(code)
+
+
+def kill_self(x):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def segfault(x):
+    ctypes.string_at(0)
+
+
+def env(name):
+    return os.environ.get(name)
+
+
+def pid(_):
+    return os.getpid()
+
+
+def nested_backend(_):
+    from oxjob import Parallel
+
+    inner = Parallel(n_jobs=2)
+    return type(inner._backend).__name__, inner([__import__("oxjob").delayed(abs)(-1)])
+
+
+def set_global(value):
+    global GLOBAL
+    GLOBAL = value
+
+
+GLOBAL = None
+
+
+def read_global(_):
+    return GLOBAL

@@ -1,0 +1,470 @@
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import oxjob
+from oxjob import (
+    Parallel,
+    cpu_count,
+    delayed,
+    effective_n_jobs,
+    parallel_backend,
+    parallel_config,
+    register_parallel_backend,
+)
+from oxjob.backends import ParallelBackendBase, SequentialBackend, ThreadingBackend
+from oxjob.exceptions import RemoteTraceback, TerminatedWorkerError, TimeoutError
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _helpers as h  # noqa: E402
+
+BACKENDS = ["loky", "threading", "sequential"]
+
+
+def children():
+    """Live (non-zombie) oxjob worker processes started by this process."""
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if fields[1] == me and fields[0] != "Z" and b"oxjob._worker" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def worker_pids():
+    from oxjob import _process_pool
+
+    pool = _process_pool._POOL
+    return set(pool.pids()) if pool else set()
+
+
+def assert_only_pool_workers():
+    """Every child process is a current pool worker: nothing leaked, nothing stale."""
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        if set(children()) <= worker_pids():
+            return
+        time.sleep(0.05)
+    assert set(children()) <= worker_pids(), (children(), worker_pids())
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["multiprocessing", "processes"])
+def test_results_in_order(backend):
+    out = Parallel(n_jobs=2, backend=backend)(delayed(h.square)(i) for i in range(100))
+    assert out == [i * i for i in range(100)]
+
+
+def test_kwargs_lambdas_and_main_functions():
+    offset = 10
+    out = Parallel(n_jobs=2)(delayed(lambda x, y=0: x + y + offset)(i, y=1) for i in range(5))
+    assert out == [i + 11 for i in range(5)]
+    mixed = [delayed(h.add)(1, y=2), delayed(h.square)(3), delayed(abs)(-4)]
+    assert Parallel(n_jobs=2)(mixed) == [3, 9, 4]
+
+
+def test_n_jobs_values():
+    assert effective_n_jobs(-1) == cpu_count()
+    assert effective_n_jobs(-2) == max(cpu_count() - 1, 1)
+    assert effective_n_jobs(None) == 1
+    assert Parallel(n_jobs=1.7).n_jobs == 1
+    with pytest.raises(ValueError, match="n_jobs == 0 in Parallel has no meaning"):
+        Parallel(n_jobs=0)(delayed(h.square)(1) for _ in range(2))
+    with pytest.raises(ValueError, match="could not be converted to int"):
+        Parallel(n_jobs="many")
+    assert Parallel(n_jobs=-1)(delayed(h.square)(i) for i in range(3)) == [0, 1, 4]
+
+
+def test_cpu_count_honours_affinity():
+    assert cpu_count() == min(len(os.sched_getaffinity(0)), cpu_count())
+    assert 1 <= cpu_count(only_physical_cores=True) <= cpu_count()
+    code = "import oxjob; print(oxjob.cpu_count())"
+    out = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True
+    )
+    if out.returncode == 0:
+        assert out.stdout.strip() == "1"
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="Expected `return_as`"):
+        Parallel(return_as="tuple")
+    with pytest.raises(ValueError, match="batch_size must be 'auto' or a positive integer"):
+        Parallel(batch_size=0)
+    with pytest.raises(ValueError, match="Invalid backend"):
+        Parallel(backend="nope")
+    with pytest.raises(ValueError, match="prefer"):
+        Parallel(prefer="gpu")
+    with pytest.raises(ValueError, match="does not support shared memory"):
+        Parallel(backend=oxjob.backends.ProcessBackend(), require="sharedmem")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_generators(backend):
+    gen = Parallel(n_jobs=2, backend=backend, return_as="generator")(
+        delayed(h.square)(i) for i in range(50)
+    )
+    assert not isinstance(gen, list)
+    assert list(gen) == [i * i for i in range(50)]
+    unordered = Parallel(n_jobs=2, backend=backend, return_as="generator_unordered")(
+        delayed(h.sleep_then)(i, 0.05 if i == 0 else 0) for i in range(6)
+    )
+    assert sorted(unordered) == list(range(6))
+
+
+def test_generator_dropped_early_then_next_call_works():
+    gen = Parallel(n_jobs=2, return_as="generator")(
+        delayed(h.sleep_then)(i, 0.2) for i in range(20)
+    )
+    assert next(gen) == 0
+    del gen
+    assert Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(4)) == [0, 1, 4, 9]
+    assert_only_pool_workers()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exception_type_and_remote_traceback(backend):
+    with pytest.raises(ValueError, match="bad value 3") as info:
+        Parallel(n_jobs=2, backend=backend)(delayed(h.fail_on)(i) for i in range(10))
+    if backend == "loky":
+        assert isinstance(info.value.__cause__, RemoteTraceback)
+        assert "fail_on" in str(info.value.__cause__)
+    assert Parallel(n_jobs=2, backend=backend)(delayed(h.square)(i) for i in range(3)) == [0, 1, 4]
+
+
+def test_remaining_tasks_are_cancelled():
+    start = time.time()
+    with pytest.raises(ValueError):
+        Parallel(n_jobs=2, batch_size=1)(
+            [delayed(h.fail_on)(3)] + [delayed(h.sleep_then)(i, 0.5) for i in range(20)]
+        )
+    assert time.time() - start < 3
+    assert_only_pool_workers()
+
+
+@pytest.mark.parametrize(
+    ("func", "arg", "expected"),
+    [
+        (h.exit_worker, 3, "EXIT(3)"),
+        (h.kill_self, 0, "SIGKILL(-9)"),
+        (h.segfault, 0, "SIGSEGV(-11)"),
+    ],
+    ids=["os._exit", "kill -9", "segfault"],
+)
+def test_dead_worker_raises_terminated_worker_error(func, arg, expected):
+    before = worker_pids()
+    start = time.time()
+    with pytest.raises(
+        TerminatedWorkerError, match=expected.replace("(", r"\(").replace(")", r"\)")
+    ):
+        Parallel(n_jobs=2)(delayed(func)(arg) for _ in range(2))
+    assert time.time() - start < 5
+    from concurrent.futures.process import BrokenProcessPool
+
+    assert issubclass(TerminatedWorkerError, BrokenProcessPool)
+    assert Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(4)) == [0, 1, 4, 9]
+    assert_only_pool_workers()
+    assert worker_pids() != before
+
+
+def test_kill_minus_nine_from_outside_mid_task():
+    Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(2))  # warm the pool
+    pids = sorted(worker_pids())
+    gen = Parallel(n_jobs=2, return_as="generator")(delayed(h.sleep_then)(i, 1) for i in range(4))
+    import threading
+
+    threading.Timer(0.3, os.kill, (pids[0], signal.SIGKILL)).start()
+    with pytest.raises(TerminatedWorkerError, match="SIGKILL"):
+        list(gen)
+    assert Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(4)) == [0, 1, 4, 9]
+    assert_only_pool_workers()
+
+
+def test_timeout_kills_the_worker():
+    start = time.time()
+    with pytest.raises(TimeoutError):
+        Parallel(n_jobs=2, timeout=0.5)(delayed(h.sleep_then)(i, 10) for i in range(2))
+    assert time.time() - start < 1.5 + 1
+    assert issubclass(TimeoutError, __import__("multiprocessing").TimeoutError)
+    assert Parallel(n_jobs=2, timeout=5)(delayed(h.square)(i) for i in range(4)) == [0, 1, 4, 9]
+    assert_only_pool_workers()
+
+
+def test_unpicklable_argument_names_the_task():
+    import threading
+
+    lock = threading.Lock()
+    with pytest.raises(pickle.PicklingError, match="task 1"):
+        Parallel(n_jobs=2, batch_size=2)(delayed(h.add)(x, 0) for x in [1, lock])
+    assert Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(3)) == [0, 1, 4]
+
+
+def test_functions_reach_each_worker_once_per_call():
+    from oxjob import _process_pool
+
+    sent = []
+    real = _process_pool._engine.Engine.send
+
+    Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(2))
+    pool = _process_pool._POOL
+
+    class Spy:
+        def __init__(self, engine):
+            self.engine = engine
+
+        def send(self, worker, kind, tag, body, buffers):
+            sent.append(kind)
+            return real(self.engine, worker, kind, tag, body, buffers)
+
+        def __getattr__(self, name):
+            return getattr(self.engine, name)
+
+    engine = pool.engine
+    pool.engine = Spy(engine)
+    try:
+        Parallel(n_jobs=2, batch_size=1)(delayed(h.square)(i) for i in range(40))
+    finally:
+        pool.engine = engine
+    from oxjob._protocol import BATCH, FUNCTION
+
+    assert sent.count(BATCH) == 40
+    assert sent.count(FUNCTION) <= 2
+
+
+def test_nested_calls_use_threads_then_sequential():
+    out = Parallel(n_jobs=2)(delayed(h.nested_backend)(i) for i in range(2))
+    assert out == [("ThreadingBackend", [1])] * 2
+    inner = Parallel(n_jobs=2, backend="threading")(delayed(h.nested_backend)(i) for i in range(2))
+    assert inner[0][0] in ("ThreadingBackend", "SequentialBackend")
+
+
+def test_thread_limits_in_workers():
+    expected = str(max(cpu_count() // 2, 1))
+    values = Parallel(n_jobs=2)(delayed(h.env)("OMP_NUM_THREADS") for _ in range(2))
+    assert values == [os.environ.get("OMP_NUM_THREADS", expected)] * 2
+
+
+def test_verbose_messages(capsys):
+    Parallel(n_jobs=2, verbose=5)(delayed(h.square)(i) for i in range(10))
+    err = capsys.readouterr().err
+    assert "[Parallel(n_jobs=2)]: Using backend ProcessBackend with 2 concurrent workers." in err
+    assert err.strip().splitlines()[-1].startswith("[Parallel(n_jobs=2)]: Done 10 out of 10 |")
+    assert err.strip().endswith("finished")
+    Parallel(n_jobs=2, verbose=60, backend="threading")(delayed(h.square)(i) for i in range(3))
+    assert "Done 3 out of 3" in capsys.readouterr().out
+
+
+def test_progress_bar(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    Parallel(n_jobs=2, progress=True)(delayed(h.square)(i) for i in range(30))
+    err = capsys.readouterr().err
+    assert "30/30" in err and "tasks/s" in err and "ETA" in err
+
+
+def test_running_instance_raises():
+    parallel = Parallel(n_jobs=2, return_as="generator")
+    gen = parallel(delayed(h.square)(i) for i in range(10))
+    next(gen)
+    with pytest.raises(RuntimeError, match="already running"):
+        parallel(delayed(h.square)(i) for i in range(3))
+    assert list(gen) == [i * i for i in range(1, 10)]
+    assert list(parallel(delayed(h.square)(i) for i in range(3))) == [0, 1, 4]
+
+
+def test_context_manager_keeps_workers():
+    with Parallel(n_jobs=2) as parallel:
+        first = set(parallel(delayed(h.pid)(i) for i in range(8)))
+        second = set(parallel(delayed(h.pid)(i) for i in range(8)))
+    assert first and first | second <= worker_pids()
+    assert os.getpid() not in first
+
+
+def test_batch_size_and_pre_dispatch():
+    for batch_size in (1, 7, "auto"):
+        for pre_dispatch in ("2 * n_jobs", "all", 3, "n_jobs"):
+            out = Parallel(n_jobs=2, batch_size=batch_size, pre_dispatch=pre_dispatch)(
+                delayed(h.square)(i) for i in range(25)
+            )
+            assert out == [i * i for i in range(25)]
+    with pytest.raises(ValueError, match="pre_dispatch"):
+        Parallel(n_jobs=2, pre_dispatch="lots")(delayed(h.square)(i) for i in range(2))
+
+
+def test_auto_batching_grows_within_a_few_batches():
+    from oxjob import parallel as parallel_module
+
+    seen = []
+    real = parallel_module.Parallel._next_batch_size
+
+    def spy(self, state):
+        size = real(self, state)
+        seen.append(size)
+        return size
+
+    parallel_module.Parallel._next_batch_size = spy
+    try:
+        Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(200_000))
+    finally:
+        parallel_module.Parallel._next_batch_size = real
+    big = next(i for i, size in enumerate(seen) if size >= 10_000)
+    assert big <= 8, seen[:12]
+
+
+def test_parallel_config_and_backend_contexts():
+    with parallel_config(backend="threading", n_jobs=2):
+        p = Parallel()
+        assert isinstance(p._backend, ThreadingBackend) and p.n_jobs == 2
+        with parallel_config(n_jobs=1):
+            assert Parallel().n_jobs == 1
+        assert Parallel(n_jobs=3).n_jobs == 3
+    assert Parallel().n_jobs in (-1, None) or Parallel().n_jobs == -1
+    with parallel_backend("sequential") as (backend, n_jobs):
+        assert isinstance(backend, SequentialBackend)
+        assert isinstance(Parallel()._backend, SequentialBackend)
+    assert isinstance(Parallel(prefer="threads")._backend, ThreadingBackend)
+    assert isinstance(Parallel(require="sharedmem")._backend, ThreadingBackend)
+    with pytest.raises(ValueError, match="Invalid backend"):
+        parallel_config(backend="nope")
+
+
+def test_initializer_from_parallel_config():
+    with parallel_config(initializer=h.set_global, initargs=("ready",)):
+        out = Parallel(n_jobs=2)(delayed(h.read_global)(i) for i in range(4))
+    assert out == ["ready"] * 4
+
+
+def test_register_parallel_backend():
+    from concurrent.futures import ThreadPoolExecutor
+
+    class ExecutorBackend(ParallelBackendBase):
+        supports_timeout = False
+
+        def configure(self, n_jobs=1, parallel=None, **kwargs):
+            self.executor = ThreadPoolExecutor(max_workers=2)
+            return 2
+
+        def effective_n_jobs(self, n_jobs):
+            return 2
+
+        def apply_async(self, func, callback=None):
+            future = self.executor.submit(func)
+            if callback is not None:
+                future.add_done_callback(lambda f: callback(f.result()))
+            return future
+
+        def terminate(self):
+            self.executor.shutdown()
+
+    register_parallel_backend("executor", ExecutorBackend)
+    out = Parallel(n_jobs=2, backend="executor")(delayed(h.square)(i) for i in range(20))
+    assert out == [i * i for i in range(20)]
+    with pytest.raises(ValueError, match="bad value"):
+        Parallel(backend="executor")(delayed(h.fail_on)(i) for i in range(5))
+
+
+def test_star_import_matches_joblib():
+    joblib = pytest.importorskip("joblib")
+    namespace: dict = {}
+    exec("from oxjob import *", namespace)
+    missing = set(joblib.__all__) - set(namespace)
+    assert not missing
+
+
+def test_large_arrays_round_trip_through_shared_memory():
+    arrays = [np.full((500, 1000), i, dtype=np.float64) for i in range(4)]
+    out = Parallel(n_jobs=2, max_nbytes="1M")(delayed(np.multiply)(a, 2) for a in arrays)
+    for i, result in enumerate(out):
+        assert result.shape == (500, 1000) and result.flags.writeable
+        assert (result == 2 * i).all()
+    # Copy-on-write by default: a worker's writes stay private.
+    data = np.zeros(300_000)
+    out = Parallel(n_jobs=2)(delayed(np.add)(data, 1, out=data) for _ in range(2))
+    assert (data == 0).all() and all((o == 1).all() for o in out)
+
+
+SIGINT_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, sys.argv[1])
+    import _helpers as h
+    from oxjob import Parallel, delayed
+    Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(2))
+    print("ready", flush=True)
+    try:
+        Parallel(n_jobs=2)(delayed(h.sleep_then)(i, 30) for i in range(4))
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    """
+)
+
+
+def test_sigint_interrupts_quickly_and_leaves_no_worker(tmp_path):
+    script = tmp_path / "sigint.py"
+    script.write_text(SIGINT_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), os.path.dirname(__file__)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    workers = [
+        int(p) for p in os.listdir("/proc") if p.isdigit() and _parent_of(int(p)) == proc.pid
+    ]
+    start = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=10)
+    assert "interrupted" in out
+    assert time.time() - start < 3
+    time.sleep(0.5)
+    assert workers and not [w for w in workers if _alive(w)]
+
+
+def _parent_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_joblib_documented_example_runs_unchanged():
+    code = textwrap.dedent(
+        """
+        import oxjob as joblib
+        from joblib import Parallel, delayed
+        from math import sqrt
+        print(Parallel(n_jobs=2)(delayed(sqrt)(i ** 2) for i in range(10)))
+        with joblib.parallel_config(backend="threading", n_jobs=2):
+            print(Parallel()(delayed(sqrt)(i ** 2) for i in range(3)))
+        """
+    ).replace("from joblib import", "from oxjob import")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        str([float(i) for i in range(10)]),
+        "[0.0, 1.0, 2.0]",
+    ]

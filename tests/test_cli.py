@@ -18,6 +18,8 @@ def test_demo_runs_and_reports_timings():
     for step in ("hash (xxh3-128)", "dump, uncompressed", "load, mmap_mode='r'", "compress=3"):
         assert step in result.stdout
     assert "GB/s" in result.stdout
+    assert "Parallel: sum of squares" in result.stdout
+    assert "[Parallel(n_jobs=2)]: Done 8 out of 8" in result.stderr
 
 
 def test_inspect(tmp_path):

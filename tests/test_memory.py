@@ -469,24 +469,21 @@ def test_kill_during_write_leaves_no_entry(tmp_path):
         assert f(10).sum() == 10 and f(10).sum() == 10
 
 
-def test_cached_function_inside_joblib_parallel(tmp_path):
-    joblib = pytest.importorskip("joblib")
+def test_cached_function_inside_parallel(tmp_path):
     memory = oxjob.Memory(tmp_path, verbose=0)
     f = memory.cache(counted)
-    results = joblib.Parallel(n_jobs=2)(joblib.delayed(f)(i) for i in range(6))
+    results = oxjob.Parallel(n_jobs=2)(oxjob.delayed(f)(i) for i in range(6))
     assert results == [2 * i for i in range(6)]
     assert len(entries(memory)) == 6
-    assert joblib.Parallel(n_jobs=2)(joblib.delayed(f)(i) for i in range(6)) == results
+    assert oxjob.Parallel(n_jobs=2)(oxjob.delayed(f)(i) for i in range(6)) == results
+    assert CALLS == []  # every call ran in a worker
 
 
 def parallel_inside(n):
-    import joblib
-
-    return sum(joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(n)))
+    return sum(oxjob.Parallel(n_jobs=2)(oxjob.delayed(abs)(-i) for i in range(n)))
 
 
 def test_parallel_inside_a_cached_function(memory):
-    pytest.importorskip("joblib")
     f = memory.cache(parallel_inside)
     assert f(10) == 45 and f(10) == 45
     assert len(entries(memory)) == 1

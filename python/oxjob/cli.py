@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import os
 import statistics
 import tempfile
@@ -56,6 +57,27 @@ def demo(size_mb: int = 256) -> None:
         for name, seconds, path in rows:
             size = f"  file {os.path.getsize(path) / 1e6:7.1f} MB" if path else ""
             print(f"  {name:<26} {seconds * 1e3:8.1f} ms  {gb / seconds:7.2f} GB/s{size}")
+
+
+def _sum_of_squares(chunk: Any) -> int:
+    return int((chunk.astype("int64") ** 2).sum())
+
+
+def demo_parallel() -> None:
+    """Sum of squares over chunks on two worker processes, with joblib's messages."""
+    import numpy as np
+
+    from .parallel import Parallel, delayed
+
+    numbers = np.arange(2_000_000)  # the sum of squares fits in int64
+    chunks = np.array_split(numbers, 8)  # 2 MB each: above max_nbytes, so in shared memory
+    print(f"\nParallel: sum of squares of {numbers.size:,} integers in {len(chunks)} chunks")
+    sys.stdout.flush()
+    start = time.perf_counter()
+    total = sum(Parallel(n_jobs=2, verbose=1)(delayed(_sum_of_squares)(c) for c in chunks))
+    elapsed = time.perf_counter() - start
+    assert total == _sum_of_squares(numbers)
+    print(f"  total {total:,} in {elapsed * 1e3:.1f} ms, worker start-up included")
 
 
 def inspect(path: str) -> None:
@@ -160,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.size_mb)
+        demo_parallel()
     elif args.command == "cache":
         try:
             return cache_command(args)

@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import os
 import statistics
+import sys
 import tempfile
 import time
 from typing import Any, Callable

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import gc
 import itertools
 import math
 import queue
@@ -35,7 +36,7 @@ __all__ = ["Parallel", "delayed"]
 #: Auto batching aims at batches that compute for about this long: long enough to
 #: make dispatch overhead negligible, short enough to balance the load at the end.
 _TARGET_BATCH_SECONDS = 0.02
-_MAX_BATCH = 1 << 17
+_MAX_BATCH = 1 << 15
 _MAX_GROWTH = 64
 
 
@@ -639,7 +640,7 @@ class Parallel:
                 )
                 while not state.exhausted and limit > 0:
                     size = self._next_batch_size(state)
-                    batch = list(itertools.islice(tasks, size))
+                    batch = _take(tasks, size)
                     if len(batch) < size:
                         state.exhausted = True
                         if state.n_tasks is None:
@@ -664,13 +665,7 @@ class Parallel:
                     if not ok:
                         raise value
                     size = state.sizes.pop(batch_id)
-                    if size:
-                        per_task = duration / size
-                        state.task_seconds = (
-                            per_task
-                            if state.task_seconds is None
-                            else 0.5 * state.task_seconds + 0.5 * per_task
-                        )
+                    state.record_duration(size, duration)
                     state.n_completed += size
                     if bar is not None:
                         bar.update(size, state.n_tasks)
@@ -727,6 +722,32 @@ class _CallState:
         self.sizes: dict[int, int] = {}
         self.pre_dispatch = 0
         self.start_time = time.time()
+        self._weight = 0
+
+    def record_duration(self, size: int, duration: float) -> None:
+        """Update the per-task time estimate; the newest batch weighs at least half,
+        so a slow first task (imports, warm-up) is forgotten within a batch or two."""
+        if not size:
+            return
+        if self.task_seconds is None:
+            self.task_seconds, self._weight = duration / size, size
+            return
+        old = min(self._weight, size)
+        self.task_seconds = (self.task_seconds * old + duration) / (old + size)
+        self._weight = old + size
+
+
+def _take(tasks: Iterator, size: int) -> list:
+    """The next ``size`` tasks. The garbage collector is paused meanwhile: building
+    thousands of live task tuples would otherwise trigger collections that find
+    nothing to free (they cost more than the tuples themselves)."""
+    if size < 64 or not gc.isenabled():
+        return list(itertools.islice(tasks, size))
+    gc.disable()
+    try:
+        return list(itertools.islice(tasks, size))
+    finally:
+        gc.enable()
 
 
 def _parse_nbytes(value: Any) -> int:

@@ -487,3 +487,17 @@ def test_parallel_inside_a_cached_function(memory):
     f = memory.cache(parallel_inside)
     assert f(10) == 45 and f(10) == 45
     assert len(entries(memory)) == 1
+
+
+def test_functions_without_source_keep_their_entries_across_processes(tmp_path):
+    code = (
+        "import numpy as np, oxjob, warnings; warnings.simplefilter('error');"
+        f"m = oxjob.Memory({str(tmp_path)!r}, verbose=0); f = m.cache(np.linalg.norm);"
+        "print(f.check_call_in_cache(np.ones(3))); f(np.ones(3))"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        for _ in range(2)
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[-1].stderr
+    assert [r.stdout.strip() for r in runs] == ["False", "True"]

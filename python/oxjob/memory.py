@@ -107,7 +107,12 @@ def _func_code(func: Callable) -> tuple[str, str | None, int]:
         return "".join(lines), inspect.getsourcefile(func), first_line
     except (OSError, TypeError):
         code = getattr(func, "__code__", None)
-        return (repr(code.co_code) if code else repr(func)), None, -1
+        if code is not None:
+            return repr(code.co_code), None, -1
+        # Builtins and C-level wrappers have no code to compare: their name stands in
+        # (never repr(), whose address changes from process to process).
+        name = getattr(func, "__qualname__", None) or type(func).__qualname__
+        return f"{getattr(func, '__module__', None)}.{name}", None, -1
 
 
 def _format_arg(arg: Any) -> str:

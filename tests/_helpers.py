@@ -62,3 +62,28 @@ GLOBAL = None
 
 def read_global(_):
     return GLOBAL
+
+
+def identity(x):
+    return x
+
+
+def write_first(array, value):
+    array.flat[0] = value
+    return array.flat[0]
+
+
+def shared_info(array):
+    from oxjob import shared
+
+    return shared.is_shared(array), array.flags.writeable
+
+
+def fill_slice(out, start, stop, value):
+    out[start:stop] = value
+
+
+def big_result(n, value):
+    import numpy as np
+
+    return np.full(n, value, dtype=np.float64)

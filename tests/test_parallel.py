@@ -227,9 +227,9 @@ def test_functions_reach_each_worker_once_per_call():
         def __init__(self, engine):
             self.engine = engine
 
-        def send(self, worker, kind, tag, body, buffers):
+        def send(self, worker, kind, tag, body, segments, n_shared=0):
             sent.append(kind)
-            return real(self.engine, worker, kind, tag, body, buffers)
+            return real(self.engine, worker, kind, tag, body, segments, n_shared)
 
         def __getattr__(self, name):
             return getattr(self.engine, name)

@@ -34,6 +34,7 @@ _LAZY = {
     "Logger": "_compat",
     "PrintTime": "_compat",
     "exceptions": None,
+    "shared": None,
 }
 
 __all__ = [

@@ -139,6 +139,9 @@ class ProcessCall:
             collections.deque() for _ in range(self.n_workers)
         ]
         self.started: dict[int, float] = {}
+        # Segments of this call's large arguments, by (address, size) of their memory;
+        # holding the buffer keeps the address from being reused during the call.
+        self.segments: dict[tuple[int, int], tuple[Any, memoryview]] = {}
 
     # ---- dispatch ---------------------------------------------------------------------
 
@@ -146,9 +149,9 @@ class ProcessCall:
         """Run ``initializer(*initargs)`` in every worker before its first batch."""
         from ._protocol import INIT
 
-        body, buffers = dumps((initializer, tuple(initargs)), None, by_value=True)
+        body, segments, n_shared = dumps((initializer, tuple(initargs)), None, by_value=True)
         for worker in range(self.n_workers):
-            self.engine.send(worker, INIT, 0, body, buffers)
+            self.engine.send(worker, INIT, 0, body, segments, n_shared)
 
     def capacity(self) -> int:
         return sum(_QUEUE_DEPTH - len(q) for q in self.inflight)
@@ -159,10 +162,18 @@ class ProcessCall:
     def _function_id(self, func: Any) -> tuple[int, Any]:
         known = self.func_ids.get(id(func))
         if known is None:
-            body, _ = dumps(func, None, by_value=True)
+            body, _, _ = dumps(func, None, by_value=True)
             known = (len(self.func_ids), bytes(body), func)
             self.func_ids[id(func)] = known
         return known[0], known[1]
+
+    def _segment_for(self, raw: memoryview) -> Any:
+        """A segment holding ``raw``: copied once per call, however many tasks use it."""
+        key = _engine.buffer_address(raw)
+        known = self.segments.get(key)
+        if known is None:
+            known = self.segments[key] = (_engine.Segment.from_buffer(raw), raw)
+        return known[0]
 
     def submit(self, batch_id: int, tasks: list) -> None:
         worker = self._pick_worker()
@@ -190,10 +201,12 @@ class ProcessCall:
         else:
             calls = [(ids[id(f)], a, k) for f, a, k in tasks]
         try:
-            body, buffers = dumps(calls, self.pool.max_nbytes, by_value=True)
+            body, segments, n_shared = dumps(
+                calls, self.pool.max_nbytes, by_value=True, segment_for=self._segment_for
+            )
         except Exception as exc:  # noqa: BLE001
             _raise_picklable_error(tasks, exc)
-        self.engine.send(worker, BATCH, batch_id, body, buffers)
+        self.engine.send(worker, BATCH, batch_id, body, segments, n_shared)
         if not self.inflight[worker]:
             self.started[batch_id] = time.monotonic()
         self.inflight[worker].append(batch_id)
@@ -233,15 +246,15 @@ class ProcessCall:
                 "or by an excessive memory usage causing the Operating System to kill the "
                 f"worker.\n\nThe exit codes of the workers are {{{_describe_exit(code, sig)}}}"
             )
-        _, worker, generation, kind, tag, body, buffers = event
+        _, worker, generation, kind, tag, body, buffers, shared = event
         if generation != self.pool.generations[worker] or kind == READY:
             return []
         if kind == RESULT:
-            duration, results = loads(body, buffers)
+            duration, results = loads(body, buffers, shared)
             self._finish(worker, tag)
             return [(tag, True, results, duration)]
         if kind == ERROR:
-            exc, tb, _ = loads(body, buffers)
+            exc, tb, _ = loads(body, buffers, shared)
             self._finish(worker, tag)
             exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
             return [(tag, False, exc, 0.0)]
@@ -267,6 +280,7 @@ class ProcessCall:
                 queue.clear()
 
     def close(self) -> None:
+        self.segments.clear()
         for worker in range(self.n_workers):
             if worker not in self.pool.dead and self.sent[worker]:
                 try:

@@ -1,50 +1,129 @@
 """Frame kinds and the pickling used between the caller and its workers.
 
-Both sides use these helpers, so the rules live in one place: pickle protocol 5,
-out-of-band buffers of at least ``max_nbytes`` leave the stream (the engine moves
-them in memfds), everything else stays in-band.
+Both sides use these helpers, so the rules live in one place: pickle protocol 5;
+out-of-band buffers of at least ``max_nbytes`` leave the stream and travel as
+memfd segments (one copy, into the segment); arrays of :mod:`oxjob.shared` travel
+as their segment's descriptor plus offset, shape and strides (no copy at all), and
+are mapped shared on the other side, so writes are seen by both processes.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
-from typing import Any
+import sys
+import threading
+from typing import Any, Callable
+
+from ._engine import Segment
 
 FUNCTION, BATCH, RESULT, ERROR, END_CALL, SHUTDOWN, READY, INIT = 1, 2, 3, 4, 5, 6, 7, 8
 
 #: Default ``max_nbytes``: out-of-band buffers from this size travel in shared memory.
 DEFAULT_MAX_NBYTES = 1 << 20
 
+_receiving = threading.local()
 
-def dumps(obj: Any, max_nbytes: int | None, by_value: bool = False) -> tuple[Any, list]:
-    """Pickle ``obj``; return the stream and the large out-of-band buffers.
+
+def segment_of(array: Any) -> Segment | None:
+    """The shared segment an array's memory belongs to, if any."""
+    base = array.base
+    while base is not None:
+        if isinstance(base, Segment):
+            return base
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return None
+
+
+def _segment_at(index: int) -> Segment:
+    """Unpickled in place of a shared segment: the index-th one of the frame."""
+    return _receiving.shared[index]
+
+
+def _rebuild_shared(segment: Segment, offset: int, shape: tuple, strides: tuple, dtype: Any) -> Any:
+    import numpy as np
+
+    return np.ndarray(shape, dtype=dtype, buffer=segment, offset=offset, strides=strides)
+
+
+class _SharedAware:
+    """Pickler mixin: shared arrays and segments become handles, not bytes."""
+
+    shared: list
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is Segment:
+            for index, known in enumerate(self.shared):
+                if known is obj:
+                    return _segment_at, (index,)
+            self.shared.append(obj)
+            return _segment_at, (len(self.shared) - 1,)
+        np = sys.modules.get("numpy")
+        if np is not None and isinstance(obj, np.ndarray):
+            segment = segment_of(obj)
+            if segment is not None:
+                offset = obj.__array_interface__["data"][0] - segment.address
+                return _rebuild_shared, (segment, offset, obj.shape, obj.strides, obj.dtype)
+        parent = getattr(super(), "reducer_override", None)
+        return parent(obj) if parent is not None else NotImplemented
+
+
+class _Pickler(_SharedAware, pickle.Pickler):
+    pass
+
+
+def dumps(
+    obj: Any,
+    max_nbytes: int | None,
+    by_value: bool = False,
+    segment_for: Callable[[memoryview], Segment] | None = None,
+) -> tuple[Any, list, int]:
+    """Pickle ``obj``: returns the stream, the segments to send (buffers first, then
+    shared segments) and how many of them are shared.
 
     ``by_value`` uses cloudpickle, which also handles lambdas, closures and
-    functions or classes defined in ``__main__``.
+    functions or classes defined in ``__main__``. ``segment_for`` turns a large
+    buffer into a segment (default: a fresh copy).
     """
-    buffers: list = []
+    regular: list = []
+    make_segment = segment_for or Segment.from_buffer
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
         raw = buffer.raw()
         if max_nbytes is None or raw.nbytes < max_nbytes:
             return True
-        buffers.append(raw)
+        regular.append(make_segment(raw))
         return False
 
     stream = io.BytesIO()
     if by_value:
+        pickler: Any = _cloud_pickler()(stream, protocol=5, buffer_callback=out_of_band)
+    else:
+        pickler = _Pickler(stream, protocol=5, buffer_callback=out_of_band)
+    pickler.shared = []
+    pickler.dump(obj)
+    return stream.getbuffer(), regular + pickler.shared, len(pickler.shared)
+
+
+_cloud_class: list = []
+
+
+def _cloud_pickler() -> type:
+    if not _cloud_class:
         import cloudpickle
 
-        pickler: pickle.Pickler = cloudpickle.Pickler(
-            stream, protocol=5, buffer_callback=out_of_band
-        )
-    else:
-        pickler = pickle.Pickler(stream, protocol=5, buffer_callback=out_of_band)
-    pickler.dump(obj)
-    return stream.getbuffer(), buffers
+        class CloudPickler(_SharedAware, cloudpickle.Pickler):
+            pass
+
+        _cloud_class.append(CloudPickler)
+    return _cloud_class[0]
 
 
-def loads(body: Any, buffers: list) -> Any:
-    """Unpickle a stream with its out-of-band buffers."""
-    return pickle.loads(body, buffers=buffers)
+def loads(body: Any, buffers: list, shared: list) -> Any:
+    """Unpickle a stream with its out-of-band buffers and shared segments."""
+    previous = getattr(_receiving, "shared", None)
+    _receiving.shared = shared
+    try:
+        return pickle.loads(body, buffers=buffers)
+    finally:
+        _receiving.shared = previous

@@ -20,11 +20,11 @@ def _send_error(channel, tag: int, exc: BaseException, index: int) -> None:
 
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        body, buffers = dumps((exc, tb, index), None)
+        body, segments, n_shared = dumps((exc, tb, index), None)
     except Exception:
         fallback = RuntimeError(f"{type(exc).__name__}: {exc} (the exception could not be pickled)")
-        body, buffers = dumps((fallback, tb, index), None)
-    channel.send(ERROR, tag, body, buffers)
+        body, segments, n_shared = dumps((fallback, tb, index), None)
+    channel.send(ERROR, tag, body, segments, n_shared)
 
 
 def main() -> int:
@@ -47,11 +47,11 @@ def main() -> int:
             return 0
         if message is None:
             return 0  # idle for too long: the caller starts a new worker when needed
-        kind, tag, body, buffers = message
+        kind, tag, body, buffers, shared = message
         if kind == BATCH:
             index = -1
             try:
-                calls = loads(body, buffers)
+                calls = loads(body, buffers, shared)
                 start = time.perf_counter()
                 if isinstance(calls, tuple):  # one function, positional arguments only
                     func_id, arguments = calls
@@ -61,20 +61,21 @@ def main() -> int:
                     for index, (func_id, args, kwargs) in enumerate(calls):  # noqa: B007
                         results.append(functions[func_id](*args, **kwargs))
                 duration = time.perf_counter() - start
-                del calls, body, buffers
+                del calls, body, buffers, shared
                 try:
-                    out, out_buffers = dumps((duration, results), max_nbytes)
+                    out, segments, n_shared = dumps((duration, results), max_nbytes)
                 except Exception:
-                    out, out_buffers = dumps((duration, results), max_nbytes, by_value=True)
-                channel.send(RESULT, tag, out, out_buffers)
+                    out, segments, n_shared = dumps((duration, results), max_nbytes, by_value=True)
+                del results
+                channel.send(RESULT, tag, out, segments, n_shared)
             except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
                 _send_error(channel, tag, exc, index)
         elif kind == FUNCTION:
-            functions[tag] = loads(body, buffers)
+            functions[tag] = loads(body, buffers, shared)
         elif kind == END_CALL:
             functions.clear()
         elif kind == INIT:
-            initializer, initargs = loads(body, buffers)
+            initializer, initargs = loads(body, buffers, shared)
             if initializer is not None:
                 initializer(*initargs)
         elif kind == SHUTDOWN:

@@ -2,14 +2,15 @@
 //! caller's side, `WorkerChannel` inside a worker.
 
 use crate::buffer::{Borrowed, OwnedBuffer};
+use crate::segment::Segment;
 use oxjob_core::pool::channel::{self, Frame};
 use oxjob_core::pool::frame::Kind;
-use oxjob_core::pool::memfd::{self, MapMode, Mapping};
+use oxjob_core::pool::memfd::{MapMode, Mapping};
 use oxjob_core::pool::{Event, Supervisor, WorkerSpec};
 use pyo3::exceptions::{PyEOFError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -46,44 +47,45 @@ fn os_error(err: std::io::Error) -> PyErr {
     PyOSError::new_err(err.to_string())
 }
 
-/// Copy each large out-of-band buffer into a memfd (the one copy on this side).
-fn memfds(py: Python<'_>, buffers: &Bound<'_, PyList>) -> PyResult<Vec<OwnedFd>> {
-    let borrowed = buffers
-        .iter()
-        .map(|b| Borrowed::new(&b))
-        .collect::<PyResult<Vec<_>>>()?;
-    py.detach(|| {
-        borrowed
-            .iter()
-            .map(|b| memfd::from_bytes(b.as_slice()))
-            .collect::<std::io::Result<Vec<_>>>()
-    })
-    .map_err(os_error)
+fn segment_fds<'a>(segments: &'a [PyRef<'a, Segment>]) -> Vec<BorrowedFd<'a>> {
+    segments.iter().map(|s| s.fd()).collect()
 }
 
-fn frame_tuple<'py>(
-    py: Python<'py>,
-    frame: Frame,
-    mode: MapMode,
-) -> PyResult<(u8, u64, Bound<'py, OwnedBuffer>, Bound<'py, PyList>)> {
+type FrameParts<'py> = (
+    u8,
+    u64,
+    Bound<'py, OwnedBuffer>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+);
+
+/// Regular buffers are mapped with `mode`; the last `n_shared` descriptors are
+/// shared segments and stay `Segment`s (mapped shared, writable).
+fn frame_parts<'py>(py: Python<'py>, frame: Frame, mode: MapMode) -> PyResult<FrameParts<'py>> {
+    let n_regular = frame.fds.len() - frame.header.n_shared as usize;
+    let mut fds = frame.fds;
+    let shared_fds = fds.split_off(n_regular);
     let mappings = py
         .detach(|| {
-            frame
-                .fds
-                .iter()
+            fds.iter()
                 .map(|fd| Mapping::new(fd, mode))
                 .collect::<std::io::Result<Vec<_>>>()
         })
         .map_err(os_error)?;
-    let buffers = mappings
+    let regular = mappings
         .into_iter()
         .map(|m| Bound::new(py, OwnedBuffer::mapped(m)))
+        .collect::<PyResult<Vec<_>>>()?;
+    let shared = shared_fds
+        .into_iter()
+        .map(|fd| Bound::new(py, Segment::from_fd(fd)?))
         .collect::<PyResult<Vec<_>>>()?;
     Ok((
         frame.header.kind as u8,
         frame.header.tag,
         Bound::new(py, OwnedBuffer::new(frame.body))?,
-        PyList::new(py, buffers)?,
+        PyList::new(py, regular)?,
+        PyList::new(py, shared)?,
     ))
 }
 
@@ -127,8 +129,9 @@ impl Engine {
         self.lock().len()
     }
 
-    /// Send a frame; `buffers` travel as memfds.
-    #[pyo3(signature = (worker, kind, tag, body, buffers))]
+    /// Send a frame with `segments` as descriptors; the last `n_shared` are shared.
+    #[pyo3(signature = (worker, kind, tag, body, segments, n_shared=0))]
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
         py: Python<'_>,
@@ -136,22 +139,20 @@ impl Engine {
         kind: u8,
         tag: u64,
         body: &Bound<'_, PyAny>,
-        buffers: &Bound<'_, PyList>,
+        segments: Vec<PyRef<'_, Segment>>,
+        n_shared: u16,
     ) -> PyResult<()> {
         let kind = kind_from(kind)?;
-        let fds = memfds(py, buffers)?;
         let body = Borrowed::new(body)?;
         let bytes = body.as_slice();
-        py.detach(|| {
-            let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
-            self.lock().send(worker, kind, tag, bytes, &borrowed)
-        })
-        .map_err(os_error)
+        let fds = segment_fds(&segments);
+        py.detach(|| self.lock().send(worker, kind, tag, bytes, &fds, n_shared))
+            .map_err(os_error)
     }
 
     /// The next event, or None after `timeout` seconds (None: wait for ever).
     ///
-    /// `("frame", worker, generation, kind, tag, body, [buffers])` or
+    /// `("frame", worker, generation, kind, tag, body, [buffers], [shared segments])` or
     /// `("exit", worker, generation, exit_code, signal)`.
     #[pyo3(signature = (timeout=None))]
     fn next_event<'py>(
@@ -174,7 +175,8 @@ impl Engine {
                     generation,
                     frame,
                 }) => {
-                    let (kind, tag, body, buffers) = frame_tuple(py, frame, self.map_mode)?;
+                    let (kind, tag, body, buffers, shared) =
+                        frame_parts(py, frame, self.map_mode)?;
                     let items: Vec<Bound<'py, PyAny>> = vec![
                         "frame".into_pyobject(py)?.into_any(),
                         worker.into_pyobject(py)?.into_any(),
@@ -183,6 +185,7 @@ impl Engine {
                         tag.into_pyobject(py)?.into_any(),
                         body.into_any(),
                         buffers.into_any(),
+                        shared.into_any(),
                     ];
                     return Ok(Some(PyTuple::new(py, items)?));
                 }
@@ -264,7 +267,7 @@ impl WorkerChannel {
         })
     }
 
-    /// `(kind, tag, body, [buffers])`, or None after `timeout` seconds; EOFError
+    /// `(kind, tag, body, [buffers], [shared segments])`, or None after `timeout` seconds; EOFError
     /// when the supervisor closed the socket.
     #[pyo3(signature = (timeout=None))]
     fn recv<'py>(
@@ -277,12 +280,13 @@ impl WorkerChannel {
         let frame = py.detach(|| channel::recv(&self.sock));
         match frame {
             Ok(Some(frame)) => {
-                let (kind, tag, body, buffers) = frame_tuple(py, frame, self.map_mode)?;
+                let (kind, tag, body, buffers, shared) = frame_parts(py, frame, self.map_mode)?;
                 let items: Vec<Bound<'py, PyAny>> = vec![
                     kind.into_pyobject(py)?.into_any(),
                     tag.into_pyobject(py)?.into_any(),
                     body.into_any(),
                     buffers.into_any(),
+                    shared.into_any(),
                 ];
                 Ok(Some(PyTuple::new(py, items)?))
             }
@@ -299,24 +303,23 @@ impl WorkerChannel {
         }
     }
 
-    /// Send a frame; `buffers` travel as memfds.
+    /// Send a frame with `segments` as descriptors; the last `n_shared` are shared.
+    #[pyo3(signature = (kind, tag, body, segments, n_shared=0))]
     fn send(
         &self,
         py: Python<'_>,
         kind: u8,
         tag: u64,
         body: &Bound<'_, PyAny>,
-        buffers: &Bound<'_, PyList>,
+        segments: Vec<PyRef<'_, Segment>>,
+        n_shared: u16,
     ) -> PyResult<()> {
         let kind = kind_from(kind)?;
-        let fds = memfds(py, buffers)?;
         let body = Borrowed::new(body)?;
         let bytes = body.as_slice();
-        py.detach(|| {
-            let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
-            channel::send(&self.sock, kind, tag, bytes, &borrowed)
-        })
-        .map_err(os_error)
+        let fds = segment_fds(&segments);
+        py.detach(|| channel::send(&self.sock, kind, tag, bytes, &fds, n_shared))
+            .map_err(os_error)
     }
 }
 

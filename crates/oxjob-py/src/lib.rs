@@ -7,6 +7,7 @@ mod container;
 mod engine;
 mod errors;
 mod hash;
+mod segment;
 mod store;
 
 #[pymodule]
@@ -15,6 +16,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<hash::StreamHasher>()?;
     m.add_class::<store::Store>()?;
     m.add_class::<engine::Engine>()?;
+    m.add_class::<segment::Segment>()?;
+    m.add_function(wrap_pyfunction!(segment::buffer_address, m)?)?;
     m.add_class::<engine::WorkerChannel>()?;
     m.add_function(wrap_pyfunction!(engine::watch_parent, m)?)?;
     m.add_function(wrap_pyfunction!(container::write_file, m)?)?;

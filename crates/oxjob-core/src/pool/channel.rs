@@ -23,22 +23,28 @@ fn cmsg_space(n_fds: usize) -> usize {
 }
 
 /// Send one frame; `fds` are duplicated into the receiver by the kernel.
+/// The last `n_shared` descriptors are shared segments (see [`Header::n_shared`]).
 pub fn send(
     sock: &UnixStream,
     kind: Kind,
     tag: u64,
     body: &[u8],
     fds: &[BorrowedFd<'_>],
+    n_shared: u16,
 ) -> io::Result<()> {
     let n_fds = u16::try_from(fds.len())
         .ok()
         .filter(|&n| n <= MAX_FDS)
         .ok_or_else(|| io::Error::other(format!("{} descriptors in one frame", fds.len())))?;
+    if n_shared > n_fds {
+        return Err(io::Error::other("more shared segments than descriptors"));
+    }
     let header = Header {
         kind,
         tag,
         len: body.len() as u64,
         n_fds,
+        n_shared,
     }
     .encode();
     let mut iov = [

@@ -1,11 +1,13 @@
 //! Frames exchanged between the supervisor and its workers over a Unix socket.
 //!
 //! ```text
-//! header := MAGIC:u16 kind:u8 reserved:u8 n_fds:u16 reserved:u16 tag:u64 len:u64   (24 bytes)
+//! header := MAGIC:u16 kind:u8 reserved:u8 n_fds:u16 n_shared:u16 tag:u64 len:u64   (24 bytes)
 //! body   := len bytes (a pickle stream); n_fds memfd descriptors ride along (SCM_RIGHTS)
 //! ```
 //!
-//! The descriptors carry the out-of-band buffers of the pickle stream, in order.
+//! The descriptors carry the out-of-band buffers of the pickle stream, in order; the
+//! last `n_shared` of them are shared segments (`oxjob.shared` arrays), which the
+//! receiver maps shared and writable instead of with its own mapping mode.
 
 use crate::error::{Error, Result};
 
@@ -66,6 +68,8 @@ pub struct Header {
     pub len: u64,
     /// Number of descriptors that come with the frame.
     pub n_fds: u16,
+    /// How many of them (the last ones) are shared segments.
+    pub n_shared: u16,
 }
 
 impl Header {
@@ -75,6 +79,7 @@ impl Header {
         out[0..2].copy_from_slice(&MAGIC.to_le_bytes());
         out[2] = self.kind as u8;
         out[4..6].copy_from_slice(&self.n_fds.to_le_bytes());
+        out[6..8].copy_from_slice(&self.n_shared.to_le_bytes());
         out[8..16].copy_from_slice(&self.tag.to_le_bytes());
         out[16..24].copy_from_slice(&self.len.to_le_bytes());
         out
@@ -88,12 +93,18 @@ impl Header {
         }
         let kind = Kind::from_byte(bytes[2])
             .ok_or_else(|| Error::corrupt(format!("unknown frame kind {}", bytes[2])))?;
-        if bytes[3] != 0 || bytes[6] != 0 || bytes[7] != 0 {
-            return Err(Error::corrupt("reserved frame bytes are not zero"));
+        if bytes[3] != 0 {
+            return Err(Error::corrupt("reserved frame byte is not zero"));
         }
         let n_fds = u16::from_le_bytes([bytes[4], bytes[5]]);
         if n_fds > MAX_FDS {
             return Err(Error::corrupt(format!("{n_fds} descriptors in one frame")));
+        }
+        let n_shared = u16::from_le_bytes([bytes[6], bytes[7]]);
+        if n_shared > n_fds {
+            return Err(Error::corrupt(format!(
+                "{n_shared} shared segments among {n_fds} descriptors"
+            )));
         }
         let mut tag = [0u8; 8];
         tag.copy_from_slice(&bytes[8..16]);
@@ -108,6 +119,7 @@ impl Header {
             tag: u64::from_le_bytes(tag),
             len,
             n_fds,
+            n_shared,
         })
     }
 }
@@ -123,6 +135,7 @@ mod tests {
             tag: 42,
             len: 1000,
             n_fds: 3,
+            n_shared: 1,
         };
         assert_eq!(Header::decode(&header.encode()).ok(), Some(header));
         let mut bad = header.encode();
@@ -136,5 +149,10 @@ mod tests {
             ..header
         };
         assert!(Header::decode(&huge.encode()).is_err());
+        let too_shared = Header {
+            n_shared: 4,
+            ..header
+        };
+        assert!(Header::decode(&too_shared.encode()).is_err());
     }
 }

@@ -9,8 +9,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
-/// A new memfd holding a copy of `data` (the one copy on the sending side).
-pub fn from_bytes(data: &[u8]) -> io::Result<OwnedFd> {
+fn memfd() -> io::Result<File> {
     const NAME: &CStr = c"oxjob";
     // SAFETY: memfd_create takes a NUL-terminated name and flags; the result is checked.
     let raw = unsafe { libc::memfd_create(NAME.as_ptr(), libc::MFD_CLOEXEC) };
@@ -18,9 +17,20 @@ pub fn from_bytes(data: &[u8]) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `raw` is a new descriptor owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut file = File::from(fd);
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(raw) }))
+}
+
+/// A new memfd holding a copy of `data` (the one copy on the sending side).
+pub fn from_bytes(data: &[u8]) -> io::Result<OwnedFd> {
+    let mut file = memfd()?;
     file.write_all(data)?;
+    Ok(OwnedFd::from(file))
+}
+
+/// A new zero-filled memfd of `len` bytes (its pages are allocated on first touch).
+pub fn create(len: u64) -> io::Result<OwnedFd> {
+    let file = memfd()?;
+    file.set_len(len)?;
     Ok(OwnedFd::from(file))
 }
 

@@ -269,13 +269,14 @@ impl Supervisor {
         tag: u64,
         body: &[u8],
         fds: &[BorrowedFd<'_>],
+        n_shared: u16,
     ) -> io::Result<()> {
         let slot = self
             .slots
             .get(worker)
             .and_then(Option::as_ref)
             .ok_or_else(|| io::Error::other(format!("no worker {worker}")))?;
-        channel::send(&slot.sock, kind, tag, body, fds)
+        channel::send(&slot.sock, kind, tag, body, fds, n_shared)
     }
 
     /// The next event, waiting at most `timeout`.
@@ -293,7 +294,7 @@ impl Supervisor {
     /// Ask every worker to exit, wait up to `grace`, then kill the rest; joins everything.
     pub fn shutdown(&mut self, grace: Duration) {
         for slot in self.slots.iter().flatten() {
-            let _ = channel::send(&slot.sock, Kind::Shutdown, 0, &[], &[]);
+            let _ = channel::send(&slot.sock, Kind::Shutdown, 0, &[], &[], 0);
         }
         let deadline = Instant::now() + grace;
         let mut running = self.slots.iter().filter(|s| s.is_some()).count();
@@ -403,11 +404,12 @@ mod tests {
         let payload = memfd::from_bytes(&[5u8; 10_000]).expect("memfd");
         let body: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
         let sender = std::thread::spawn(move || {
-            channel::send(&a, Kind::Batch, 7, &body, &[payload.as_fd()]).expect("send");
-            channel::send(&a, Kind::EndCall, 8, &[], &[]).expect("send");
+            channel::send(&a, Kind::Batch, 7, &body, &[payload.as_fd()], 1).expect("send");
+            channel::send(&a, Kind::EndCall, 8, &[], &[], 0).expect("send");
         });
         let frame = channel::recv(&b).expect("recv").expect("frame");
         assert_eq!((frame.header.kind, frame.header.tag), (Kind::Batch, 7));
+        assert_eq!(frame.header.n_shared, 1);
         assert_eq!(frame.body.len(), 200_000);
         assert!(frame.body.iter().enumerate().all(|(i, &x)| x == i as u8));
         let mapping = memfd::Mapping::new(&frame.fds[0], memfd::MapMode::ReadOnly).expect("map");

@@ -1,0 +1,160 @@
+//! `Segment`: a memfd that Python can send to workers as a descriptor (no copy) and
+//! view through the buffer protocol (mapped shared and writable on first use).
+
+use crate::buffer::Borrowed;
+use oxjob_core::pool::memfd::{self, MapMode, Mapping};
+use pyo3::exceptions::{PyBufferError, PyOSError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use std::ffi::c_int;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::OnceLock;
+
+/// Anonymous shared memory: the backing of `oxjob.shared` arrays, and the vehicle
+/// of every large buffer sent to or from a worker.
+#[pyclass(module = "oxjob._engine", frozen)]
+pub struct Segment {
+    fd: OwnedFd,
+    len: usize,
+    mapping: OnceLock<Mapping>,
+    shape: [ffi::Py_ssize_t; 1],
+    strides: [ffi::Py_ssize_t; 1],
+}
+
+impl Segment {
+    /// Wrap a descriptor received from another process.
+    pub fn from_fd(fd: OwnedFd) -> PyResult<Segment> {
+        let len = std::fs::File::from(fd.try_clone().map_err(os_error)?)
+            .metadata()
+            .map_err(os_error)?
+            .len() as usize;
+        Ok(Segment::new(fd, len))
+    }
+
+    fn new(fd: OwnedFd, len: usize) -> Segment {
+        Segment {
+            fd,
+            len,
+            mapping: OnceLock::new(),
+            shape: [len as ffi::Py_ssize_t],
+            strides: [1],
+        }
+    }
+
+    /// The descriptor, for sending.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The descriptor itself (for mapping with another mode).
+    pub fn owned_fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
+    fn mapped(&self) -> PyResult<&Mapping> {
+        if let Some(mapping) = self.mapping.get() {
+            return Ok(mapping);
+        }
+        let mapping = Mapping::new(&self.fd, MapMode::Shared).map_err(os_error)?;
+        // Two threads may race here: the loser's mapping is simply unmapped.
+        let _ = self.mapping.set(mapping);
+        self.mapping
+            .get()
+            .ok_or_else(|| PyOSError::new_err("segment could not be mapped"))
+    }
+}
+
+fn os_error(err: std::io::Error) -> PyErr {
+    PyOSError::new_err(err.to_string())
+}
+
+#[pymethods]
+impl Segment {
+    /// A new zero-filled segment of `nbytes` bytes.
+    #[staticmethod]
+    fn create(nbytes: usize) -> PyResult<Segment> {
+        let fd = memfd::create(nbytes as u64).map_err(os_error)?;
+        Ok(Segment::new(fd, nbytes))
+    }
+
+    /// A new segment holding a copy of a bytes-like object (copied without the GIL).
+    #[staticmethod]
+    fn from_buffer(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Segment> {
+        let borrowed = Borrowed::new(data)?;
+        let bytes = borrowed.as_slice();
+        let fd = py.detach(|| memfd::from_bytes(bytes)).map_err(os_error)?;
+        Ok(Segment::new(fd, bytes.len()))
+    }
+
+    /// Size in bytes.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.len
+    }
+
+    /// Address of the shared mapping in this process (maps it if needed).
+    #[getter]
+    fn address(&self) -> PyResult<usize> {
+        Ok(self.mapped()?.as_ptr() as usize)
+    }
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    /// Export the shared mapping as a writable one-dimensional byte buffer.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        if view.is_null() {
+            return Err(PyBufferError::new_err("View is null"));
+        }
+        let this = slf.get();
+        let ptr = this.mapped()?.as_ptr();
+        // SAFETY: `view` is a non-null Py_buffer to fill; the mapping and the shape
+        // and strides arrays live as long as `slf`, whose reference the view keeps.
+        unsafe {
+            (*view).obj = slf.clone().into_any().into_ptr();
+            (*view).buf = ptr.cast();
+            (*view).len = this.len as ffi::Py_ssize_t;
+            (*view).readonly = 0;
+            (*view).itemsize = 1;
+            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
+                c"B".as_ptr().cast_mut()
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).ndim = 1;
+            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
+                this.shape.as_ptr().cast_mut()
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
+                this.strides.as_ptr().cast_mut()
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).suboffsets = std::ptr::null_mut();
+            (*view).internal = std::ptr::null_mut();
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+
+    fn __repr__(&self) -> String {
+        format!("Segment({} bytes)", self.len)
+    }
+}
+
+/// `(address, nbytes)` of a bytes-like object's memory: identifies a buffer
+/// sent several times in one call, so that it is copied only once.
+#[pyfunction]
+pub fn buffer_address(data: &Bound<'_, PyAny>) -> PyResult<(usize, usize)> {
+    let borrowed = Borrowed::new(data)?;
+    let bytes = borrowed.as_slice();
+    Ok((bytes.as_ptr() as usize, bytes.len()))
+}

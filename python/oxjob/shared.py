@@ -1,0 +1,104 @@
+"""``oxjob.shared``: numpy arrays in shared memory that workers read and write in place.
+
+An array made here lives in an anonymous shared-memory segment (a memfd). Passing
+it, or any slice or view of it, to ``Parallel`` tasks sends a handle (the segment's
+descriptor, offset, shape and strides), never a copy, whatever ``mmap_mode`` says,
+and the workers map the same pages: what they write, the caller sees. This is
+joblib's "np.memmap in w+ mode" pattern, without files to clean up. As with threads,
+concurrent writes to overlapping parts are the caller's to avoid.
+
+Examples
+--------
+>>> import numpy as np
+>>> from oxjob import Parallel, delayed, shared
+>>> out = shared.zeros(8)
+>>> def fill(out, i):
+...     out[i] = i * i
+>>> _ = Parallel(n_jobs=2)(delayed(fill)(out, i) for i in range(8))
+>>> out
+array([ 0.,  1.,  4.,  9., 16., 25., 36., 49.])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._engine import Segment
+from ._protocol import segment_of
+
+__all__ = ["as_shared", "empty", "empty_like", "full", "is_shared", "zeros", "zeros_like"]
+
+
+def _shape(shape: Any) -> tuple:
+    return (int(shape),) if isinstance(shape, int) else tuple(int(n) for n in shape)
+
+
+def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
+    """A new shared array of zeros (shared memory always starts zeroed).
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+    dtype : data-type, default=float
+    order : {'C', 'F'}, default='C'
+
+    Returns
+    -------
+    numpy.ndarray
+        An array whose memory is a shared segment.
+    """
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    if dtype.hasobject:
+        raise ValueError("shared arrays cannot hold Python objects (dtype=object)")
+    shape = _shape(shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return np.ndarray(shape, dtype=dtype, buffer=Segment.create(nbytes), order=order)
+
+
+def zeros(shape: Any, dtype: Any = float, order: str = "C") -> Any:
+    """A new shared array filled with zeros; see :func:`empty`."""
+    return empty(shape, dtype, order)
+
+
+def full(shape: Any, fill_value: Any, dtype: Any = None, order: str = "C") -> Any:
+    """A new shared array filled with ``fill_value``."""
+    import numpy as np
+
+    if dtype is None:
+        dtype = np.array(fill_value).dtype
+    out = empty(shape, dtype, order)
+    out.fill(fill_value)
+    return out
+
+
+def empty_like(prototype: Any, dtype: Any = None, order: str = "C", shape: Any = None) -> Any:
+    """A new shared array with the shape and dtype of ``prototype``."""
+    return empty(
+        prototype.shape if shape is None else shape,
+        prototype.dtype if dtype is None else dtype,
+        order,
+    )
+
+
+def zeros_like(prototype: Any, dtype: Any = None, order: str = "C", shape: Any = None) -> Any:
+    """A new shared array of zeros with the shape and dtype of ``prototype``."""
+    return empty_like(prototype, dtype, order, shape)
+
+
+def as_shared(array: Any) -> Any:
+    """``array`` itself if it is already shared, else a shared copy of it."""
+    import numpy as np
+
+    array = np.asanyarray(array)
+    if is_shared(array):
+        return array
+    out = empty(array.shape, array.dtype, "F" if array.flags.f_contiguous else "C")
+    np.copyto(out, array)
+    return out
+
+
+def is_shared(array: Any) -> bool:
+    """Whether ``array``'s memory is a shared segment (made by this module)."""
+    return getattr(array, "base", None) is not None and segment_of(array) is not None

@@ -1,0 +1,206 @@
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from oxjob import Parallel, _engine, delayed, shared
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _helpers as h  # noqa: E402
+
+BIG = 300_000  # 2.4 MB of float64: above the default max_nbytes (1 MiB)
+
+
+def arrays():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((600, 700))
+    structured = np.zeros(200_000, dtype=[("a", "<i4"), ("b", "<f8")])
+    structured["a"] = np.arange(200_000)
+    return [
+        base,
+        base[::2, 1::3],
+        np.asfortranarray(base),
+        base.astype(np.float32),
+        (base > 0),
+        np.arange(BIG, dtype=np.int16),
+        structured,
+        np.arange("2000-01-01", "2900-01-01", dtype="datetime64[D]"),
+        np.array([{"x": 1}, "two", 3.0] * 1000, dtype=object),
+        np.empty((0, 5)),
+        np.array(7.5),
+    ]
+
+
+def test_arrays_round_trip_identically():
+    originals = arrays()
+    out = Parallel(n_jobs=2, batch_size=1)(delayed(h.identity)(a) for a in originals)
+    for got, want in zip(out, originals):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        if want.dtype.hasobject:
+            assert got.tolist() == want.tolist()
+        else:
+            np.testing.assert_array_equal(got, want)
+        assert got.flags.writeable
+
+
+def test_results_are_writable_and_freed():
+    out = Parallel(n_jobs=2)(delayed(h.big_result)(BIG, i) for i in range(4))
+    assert all((o == i).all() and o.flags.writeable for i, o in enumerate(out))
+    out[0][:] = -1
+    assert (out[0] == -1).all()
+    owner = out[0].base
+    while getattr(owner, "base", None) is not None:
+        owner = owner.base
+    assert type(owner).__name__ in ("OwnedBuffer", "memoryview")
+    del out, owner
+    gc.collect()
+
+
+def test_copy_on_write_by_default_read_only_on_request():
+    data = np.zeros(BIG)
+    assert Parallel(n_jobs=2)(delayed(h.write_first)(data, 5.0) for _ in range(2)) == [5.0, 5.0]
+    assert data[0] == 0
+    with pytest.raises(ValueError, match="read-only"):
+        Parallel(n_jobs=2, mmap_mode="r")(delayed(h.write_first)(data, 5.0) for _ in range(2))
+    assert Parallel(n_jobs=2)(delayed(h.write_first)(data, 1.0) for _ in range(2)) == [1.0, 1.0]
+
+
+def test_same_array_is_copied_once_per_call(monkeypatch):
+    data = np.ones(BIG)
+    Parallel(n_jobs=2)(delayed(h.square)(1) for _ in range(2))  # warm the pool
+    copies = []
+    real = _engine.Segment.from_buffer
+
+    class Counting:
+        create = staticmethod(_engine.Segment.create)
+
+        @staticmethod
+        def from_buffer(raw):
+            copies.append(raw.nbytes)
+            return real(raw)
+
+    from oxjob import _process_pool
+
+    monkeypatch.setattr(_process_pool._engine, "Segment", Counting)
+    out = Parallel(n_jobs=2, batch_size=1)(delayed(np.sum)(data) for _ in range(12))
+    assert out == [float(BIG)] * 12
+    assert copies == [data.nbytes]
+
+
+def test_shared_arrays_are_written_in_place():
+    out = shared.zeros(1000)
+    Parallel(n_jobs=2)(delayed(h.fill_slice)(out, i * 100, (i + 1) * 100, i) for i in range(10))
+    np.testing.assert_array_equal(out, np.repeat(np.arange(10.0), 100))
+    grid = shared.full((40, 50), 1.0)
+    view = grid[10:20, ::5]
+    Parallel(n_jobs=2, mmap_mode="r")(delayed(np.multiply)(view, 3, out=view) for _ in range(1))
+    assert (grid[10:20, ::5] == 3).all() and grid.sum() == 40 * 50 + 10 * 10 * 2
+    info = Parallel(n_jobs=2)(delayed(h.shared_info)(grid[::2]) for _ in range(2))
+    assert info == [(True, True)] * 2
+
+
+def test_shared_constructors():
+    proto = np.arange(12.0).reshape(3, 4)
+    for array in (
+        shared.empty((3, 4)),
+        shared.zeros(5, dtype=np.int32),
+        shared.full((2, 2), 7),
+        shared.empty_like(proto),
+        shared.zeros_like(proto),
+        shared.as_shared(proto),
+        shared.zeros(0),
+    ):
+        assert shared.is_shared(array)
+    assert (shared.full((2, 2), 7) == 7).all()
+    copy = shared.as_shared(proto)
+    np.testing.assert_array_equal(copy, proto)
+    assert shared.as_shared(copy) is copy
+    assert not shared.is_shared(proto)
+    with pytest.raises(ValueError, match="dtype=object"):
+        shared.empty(3, dtype=object)
+
+
+def test_shared_array_returned_by_a_worker_stays_shared():
+    out = shared.zeros(10)
+    back = Parallel(n_jobs=2)(delayed(h.identity)(out[2:5]) for _ in range(1))[0]
+    back[:] = 9
+    assert (out[2:5] == 9).all()
+
+
+def _shmem_kb():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Shmem:"):
+                return int(line.split()[1])
+    return 0
+
+
+LEAK_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time, numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import _helpers as h
+    from oxjob import Parallel, delayed, shared
+    keep = shared.full(40_000_000, 1.0)                      # 320 MB shared
+    data = np.ones(20_000_000)                               # 160 MB, sent as a segment
+    Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(2))
+    print("ready", flush=True)
+    Parallel(n_jobs=2)(delayed(h.sleep_then)(data, 60) for _ in range(2))
+    """
+)
+
+
+@pytest.mark.parametrize("victim", ["caller", "worker"])
+def test_no_shared_memory_left_after_kill_minus_nine(tmp_path, victim):
+    script = tmp_path / "leak.py"
+    script.write_text(LEAK_SCRIPT)
+    before = _shmem_kb()
+    proc = subprocess.Popen(
+        [sys.executable, str(script), os.path.dirname(__file__)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    assert _shmem_kb() - before > 300_000  # the segments exist while it runs
+    workers = [p for p in _children_of(proc.pid)]
+    if victim == "caller":
+        proc.send_signal(signal.SIGKILL)
+    else:
+        os.kill(workers[0], signal.SIGKILL)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and (_shmem_kb() - before > 50_000 or _any_alive(workers)):
+        time.sleep(0.1)
+    assert not _any_alive(workers)
+    assert _shmem_kb() - before < 50_000
+
+
+def _children_of(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError):
+                pass
+    return found
+
+
+def _any_alive(pids):
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    return True
+        except OSError:
+            pass
+    return False

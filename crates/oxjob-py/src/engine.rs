@@ -61,14 +61,25 @@ type FrameParts<'py> = (
 
 /// Regular buffers are mapped with `mode`; the last `n_shared` descriptors are
 /// shared segments and stay `Segment`s (mapped shared, writable).
-fn frame_parts<'py>(py: Python<'py>, frame: Frame, mode: MapMode) -> PyResult<FrameParts<'py>> {
+fn frame_parts<'py>(
+    py: Python<'py>,
+    frame: Frame,
+    mode: MapMode,
+    populate: bool,
+) -> PyResult<FrameParts<'py>> {
     let n_regular = frame.fds.len() - frame.header.n_shared as usize;
     let mut fds = frame.fds;
     let shared_fds = fds.split_off(n_regular);
     let mappings = py
         .detach(|| {
             fds.iter()
-                .map(|fd| Mapping::new(fd, mode))
+                .map(|fd| {
+                    let mapping = Mapping::new(fd, mode)?;
+                    if populate {
+                        mapping.populate_read();
+                    }
+                    Ok(mapping)
+                })
                 .collect::<std::io::Result<Vec<_>>>()
         })
         .map_err(os_error)?;
@@ -175,8 +186,9 @@ impl Engine {
                     generation,
                     frame,
                 }) => {
+                    // Results are left to fault in lazily: callers often keep them unread.
                     let (kind, tag, body, buffers, shared) =
-                        frame_parts(py, frame, self.map_mode)?;
+                        frame_parts(py, frame, self.map_mode, false)?;
                     let items: Vec<Bound<'py, PyAny>> = vec![
                         "frame".into_pyobject(py)?.into_any(),
                         worker.into_pyobject(py)?.into_any(),
@@ -280,7 +292,9 @@ impl WorkerChannel {
         let frame = py.detach(|| channel::recv(&self.sock));
         match frame {
             Ok(Some(frame)) => {
-                let (kind, tag, body, buffers, shared) = frame_parts(py, frame, self.map_mode)?;
+                // Task inputs are read whole, as a rule: map their pages in bulk.
+                let (kind, tag, body, buffers, shared) =
+                    frame_parts(py, frame, self.map_mode, true)?;
                 let items: Vec<Bound<'py, PyAny>> = vec![
                     kind.into_pyobject(py)?.into_any(),
                     tag.into_pyobject(py)?.into_any(),

@@ -7,6 +7,7 @@ use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::ptr::NonNull;
 
 fn memfd() -> io::Result<File> {
@@ -20,10 +21,23 @@ fn memfd() -> io::Result<File> {
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(raw) }))
 }
 
+/// Copies at least this large are split across threads: allocating the segment's
+/// pages dominates, and it scales with cores.
+const PARALLEL_COPY_ABOVE: usize = 16 << 20;
+const COPY_CHUNK: usize = 8 << 20;
+
 /// A new memfd holding a copy of `data` (the one copy on the sending side).
 pub fn from_bytes(data: &[u8]) -> io::Result<OwnedFd> {
     let mut file = memfd()?;
-    file.write_all(data)?;
+    if data.len() < PARALLEL_COPY_ABOVE {
+        file.write_all(data)?;
+        return Ok(OwnedFd::from(file));
+    }
+    file.set_len(data.len() as u64)?;
+    let chunks = data.chunks(COPY_CHUNK).enumerate();
+    crate::parallel::for_each(chunks, crate::parallel::default_threads(), |(i, chunk)| {
+        file.write_all_at(chunk, (i * COPY_CHUNK) as u64)
+    })?;
     Ok(OwnedFd::from(file))
 }
 
@@ -89,6 +103,17 @@ impl Mapping {
         }
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
         Ok(Mapping { ptr, len, writable })
+    }
+
+    /// Map every page now, for reading, without breaking copy-on-write: far cheaper
+    /// than one page fault per 4 KiB on first touch. Best effort (Linux 5.14+).
+    pub fn populate_read(&self) {
+        if self.len > 0 {
+            // SAFETY: advice on exactly the region this value mapped.
+            unsafe {
+                libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_POPULATE_READ);
+            }
+        }
     }
 
     /// Start of the mapping.

@@ -87,3 +87,17 @@ def big_result(n, value):
     import numpy as np
 
     return np.full(n, value, dtype=np.float64)
+
+
+def record_pid(x):
+    return os.getpid()
+
+
+def init_global(value):
+    global GLOBAL
+    GLOBAL = value
+
+
+def slow_square(x, seconds=0.5):
+    time.sleep(seconds)
+    return x * x

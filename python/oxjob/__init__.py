@@ -20,6 +20,8 @@ _LAZY = {
     "parallel_config": "backends",
     "parallel_backend": "backends",
     "register_parallel_backend": "backends",
+    "Pool": "pool",
+    "ProcessPoolExecutor": "pool",
     "Memory": "memory",
     "MemorizedResult": "memory",
     "expires_after": "memory",

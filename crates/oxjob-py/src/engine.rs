@@ -6,7 +6,7 @@ use crate::segment::Segment;
 use oxjob_core::pool::channel::{self, Frame};
 use oxjob_core::pool::frame::Kind;
 use oxjob_core::pool::memfd::{MapMode, Mapping};
-use oxjob_core::pool::{Event, Supervisor, WorkerSpec};
+use oxjob_core::pool::{Event, Events, Supervisor, WorkerSpec};
 use pyo3::exceptions::{PyEOFError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
@@ -104,6 +104,7 @@ fn frame_parts<'py>(
 #[pyclass(module = "oxjob._engine", frozen)]
 pub struct Engine {
     supervisor: Mutex<Supervisor>,
+    events: Events,
     map_mode: MapMode,
 }
 
@@ -131,6 +132,7 @@ impl Engine {
         let spec = WorkerSpec { program, args, env };
         let supervisor = py.detach(|| Supervisor::new(spec, n)).map_err(os_error)?;
         Ok(Engine {
+            events: supervisor.events(),
             supervisor: Mutex::new(supervisor),
             map_mode: map_mode(result_mode)?,
         })
@@ -179,7 +181,8 @@ impl Engine {
                     .min(SIGNAL_CHECK),
                 None => SIGNAL_CHECK,
             };
-            let event = py.detach(|| self.lock().next_event(slice));
+            // Wait on the event handle, not the supervisor: other threads can send meanwhile.
+            let event = py.detach(|| self.events.next(slice));
             match event {
                 Some(Event::Frame {
                     worker,

@@ -21,7 +21,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{channel as event_channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -69,12 +69,30 @@ struct Slot {
     reader: Option<JoinHandle<()>>,
 }
 
+/// The receiving end of a supervisor's events, usable without locking the
+/// supervisor itself, so that one thread can wait for events while another sends.
+#[derive(Clone)]
+pub struct Events {
+    rx: Arc<Mutex<Receiver<Event>>>,
+}
+
+impl Events {
+    /// The next event, waiting at most `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<Event> {
+        let rx = self
+            .rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        rx.recv_timeout(timeout).ok()
+    }
+}
+
 /// A set of worker processes.
 pub struct Supervisor {
     spec: WorkerSpec,
     slots: Vec<Option<Slot>>,
     tx: Sender<Event>,
-    rx: Receiver<Event>,
+    events: Events,
     next_generation: u64,
 }
 
@@ -151,7 +169,9 @@ impl Supervisor {
             spec,
             slots: (0..n).map(|_| None).collect(),
             tx,
-            rx,
+            events: Events {
+                rx: Arc::new(Mutex::new(rx)),
+            },
             next_generation: 0,
         };
         for worker in 0..n {
@@ -281,7 +301,12 @@ impl Supervisor {
 
     /// The next event, waiting at most `timeout`.
     pub fn next_event(&self, timeout: Duration) -> Option<Event> {
-        self.rx.recv_timeout(timeout).ok()
+        self.events.next(timeout)
+    }
+
+    /// A handle on the events, to wait for them without holding the supervisor.
+    pub fn events(&self) -> Events {
+        self.events.clone()
     }
 
     /// Kill the worker in slot `worker` (SIGKILL); its exit is reported as an event.
@@ -300,10 +325,10 @@ impl Supervisor {
         let mut running = self.slots.iter().filter(|s| s.is_some()).count();
         while running > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(Event::Exited { .. }) => running -= 1,
-                Ok(Event::Frame { .. }) => {}
-                Err(_) => break,
+            match self.events.next(left) {
+                Some(Event::Exited { .. }) => running -= 1,
+                Some(Event::Frame { .. }) => {}
+                None => break,
             }
         }
         for slot in self.slots.iter_mut().filter_map(Option::take) {

@@ -1,0 +1,248 @@
+import concurrent.futures
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import oxjob
+from oxjob.exceptions import RemoteTraceback, TerminatedWorkerError
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _helpers as h  # noqa: E402
+
+POOLS = {
+    "multiprocessing": lambda *a, **k: multiprocessing.get_context("spawn").Pool(*a, **k),
+    "oxjob": oxjob.Pool,
+}
+
+
+@pytest.fixture(params=list(POOLS), scope="module")
+def make_pool(request):
+    return POOLS[request.param]
+
+
+@pytest.fixture(scope="module")
+def pool(make_pool):
+    with make_pool(2) as pool:
+        yield pool
+
+
+def test_map_starmap_apply(pool):
+    assert pool.map(h.square, range(20)) == [i * i for i in range(20)]
+    assert pool.map(h.square, range(20), chunksize=3) == [i * i for i in range(20)]
+    assert pool.map(h.square, []) == []
+    assert pool.starmap(h.add, [(1, 2), (3, 4)]) == [3, 7]
+    assert pool.apply(h.add, (1,), {"y": 5}) == 6
+    assert pool.map(h.square, iter(range(5))) == [0, 1, 4, 9, 16]
+
+
+def test_async_results(pool):
+    seen = []
+    result = pool.apply_async(h.square, (6,), callback=seen.append)
+    assert result.get(timeout=30) == 36 and result.ready() and result.successful()
+    result.wait()
+    assert seen == [36]
+    errors = []
+    failing = pool.apply_async(h.fail_on, (3,), error_callback=errors.append)
+    with pytest.raises(ValueError, match="bad value 3"):
+        failing.get(timeout=30)
+    assert not failing.successful() and isinstance(errors[0], ValueError)
+    mapped = pool.map_async(h.square, range(10), callback=seen.append)
+    assert mapped.get(30) == [i * i for i in range(10)]
+    assert seen[-1] == [i * i for i in range(10)]
+    assert pool.starmap_async(h.add, [(1, 1)]).get(30) == [2]
+    slow = pool.apply_async(h.sleep_then, (1, 2))
+    with pytest.raises(multiprocessing.TimeoutError):
+        slow.get(timeout=0.1)
+    with pytest.raises(ValueError, match="not ready"):
+        slow.successful()
+    assert slow.get(30) == 1
+
+
+def test_imap(pool):
+    assert list(pool.imap(h.square, range(10))) == [i * i for i in range(10)]
+    assert list(pool.imap(h.square, range(10), chunksize=3)) == [i * i for i in range(10)]
+    assert sorted(pool.imap_unordered(h.square, range(10))) == [i * i for i in range(10)]
+    iterator = pool.imap(h.slow_square, [3], 1)
+    with pytest.raises(multiprocessing.TimeoutError):
+        iterator.next(timeout=0.05)
+    assert iterator.next(timeout=30) == 9
+
+
+def test_exceptions_keep_their_type(pool):
+    with pytest.raises(ValueError, match="bad value 3"):
+        pool.map(h.fail_on, range(6))
+    it = pool.imap(h.fail_on, range(6))
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError):
+        next(it)
+
+
+def test_closed_pool_raises_value_error(make_pool):
+    pool = make_pool(1)
+    assert pool.map(h.square, [3]) == [9]
+    pool.close()
+    with pytest.raises(ValueError, match="Pool not running"):
+        pool.map(h.square, [1])
+    with pytest.raises(ValueError, match="Pool not running"):
+        pool.apply_async(h.square, (1,))
+    pool.join()
+    running = make_pool(1)
+    with pytest.raises(ValueError, match="Pool is still running"):
+        running.join()
+    running.terminate()
+    with pytest.raises(ValueError, match="Pool not running"):
+        running.apply(h.square, (1,))
+    running.join()
+
+
+def test_initializer_runs_in_every_worker(make_pool):
+    with make_pool(2, initializer=h.init_global, initargs=("set",)) as pool:
+        assert pool.map(h.read_global, range(8), chunksize=1) == ["set"] * 8
+
+
+def test_bad_arguments(make_pool):
+    with pytest.raises(ValueError, match="Number of processes must be at least 1"):
+        make_pool(0)
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        make_pool(1, initializer=3)
+    with pytest.raises(ValueError, match="maxtasksperchild"):
+        make_pool(1, maxtasksperchild=0)
+
+
+def test_maxtasksperchild_replaces_workers_without_losing_tasks():
+    with oxjob.Pool(2, maxtasksperchild=2) as pool:
+        pids = pool.map(h.record_pid, range(20), chunksize=1)
+    assert len(pids) == 20
+    counts = {pid: pids.count(pid) for pid in set(pids)}
+    assert max(counts.values()) <= 2
+    assert len(counts) >= 10
+    with oxjob.Pool(2, maxtasksperchild=3, initializer=h.init_global, initargs=("again",)) as pool:
+        assert pool.map(h.read_global, range(12), chunksize=1) == ["again"] * 12
+
+
+def test_dead_worker_fails_only_its_task_and_never_hangs():
+    with oxjob.Pool(2) as pool:
+        good = pool.apply_async(h.sleep_then, (1, 0.3))
+        bad = pool.apply_async(h.kill_self, (0,))
+        with pytest.raises(TerminatedWorkerError, match="SIGKILL"):
+            bad.get(timeout=10)
+        assert good.get(timeout=10) == 1
+        assert pool.map(h.square, range(5)) == [0, 1, 4, 9, 16]
+        start = time.time()
+        for _ in range(50):
+            with pytest.raises(TerminatedWorkerError):
+                pool.apply(h.exit_worker, (1,))
+        assert time.time() - start < 60
+        assert pool.map(h.square, range(5)) == [0, 1, 4, 9, 16]
+
+
+def test_large_arrays_travel_without_pickling_through_pipes():
+    arrays = [np.full(300_000, i, dtype=np.float64) for i in range(4)]
+    with oxjob.Pool(2) as pool:
+        assert pool.map(np.sum, arrays) == [300_000.0 * i for i in range(4)]
+        doubled = pool.starmap(np.multiply, [(a, 2) for a in arrays])
+    assert all((d == 2 * i).all() for i, d in enumerate(doubled))
+
+
+def test_remote_traceback_is_attached():
+    with oxjob.Pool(1) as pool:
+        with pytest.raises(ValueError) as info:
+            pool.apply(h.fail_on, (3,))
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+
+
+INTERRUPT = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, sys.argv[1])
+    import _helpers as h
+    import oxjob
+    pool = oxjob.Pool(2)
+    pool.map(h.square, range(2))
+    print("ready", flush=True)
+    try:
+        pool.starmap(h.sleep_then, [(1, 30)] * 4)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    pool.terminate()
+    """
+)
+
+
+def test_ctrl_c_during_map_interrupts_quickly(tmp_path):
+    script = tmp_path / "interrupt.py"
+    script.write_text(INTERRUPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), os.path.dirname(__file__)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    start = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=10)
+    assert "interrupted" in out and time.time() - start < 3
+
+
+def test_process_pool_executor():
+    with oxjob.ProcessPoolExecutor(max_workers=2) as executor:
+        assert isinstance(executor, concurrent.futures.Executor)
+        assert executor.submit(h.add, 1, y=2).result(timeout=30) == 3
+        assert list(executor.map(h.square, range(10), chunksize=3)) == [i * i for i in range(10)]
+        assert list(executor.map(h.add, [1, 2], [10, 20])) == [11, 22]
+        with pytest.raises(ValueError, match="bad value"):
+            executor.submit(h.fail_on, 3).result(timeout=30)
+        with pytest.raises(TerminatedWorkerError):
+            executor.submit(h.kill_self, 0).result(timeout=30)
+        assert executor.submit(h.square, 5).result(timeout=30) == 25
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(h.square, 1)
+    with oxjob.ProcessPoolExecutor(2, max_tasks_per_child=1) as executor:
+        pids = [executor.submit(h.record_pid, i).result(timeout=30) for i in range(4)]
+    assert len(set(pids)) == 4
+    executor = oxjob.ProcessPoolExecutor(1)
+    futures = [executor.submit(h.sleep_then, i, 0.3) for i in range(5)]
+    executor.shutdown(wait=True, cancel_futures=True)
+    assert futures[0].result() == 0
+    assert any(f.cancelled() for f in futures[1:])
+    with pytest.raises(ValueError, match="max_workers"):
+        oxjob.ProcessPoolExecutor(0)
+
+
+def test_imap_reads_its_input_lazily():
+    consumed = []
+
+    def numbers():
+        for i in range(1000):
+            consumed.append(i)
+            yield i
+
+    with oxjob.Pool(2) as pool:
+        it = pool.imap(h.square, numbers())
+        assert next(it) == 0
+        time.sleep(0.2)
+        assert len(consumed) <= 10
+        assert list(it) == [i * i for i in range(1, 1000)]
+
+
+def test_no_thread_or_worker_left_after_terminate():
+    before = threading.active_count()
+    pool = oxjob.Pool(2)
+    pids = pool._engine.pids()
+    pool.map(h.square, range(4))
+    pool.terminate()
+    time.sleep(0.3)
+    assert threading.active_count() <= before + 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            pass

@@ -54,8 +54,11 @@ def main() -> int:
                 calls = loads(body, buffers, shared)
                 start = time.perf_counter()
                 if isinstance(calls, tuple):  # one function, positional arguments only
-                    func_id, arguments = calls
-                    results = list(itertools.starmap(functions[func_id], arguments))
+                    func_id, arguments, *single = calls
+                    if single:  # Pool.map: one argument per call, not a tuple of them
+                        results = list(map(functions[func_id], arguments))
+                    else:
+                        results = list(itertools.starmap(functions[func_id], arguments))
                 else:
                     results = []
                     for index, (func_id, args, kwargs) in enumerate(calls):  # noqa: B007

@@ -35,14 +35,18 @@ _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
 _NEVER = 10.0**9  # idle timeout of pool workers: they live until the pool ends
 
 
-class _Task:
-    __slots__ = ("id", "func", "positional", "keywords", "done", "start")
+# How a task's arguments are laid out (the worker's BATCH forms, see _worker.py).
+MAP, STARMAP, CALLS = "map", "starmap", "calls"
 
-    def __init__(self, task_id, func, positional, keywords, done, start):
+
+class _Task:
+    __slots__ = ("id", "func", "form", "arguments", "done", "start")
+
+    def __init__(self, task_id, func, form, arguments, done, start):
         self.id = task_id
         self.func = func
-        self.positional = positional
-        self.keywords = keywords
+        self.form = form
+        self.arguments = arguments
         self.done = done
         self.start = start
 
@@ -88,17 +92,18 @@ class _TaskEngine:
     def submit(
         self,
         func: Callable,
-        calls: list,
+        form: str,
+        arguments: list,
         done: Callable[[bool, Any], None],
         start: Callable[[], bool] | None = None,
     ) -> None:
-        """Queue one task: ``calls`` is a list of ``(args, kwargs)``; ``done(ok, value)``
-        receives the list of results or the exception. ``start()``, if given, runs
-        when the task goes to a worker; the task is dropped if it returns False."""
-        positional = [args for args, _ in calls]
-        keywords = [kwargs for _, kwargs in calls]
+        """Queue one task: ``func`` over ``arguments``, which are single arguments
+        (``MAP``), argument tuples (``STARMAP``) or ``(args, kwargs)`` pairs
+        (``CALLS``). ``done(ok, value)`` receives the list of results or the
+        exception. ``start()``, if given, runs when the task goes to a worker; the
+        task is dropped if it returns False."""
         with self.lock:
-            self.pending.append(_Task(next(self.ids), func, positional, keywords, done, start))
+            self.pending.append(_Task(next(self.ids), func, form, arguments, done, start))
             self._dispatch()
 
     def _started(self, worker: int) -> None:
@@ -126,10 +131,12 @@ class _TaskEngine:
                 continue
             try:
                 func_id, payload = self._function_id(task.func)
-                if any(task.keywords):
-                    calls: Any = [(func_id, a, k) for a, k in zip(task.positional, task.keywords)]
+                if task.form == CALLS:
+                    calls: Any = [(func_id, a, k) for a, k in task.arguments]
+                elif task.form == STARMAP:
+                    calls = (func_id, task.arguments)
                 else:
-                    calls = (func_id, task.positional)
+                    calls = (func_id, task.arguments, MAP)
                 body, segments, n_shared = dumps(calls, DEFAULT_MAX_NBYTES, by_value=True)
             except Exception as exc:  # noqa: BLE001 - reported on the task's result
                 task.done(False, exc)
@@ -335,7 +342,7 @@ class IMapIterator:
                 return
             self._submitted += 1
             self._engine.submit(
-                self._func, chunk, lambda ok, value, i=index: self._deliver(i, ok, value)
+                self._func, MAP, chunk, lambda ok, value, i=index: self._deliver(i, ok, value)
             )
 
     def _deliver(self, index: int, ok: bool, value: Any) -> None:
@@ -380,13 +387,17 @@ class IMapIterator:
         return self._arrived.popleft() if self._arrived else None
 
 
-def _chunks_of(items: Iterable, size: int, star: bool) -> Iterator[list]:
+def _chunks_of(items: Iterable, size: int) -> Iterator[list]:
+    if isinstance(items, (list, tuple, range)):
+        for start in range(0, len(items), size):
+            yield list(items[start : start + size])
+        return
     iterator = iter(items)
     while True:
         chunk = list(itertools.islice(iterator, size))
         if not chunk:
             return
-        yield [(tuple(args), {}) if star else ((args,), {}) for args in chunk]
+        yield chunk
 
 
 class Pool:
@@ -454,6 +465,7 @@ class Pool:
         result = AsyncResult(callback, error_callback)
         self._engine.submit(
             func,
+            CALLS,
             [(tuple(args), dict(kwds or {}))],
             lambda ok, value: result._set(ok, value[0] if ok else value),
         )
@@ -477,11 +489,14 @@ class Pool:
             chunksize = 0
         elif chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        chunks = list(_chunks_of(iterable, chunksize, star)) if chunksize else []
+        chunks = list(_chunks_of(iterable, chunksize)) if chunksize else []
         result = MapResult(len(chunks), len(iterable), callback, error_callback)
         for index, chunk in enumerate(chunks):
             self._engine.submit(
-                func, chunk, lambda ok, value, i=index: result._set_chunk(i, ok, value)
+                func,
+                STARMAP if star else MAP,
+                chunk,
+                lambda ok, value, i=index: result._set_chunk(i, ok, value),
             )
         return result
 
@@ -506,7 +521,7 @@ class Pool:
         self._check_running()
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        chunks = _chunks_of(iterable, chunksize, False)
+        chunks = _chunks_of(iterable, chunksize)
         return IMapIterator(self._engine, func, chunks, True, 2 * self._processes)
 
     def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1):
@@ -514,7 +529,7 @@ class Pool:
         self._check_running()
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        chunks = _chunks_of(iterable, chunksize, False)
+        chunks = _chunks_of(iterable, chunksize)
         return IMapIterator(self._engine, func, chunks, False, 2 * self._processes)
 
     # ---- ending ------------------------------------------------------------------------
@@ -618,7 +633,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             else:
                 future.set_exception(value)
 
-        self._engine.submit(fn, [(args, kwargs)], done, future.set_running_or_notify_cancel)
+        self._engine.submit(fn, CALLS, [(args, kwargs)], done, future.set_running_or_notify_cancel)
         return future
 
     def map(
@@ -630,7 +645,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         items = list(zip(*iterables))
         futures = []
         for start in range(0, len(items), chunksize):
-            chunk = [(args, {}) for args in items[start : start + chunksize]]
+            chunk = items[start : start + chunksize]
             future: concurrent.futures.Future = concurrent.futures.Future()
             with self._lock:
                 if self._shutdown:
@@ -639,7 +654,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             def done(ok: bool, value: Any, future=future) -> None:
                 future.set_result(value) if ok else future.set_exception(value)
 
-            self._engine.submit(fn, chunk, done, future.set_running_or_notify_cancel)
+            self._engine.submit(fn, STARMAP, chunk, done, future.set_running_or_notify_cancel)
             futures.append(future)
         return _chain_results(futures, timeout)
 

@@ -101,3 +101,16 @@ def init_global(value):
 def slow_square(x, seconds=0.5):
     time.sleep(seconds)
     return x * x
+
+
+_kept: list = []
+
+
+def keep(array):
+    """Hold on to the input array in the worker, as a cache would."""
+    _kept.append(array)
+    return float(array.sum())
+
+
+def kept_sums():
+    return [float(a.sum()) for a in _kept]

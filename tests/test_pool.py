@@ -244,3 +244,15 @@ def test_no_thread_or_worker_left_after_terminate():
                 assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
         except OSError:
             pass
+
+
+def test_input_segments_are_reused_only_once_released():
+    n = 2**18  # 2 MB of float64: travels in a segment
+    with oxjob.Pool(1) as pool:
+        for round in range(4):  # same-sized inputs: spare segments get refilled
+            arrays = [np.full(n, float(10 * round + j)) for j in range(3)]
+            assert pool.map(np.sum, arrays) == [n * (10.0 * round + j) for j in range(3)]
+        assert pool.map(h.keep, [np.full(n, 1.0), np.full(n, 2.0)], 1) == [n * 1.0, n * 2.0]
+        for _ in range(4):
+            assert pool.map(np.sum, [np.full(n, 7.0)] * 3) == [n * 7.0] * 3
+        assert pool.apply(h.kept_sums) == [n * 1.0, n * 2.0]  # never overwritten

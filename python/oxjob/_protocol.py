@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 from ._engine import Segment
 
-FUNCTION, BATCH, RESULT, ERROR, END_CALL, SHUTDOWN, READY, INIT = 1, 2, 3, 4, 5, 6, 7, 8
+# Frame kinds; their meaning is documented on oxjob_core::pool::frame::Kind.
+FUNCTION, BATCH, RESULT, ERROR, END_CALL, SHUTDOWN, READY, INIT, RELEASED = range(1, 10)
 
 #: Default ``max_nbytes``: out-of-band buffers from this size travel in shared memory.
 DEFAULT_MAX_NBYTES = 1 << 20

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import traceback
+import weakref
 
 
 def _send_error(channel, tag: int, exc: BaseException, index: int) -> None:
@@ -27,9 +28,49 @@ def _send_error(channel, tag: int, exc: BaseException, index: int) -> None:
     channel.send(ERROR, tag, body, segments, n_shared)
 
 
+class _BatchFailed(Exception):
+    def __init__(self, exc: BaseException, index: int) -> None:
+        self.exc, self.index = exc, index
+
+
+def _run_batch(functions: dict, body, buffers: list, shared: list) -> tuple[list, float]:
+    """Unpickle and run one batch. Its arguments die with this frame, which lets the
+    caller tell whether anything still holds the batch's input segments."""
+    from ._protocol import loads
+
+    index = -1
+    try:
+        calls = loads(body, buffers, shared)
+        start = time.perf_counter()
+        if isinstance(calls, tuple):  # one function, positional arguments only
+            func_id, arguments, *single = calls
+            if single:  # Pool.map: one argument per call, not a tuple of them
+                results = list(map(functions[func_id], arguments))
+            else:
+                results = list(itertools.starmap(functions[func_id], arguments))
+        else:
+            results = []
+            for index, (func_id, args, kwargs) in enumerate(calls):  # noqa: B007
+                results.append(functions[func_id](*args, **kwargs))
+        return results, time.perf_counter() - start
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
+        raise _BatchFailed(exc, index) from None
+
+
 def main() -> int:
     from . import _engine
-    from ._protocol import BATCH, END_CALL, FUNCTION, INIT, READY, RESULT, SHUTDOWN, dumps, loads
+    from ._protocol import (
+        BATCH,
+        END_CALL,
+        FUNCTION,
+        INIT,
+        READY,
+        RELEASED,
+        RESULT,
+        SHUTDOWN,
+        dumps,
+        loads,
+    )
 
     _engine.watch_parent(int(os.environ["OXJOB_PARENT_PID"]))
     for entry in json.loads(os.environ.get("OXJOB_SYS_PATH", "[]")):
@@ -48,31 +89,24 @@ def main() -> int:
         if message is None:
             return 0  # idle for too long: the caller starts a new worker when needed
         kind, tag, body, buffers, shared = message
+        del message
         if kind == BATCH:
-            index = -1
+            inputs = [weakref.ref(buffer) for buffer in buffers]
             try:
-                calls = loads(body, buffers, shared)
-                start = time.perf_counter()
-                if isinstance(calls, tuple):  # one function, positional arguments only
-                    func_id, arguments, *single = calls
-                    if single:  # Pool.map: one argument per call, not a tuple of them
-                        results = list(map(functions[func_id], arguments))
-                    else:
-                        results = list(itertools.starmap(functions[func_id], arguments))
-                else:
-                    results = []
-                    for index, (func_id, args, kwargs) in enumerate(calls):  # noqa: B007
-                        results.append(functions[func_id](*args, **kwargs))
-                duration = time.perf_counter() - start
-                del calls, body, buffers, shared
+                results, duration = _run_batch(functions, body, buffers, shared)
+                del body, buffers, shared
                 try:
                     out, segments, n_shared = dumps((duration, results), max_nbytes)
                 except Exception:
                     out, segments, n_shared = dumps((duration, results), max_nbytes, by_value=True)
                 del results
+                if inputs and all(ref() is None for ref in inputs):
+                    channel.send(RELEASED, tag, b"", [])  # the caller may refill them
                 channel.send(RESULT, tag, out, segments, n_shared)
+            except _BatchFailed as failed:
+                _send_error(channel, tag, failed.exc, failed.index)
             except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
-                _send_error(channel, tag, exc, index)
+                _send_error(channel, tag, exc, -1)
         elif kind == FUNCTION:
             functions[tag] = loads(body, buffers, shared)
         elif kind == END_CALL:

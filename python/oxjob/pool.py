@@ -14,15 +14,17 @@ import concurrent.futures
 import itertools
 import os
 import threading
+import time
 from typing import Any, Callable, Iterable, Iterator
 
+from ._engine import Segment
 from ._protocol import (
     BATCH,
     DEFAULT_MAX_NBYTES,
-    ERROR,
     FUNCTION,
     INIT,
     READY,
+    RELEASED,
     RESULT,
     dumps,
     loads,
@@ -39,8 +41,22 @@ _NEVER = 10.0**9  # idle timeout of pool workers: they live until the pool ends
 MAP, STARMAP, CALLS = "map", "starmap", "calls"
 
 
+_QUEUED_WORK = 0.002  # seconds of work queued on each worker
+_MAX_DEPTH = 16
+_SPARE_SECONDS = 1.0  # idle time after which spare input segments are freed
+
+
+def _dumps_arguments(calls: Any, segment_for: Callable) -> tuple[Any, list, int]:
+    # The plain pickler is several times faster; cloudpickle only for what needs it
+    # (lambdas, closures, classes of __main__ among the arguments).
+    try:
+        return dumps(calls, DEFAULT_MAX_NBYTES, segment_for=segment_for)
+    except Exception:  # noqa: BLE001 - retried by value; its error is the one reported
+        return dumps(calls, DEFAULT_MAX_NBYTES, by_value=True, segment_for=segment_for)
+
+
 class _Task:
-    __slots__ = ("id", "func", "form", "arguments", "done", "start")
+    __slots__ = ("id", "func", "form", "arguments", "done", "start", "segments")
 
     def __init__(self, task_id, func, form, arguments, done, start):
         self.id = task_id
@@ -49,6 +65,7 @@ class _Task:
         self.arguments = arguments
         self.done = done
         self.start = start
+        self.segments: list = []  # input segments lent to the worker
 
 
 class _TaskEngine:
@@ -74,9 +91,14 @@ class _TaskEngine:
         self.completed = [0] * processes
         self.func_ids: dict[int, tuple[int, Any, Any]] = {}
         self.max_tasks = max_tasks_per_child
-        # One task at a time per worker when workers retire: none is queued on a
-        # worker that is about to be replaced, so no task is lost or run twice.
+        # Tasks queued on a worker beyond the running one hide the round trip; see
+        # _queue_depth. One at a time when workers retire: none is queued on a
+        # worker about to be replaced.
         self.depth = 1 if max_tasks_per_child else 2
+        self.mean_duration = _QUEUED_WORK
+        # Input segments the workers have let go of, by size: refilling one costs a
+        # plain copy, a new one also costs allocating and zeroing its pages (~5x).
+        self.spare: dict[int, list] = {}
         self.ids = itertools.count()
         self.init = None
         if initializer is not None:
@@ -137,7 +159,8 @@ class _TaskEngine:
                     calls = (func_id, task.arguments)
                 else:
                     calls = (func_id, task.arguments, MAP)
-                body, segments, n_shared = dumps(calls, DEFAULT_MAX_NBYTES, by_value=True)
+                body, segments, n_shared = _dumps_arguments(calls, self._segment_for)
+                task.segments = segments[: len(segments) - n_shared]
             except Exception as exc:  # noqa: BLE001 - reported on the task's result
                 task.done(False, exc)
                 continue
@@ -150,9 +173,18 @@ class _TaskEngine:
     # ---- outcomes --------------------------------------------------------------------
 
     def _run(self) -> None:
+        quiet_since = None
         while not self.stopping:
             event = self.engine.next_event(0.1)
             if event is None:
+                # Spare segments hold memory: give it back once the pool is idle.
+                with self.lock:
+                    if not self.spare or not self.idle():
+                        quiet_since = None
+                    elif quiet_since is None:
+                        quiet_since = time.monotonic()
+                    elif time.monotonic() - quiet_since > _SPARE_SECONDS:
+                        self.spare.clear()
                 continue
             with self.lock:
                 self._handle(event)
@@ -165,8 +197,12 @@ class _TaskEngine:
                 return
             from ._process_pool import _describe_exit
 
-            lost = list(self.inflight[worker])
-            self.inflight[worker].clear()
+            # A worker runs its queue in order: only the first task can have been
+            # running; the ones behind it never started and go to another worker.
+            queue = self.inflight[worker]
+            lost = [queue.popleft()] if queue else []
+            self.pending.extendleft(reversed(queue))
+            queue.clear()
             self.pool.respawn(worker)
             self._started(worker)
             for task in lost:
@@ -187,19 +223,51 @@ class _TaskEngine:
         task = next((t for t in queue if t.id == tag), None)
         if task is None:
             return
+        if kind == RELEASED:
+            self._keep_spare(task.segments)
+            return
         queue.remove(task)
-        if kind == RESULT:
-            _, results = loads(body, buffers, shared)
-            task.done(True, results)
-        elif kind == ERROR:
-            exc, tb, _ = loads(body, buffers, shared)
-            exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
-            task.done(False, exc)
+        task.segments = []
+        try:
+            if kind == RESULT:
+                duration, results = loads(body, buffers, shared)
+                self._queue_depth(duration)
+                outcome: tuple[bool, Any] = (True, results)
+            else:  # ERROR
+                exc, tb, _ = loads(body, buffers, shared)
+                exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
+                outcome = (False, exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
+            outcome = (False, exc)
+        task.done(*outcome)
         self.completed[worker] += 1
         if self.max_tasks and self.completed[worker] >= self.max_tasks and not queue:
             self.pool.respawn(worker)  # retired after max_tasks_per_child tasks
             self._started(worker)
         self._dispatch()
+
+    def _segment_for(self, raw: memoryview) -> Any:
+        spares = self.spare.get(raw.nbytes)
+        if spares:
+            segment = spares.pop()
+            segment.refill(raw)
+            return segment
+        return Segment.from_buffer(raw)
+
+    def _keep_spare(self, segments: list) -> None:
+        # Two per worker: enough for a steady stream of same-sized large inputs
+        # (queued two deep), and the memory they hold stays bounded.
+        room = 2 * self.n - sum(len(s) for s in self.spare.values())
+        for segment in segments[: max(room, 0)]:
+            self.spare.setdefault(segment.nbytes, []).append(segment)
+
+    def _queue_depth(self, duration: float) -> None:
+        # Queue about _QUEUED_WORK seconds of work per worker: tiny tasks then
+        # stream without waiting for round trips, long ones stay balanced.
+        if self.max_tasks:
+            return
+        self.mean_duration = 0.8 * self.mean_duration + 0.2 * duration
+        self.depth = max(2, min(_MAX_DEPTH, int(_QUEUED_WORK / max(self.mean_duration, 1e-7))))
 
     # ---- ending ----------------------------------------------------------------------
 
@@ -223,6 +291,7 @@ class _TaskEngine:
         with self.lock:
             self.stopping = True
         self.thread.join()
+        self.spare.clear()
         self.pool.shutdown(grace)
 
 
@@ -679,8 +748,6 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
 
 
 def _chain_results(futures: list, timeout: float | None) -> Iterator:
-    import time
-
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         for future in futures:

@@ -18,7 +18,8 @@ enum Memory {
 ///
 /// numpy arrays unpickled from it view its memory directly (no copy) and keep it
 /// alive; it is freed (or unmapped) when the last view is garbage-collected.
-#[pyclass(module = "oxjob._engine", frozen)]
+/// Weak references tell a worker when the last view of a received segment is gone.
+#[pyclass(module = "oxjob._engine", frozen, weakref)]
 pub struct OwnedBuffer {
     memory: Memory,
     shape: [ffi::Py_ssize_t; 1],

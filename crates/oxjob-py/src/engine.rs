@@ -19,17 +19,7 @@ use std::time::{Duration, Instant};
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
 fn kind_from(byte: u8) -> PyResult<Kind> {
-    Ok(match byte {
-        1 => Kind::Function,
-        2 => Kind::Batch,
-        3 => Kind::Result,
-        4 => Kind::Error,
-        5 => Kind::EndCall,
-        6 => Kind::Shutdown,
-        7 => Kind::Ready,
-        8 => Kind::Init,
-        other => return Err(PyValueError::new_err(format!("unknown frame kind {other}"))),
-    })
+    Kind::from_byte(byte).ok_or_else(|| PyValueError::new_err(format!("unknown frame kind {byte}")))
 }
 
 fn map_mode(name: &str) -> PyResult<MapMode> {

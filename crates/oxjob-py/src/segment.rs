@@ -3,7 +3,7 @@
 
 use crate::buffer::Borrowed;
 use oxjob_core::pool::memfd::{self, MapMode, Mapping};
-use pyo3::exceptions::{PyBufferError, PyOSError};
+use pyo3::exceptions::{PyBufferError, PyOSError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::c_int;
@@ -84,6 +84,22 @@ impl Segment {
         let bytes = borrowed.as_slice();
         let fd = py.detach(|| memfd::from_bytes(bytes)).map_err(os_error)?;
         Ok(Segment::new(fd, bytes.len()))
+    }
+
+    /// Overwrite the whole segment with `data`, which must be exactly as long.
+    /// Only for a segment nobody maps any more (see the `Released` frame).
+    fn refill(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let borrowed = Borrowed::new(data)?;
+        let bytes = borrowed.as_slice();
+        if bytes.len() != self.len {
+            return Err(PyValueError::new_err(format!(
+                "refill needs {} bytes, got {}",
+                self.len,
+                bytes.len()
+            )));
+        }
+        py.detach(|| memfd::write_at(self.owned_fd(), bytes))
+            .map_err(os_error)
     }
 
     /// Size in bytes.

@@ -39,10 +39,14 @@ pub enum Kind {
     Ready = 7,
     /// Supervisor → worker: configuration pickled once at start.
     Init = 8,
+    /// Worker → supervisor, before a batch's `Result`: the batch's input segments
+    /// are no longer mapped by the worker, so the supervisor may refill them.
+    Released = 9,
 }
 
 impl Kind {
-    fn from_byte(byte: u8) -> Option<Kind> {
+    /// The kind whose wire value is `byte`.
+    pub fn from_byte(byte: u8) -> Option<Kind> {
         Some(match byte {
             1 => Kind::Function,
             2 => Kind::Batch,
@@ -52,6 +56,7 @@ impl Kind {
             6 => Kind::Shutdown,
             7 => Kind::Ready,
             8 => Kind::Init,
+            9 => Kind::Released,
             _ => return None,
         })
     }

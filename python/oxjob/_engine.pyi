@@ -69,3 +69,115 @@ def codec_names() -> list[str]:
 
 def default_threads() -> int:
     """Threads the engine uses by default."""
+
+class Store:
+    """The on-disk cache of ``Memory``: one directory per entry, written atomically."""
+
+    def __init__(self, root: str | PathLike[str]) -> None: ...
+    @property
+    def root(self) -> str: ...
+    def entry_dir(self, func_id: str, key: str) -> str:
+        """The directory of an entry."""
+    def put(
+        self,
+        func_id: str,
+        key: str,
+        parts: list[Any],
+        codec: str,
+        level: int,
+        metadata: bytes,
+        threads: int | None = None,
+    ) -> bool:
+        """Store ``[pickle, buffer, ...]`` and ``metadata``; False if another writer won."""
+    def get(self, func_id: str, key: str, threads: int | None = None) -> list[OwnedBuffer] | None:
+        """``[pickle, buffer, ...]`` of an entry, or None when absent; marks it as used."""
+    def touch(self, func_id: str, key: str) -> None:
+        """Mark an entry as just used."""
+    def contains(self, func_id: str, key: str) -> bool: ...
+    def remove(self, func_id: str, key: str) -> None: ...
+    def clear(self, sub: str | None = None) -> None:
+        """Remove a function's entries (``sub``), or everything."""
+    def entries(self) -> list[tuple[str, str, int, float, float]]:
+        """Every entry: ``(func_id, key, bytes, last_access, created)``, times in seconds."""
+    def reduce(
+        self,
+        bytes_limit: int | None = None,
+        items_limit: int | None = None,
+        age_limit: float | None = None,
+    ) -> list[tuple[str, str, int, float, float]]:
+        """Enforce bounds, least recently used first; returns the removed entries."""
+
+class Segment:
+    """Anonymous shared memory (a memfd) that travels to workers as a descriptor."""
+
+    @staticmethod
+    def create(nbytes: int) -> Segment:
+        """A new zero-filled segment of ``nbytes`` bytes."""
+    @staticmethod
+    def from_buffer(data: Buffer) -> Segment:
+        """A new segment holding a copy of ``data`` (copied without the GIL)."""
+    def refill(self, data: Buffer) -> None:
+        """Overwrite the whole segment with ``data``, exactly as long; only for a segment
+        no worker maps any more (after its ``RELEASED`` frame)."""
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def address(self) -> int:
+        """Address of the shared mapping in this process (maps it if needed)."""
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int) -> memoryview: ...
+
+def buffer_address(data: Buffer) -> tuple[int, int]:
+    """``(address, nbytes)`` of a bytes-like object's memory."""
+
+Event = tuple[Any, ...]
+
+class Engine:
+    """Worker processes on the caller's side (the supervisor in ``oxjob_core::pool``)."""
+
+    def __init__(
+        self,
+        program: str,
+        args: list[str],
+        env: list[tuple[str, str]],
+        n: int,
+        result_mode: str = "shared",
+    ) -> None:
+        """Start ``n`` workers running ``program args...`` with ``env`` added."""
+    def __len__(self) -> int: ...
+    def send(
+        self,
+        worker: int,
+        kind: int,
+        tag: int,
+        body: Buffer,
+        segments: list[Segment],
+        n_shared: int = 0,
+    ) -> None:
+        """Send a frame with ``segments`` as descriptors; the last ``n_shared`` are shared."""
+    def next_event(self, timeout: float | None = None) -> Event | None:
+        """``("frame", worker, generation, kind, tag, body, buffers, shared)`` or
+        ``("exit", worker, generation, exit_code, signal)``; None after ``timeout``."""
+    def kill(self, worker: int) -> None:
+        """SIGKILL a worker; its exit arrives as an event."""
+    def spawn(self, worker: int) -> int:
+        """(Re)start the worker in a slot; returns its new generation."""
+    def pid(self, worker: int) -> int | None: ...
+    def generation(self, worker: int) -> int | None: ...
+    def shutdown(self, grace: float = 1.0) -> None:
+        """Ask workers to exit, wait up to ``grace`` seconds, kill the rest."""
+
+class WorkerChannel:
+    """A worker's end of its socket to the supervisor."""
+
+    def __init__(self, fd: int, map_mode: str = "c") -> None: ...
+    def recv(
+        self, timeout: float | None = None
+    ) -> tuple[int, int, OwnedBuffer, list[OwnedBuffer], list[Segment]] | None:
+        """The next frame, or None after ``timeout``; EOFError once the supervisor is gone."""
+    def send(
+        self, kind: int, tag: int, body: Buffer, segments: list[Segment], n_shared: int = 0
+    ) -> None: ...
+
+def watch_parent(ppid: int) -> None:
+    """In a worker: exit as soon as process ``ppid`` is gone."""

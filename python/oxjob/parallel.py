@@ -593,12 +593,19 @@ class Parallel:
         self._print(
             f"Using backend {type(self._backend).__name__} with {n_workers} concurrent workers."
         )
-        outputs = self._outputs(iterable, n_workers)
         if self.return_generator:
-            return outputs
-        return list(outputs)
+            return self._outputs(iterable, n_workers)
+        results: list = []
+        for chunk in self._chunks(iterable, n_workers):
+            results.extend(chunk)  # a batch at a time: no per-result generator step
+        return results
 
     def _outputs(self, iterable: Iterable, n_workers: int) -> Iterator:
+        for chunk in self._chunks(iterable, n_workers):
+            yield from chunk
+
+    def _chunks(self, iterable: Iterable, n_workers: int) -> Iterator[list]:
+        """Results a batch at a time, in the order ``return_as`` asks for."""
         try:
             yield from self._run(iterable, n_workers)
         finally:
@@ -673,10 +680,10 @@ class Parallel:
                     if self.return_ordered:
                         ordered[batch_id] = value
                         while next_to_yield in ordered:
-                            yield from ordered.pop(next_to_yield)
+                            yield ordered.pop(next_to_yield)
                             next_to_yield += 1
                     else:
-                        yield from value
+                        yield value
         except BaseException:
             runner.cancel()
             raise

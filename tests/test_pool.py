@@ -256,3 +256,15 @@ def test_input_segments_are_reused_only_once_released():
         for _ in range(4):
             assert pool.map(np.sum, [np.full(n, 7.0)] * 3) == [n * 7.0] * 3
         assert pool.apply(h.kept_sums) == [n * 1.0, n * 2.0]  # never overwritten
+
+
+def test_a_failing_callback_does_not_stop_the_pool(capsys):
+    def bad_callback(value):
+        raise RuntimeError("callback failed")
+
+    with oxjob.Pool(2) as pool:
+        result = pool.apply_async(h.square, (3,), callback=bad_callback)
+        assert result.get(timeout=30) == 9
+        later = pool.map_async(h.square, range(20), chunksize=1)
+        assert later.get(timeout=30) == [i * i for i in range(20)]
+    assert "callback failed" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import collections
 import concurrent.futures
 import itertools
 import os
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
@@ -53,6 +54,16 @@ def _dumps_arguments(calls: Any, segment_for: Callable) -> tuple[Any, list, int]
         return dumps(calls, DEFAULT_MAX_NBYTES, segment_for=segment_for)
     except Exception:  # noqa: BLE001 - retried by value; its error is the one reported
         return dumps(calls, DEFAULT_MAX_NBYTES, by_value=True, segment_for=segment_for)
+
+
+def _finish(task: _Task, ok: bool, value: Any) -> None:
+    """Deliver a task's outcome. A user callback that raises is reported on stderr,
+    as a thread's uncaught exception is: it must not stop the dispatcher thread, or
+    every later task of the pool would wait for ever."""
+    try:
+        task.done(ok, value)
+    except Exception:  # noqa: BLE001
+        sys.excepthook(*sys.exc_info())
 
 
 class _Task:
@@ -162,7 +173,7 @@ class _TaskEngine:
                 body, segments, n_shared = _dumps_arguments(calls, self._segment_for)
                 task.segments = segments[: len(segments) - n_shared]
             except Exception as exc:  # noqa: BLE001 - reported on the task's result
-                task.done(False, exc)
+                _finish(task, False, exc)
                 continue
             if func_id not in self.sent[worker]:
                 self.engine.send(worker, FUNCTION, func_id, payload, [])
@@ -206,7 +217,8 @@ class _TaskEngine:
             self.pool.respawn(worker)
             self._started(worker)
             for task in lost:
-                task.done(
+                _finish(
+                    task,
                     False,
                     TerminatedWorkerError(
                         "A worker process managed by the pool was unexpectedly terminated "
@@ -239,7 +251,7 @@ class _TaskEngine:
                 outcome = (False, exc)
         except Exception as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
             outcome = (False, exc)
-        task.done(*outcome)
+        _finish(task, *outcome)
         self.completed[worker] += 1
         if self.max_tasks and self.completed[worker] >= self.max_tasks and not queue:
             self.pool.respawn(worker)  # retired after max_tasks_per_child tasks
@@ -614,14 +626,14 @@ class Pool:
             return
         self._state = _TERMINATE
         for task in self._engine.cancel_pending():
-            task.done(False, ValueError("Pool terminated before the task ran"))
+            _finish(task, False, ValueError("Pool terminated before the task ran"))
         self._engine.stop(grace=0.0)
         with self._engine.lock:
             lost = [task for queue in self._engine.inflight for task in queue]
             for queue in self._engine.inflight:
                 queue.clear()
         for task in lost:
-            task.done(False, ValueError("Pool terminated while the task ran"))
+            _finish(task, False, ValueError("Pool terminated while the task ran"))
 
     def join(self) -> None:
         """Wait for the workers to finish; call :meth:`close` or :meth:`terminate` first."""

@@ -12,6 +12,7 @@
 pub mod channel;
 pub mod frame;
 pub mod memfd;
+pub mod shared_alloc;
 
 use channel::Frame;
 use frame::Kind;

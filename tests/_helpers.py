@@ -114,17 +114,3 @@ def keep(array):
 
 def kept_sums():
     return [float(a.sum()) for a in _kept]
-
-
-def make_and_keep(n, value):
-    """Return a large new array and keep it in the worker too."""
-    import numpy as np
-
-    array = np.full(n, value)
-    _kept.append(array)
-    return array
-
-
-def bump_kept():
-    for array in _kept:
-        array += 1

@@ -9,7 +9,6 @@ import time
 import numpy as np
 import pytest
 
-import oxjob
 from oxjob import Parallel, _engine, delayed, shared
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -155,32 +154,6 @@ LEAK_SCRIPT = textwrap.dedent(
     Parallel(n_jobs=2)(delayed(h.sleep_then)(data, 60) for _ in range(2))
     """
 )
-
-
-def _handler_of_new_array(_):
-    from numpy._core.multiarray import get_handler_name
-
-    return get_handler_name(np.ones(2**18))
-
-
-def test_large_results_are_allocated_in_shared_memory_and_isolated():
-    n = 2**18  # 2 MB of float64
-    with Parallel(n_jobs=2, batch_size=1) as parallel:
-        parallel(delayed(np.ones)(3) for _ in range(8))  # numpy loaded in the workers
-        handlers = parallel(delayed(_handler_of_new_array)(i) for i in range(4))
-        assert handlers == ["oxjob_shared_memory"] * 4
-        results = parallel(delayed(np.full)(n, float(i)) for i in range(4))
-        assert [float(r.sum()) for r in results] == [n * float(i) for i in range(4)]
-        results[0][:] = 7.0  # the caller owns its results: writable, independent
-        assert float(results[1].sum()) == n * 1.0
-    with oxjob.Pool(1) as pool:
-        pool.apply(np.ones, (3,))
-        kept = pool.apply(h.make_and_keep, (n, 3.0))  # the worker keeps it too
-        kept[:] = 9.0
-        assert pool.apply(h.kept_sums) == [n * 3.0]  # the caller's writes stay its own
-        pool.apply(h.bump_kept)
-        assert float(kept.sum()) == n * 9.0  # and the worker's stay in the worker
-        assert pool.apply(h.kept_sums) == [n * 4.0]
 
 
 @pytest.mark.parametrize("victim", ["caller", "worker"])

@@ -14,7 +14,6 @@ import sys
 import time
 import traceback
 import weakref
-from typing import Any
 
 
 def _send_error(channel, tag: int, exc: BaseException, index: int) -> None:
@@ -34,26 +33,7 @@ class _BatchFailed(Exception):
         self.exc, self.index = exc, index
 
 
-_allocator_threshold: list = []  # set once numpy allocates large arrays in shared memory
-
-
-def _share_large_arrays(threshold: int) -> None:
-    """Once numpy is loaded, have it allocate arrays of ``threshold`` bytes or more in
-    shared memory: such a result then travels to the caller with no copy at all."""
-    if _allocator_threshold or "numpy" not in sys.modules:
-        return
-    from . import _engine
-
-    try:
-        _engine.install_shared_allocator(threshold)
-    except Exception:  # noqa: BLE001 - an old numpy: results are copied instead
-        pass
-    _allocator_threshold.append(threshold)
-
-
-def _run_batch(
-    functions: dict, body, buffers: list, shared: list, threshold: int
-) -> tuple[list, float]:
+def _run_batch(functions: dict, body, buffers: list, shared: list) -> tuple[list, float]:
     """Unpickle and run one batch. Its arguments die with this frame, which lets the
     caller tell whether anything still holds the batch's input segments."""
     from ._protocol import loads
@@ -61,7 +41,6 @@ def _run_batch(
     index = -1
     try:
         calls = loads(body, buffers, shared)
-        _share_large_arrays(threshold)
         start = time.perf_counter()
         if isinstance(calls, tuple):  # one function, positional arguments only
             func_id, arguments, *single = calls
@@ -73,32 +52,9 @@ def _run_batch(
             results = []
             for index, (func_id, args, kwargs) in enumerate(calls):  # noqa: B007
                 results.append(functions[func_id](*args, **kwargs))
-        _share_large_arrays(threshold)  # the calls may have imported numpy
         return results, time.perf_counter() - start
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
         raise _BatchFailed(exc, index) from None
-
-
-def _dumps_results(outcome: tuple, max_nbytes: int) -> tuple[Any, list, int, list]:
-    """Pickle a batch's outcome. Buffers that numpy allocated in shared memory are sent
-    as they are; the last item lists their addresses."""
-    from . import _engine
-    from ._protocol import dumps
-
-    sent_in_place: list = []
-
-    def segment_for(raw: memoryview) -> Any:
-        segment = _engine.shared_segment_of(raw)
-        if segment is None:
-            return _engine.Segment.from_buffer(raw)
-        sent_in_place.append(_engine.buffer_address(raw)[0])
-        return segment
-
-    try:
-        return (*dumps(outcome, max_nbytes, segment_for=segment_for), sent_in_place)
-    except Exception:  # noqa: BLE001 - retried by value (lambdas, __main__ classes)
-        sent_in_place.clear()
-        return (*dumps(outcome, max_nbytes, by_value=True, segment_for=segment_for), sent_in_place)
 
 
 def main() -> int:
@@ -112,6 +68,7 @@ def main() -> int:
         RELEASED,
         RESULT,
         SHUTDOWN,
+        dumps,
         loads,
     )
 
@@ -136,15 +93,13 @@ def main() -> int:
         if kind == BATCH:
             inputs = [weakref.ref(buffer) for buffer in buffers]
             try:
-                results, duration = _run_batch(functions, body, buffers, shared, max_nbytes)
+                results, duration = _run_batch(functions, body, buffers, shared)
                 del body, buffers, shared
-                out, segments, n_shared, sent_in_place = _dumps_results(
-                    (duration, results), max_nbytes
-                )
+                try:
+                    out, segments, n_shared = dumps((duration, results), max_nbytes)
+                except Exception:
+                    out, segments, n_shared = dumps((duration, results), max_nbytes, by_value=True)
                 del results
-                # What the task still holds of its results gets private pages now,
-                # before the caller can see (and write to) the shared ones.
-                _engine.detach_allocations(sent_in_place)
                 if inputs and all(ref() is None for ref in inputs):
                     channel.send(RELEASED, tag, b"", [])  # the caller may refill them
                 channel.send(RESULT, tag, out, segments, n_shared)

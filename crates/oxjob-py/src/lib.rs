@@ -2,7 +2,6 @@
 
 use pyo3::prelude::*;
 
-mod allocator;
 mod buffer;
 mod container;
 mod engine;
@@ -21,9 +20,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(segment::buffer_address, m)?)?;
     m.add_class::<engine::WorkerChannel>()?;
     m.add_function(wrap_pyfunction!(engine::watch_parent, m)?)?;
-    m.add_function(wrap_pyfunction!(allocator::install_shared_allocator, m)?)?;
-    m.add_function(wrap_pyfunction!(allocator::shared_segment_of, m)?)?;
-    m.add_function(wrap_pyfunction!(allocator::detach_allocations, m)?)?;
     m.add_function(wrap_pyfunction!(container::write_file, m)?)?;
     m.add_function(wrap_pyfunction!(container::write_stream, m)?)?;
     m.add_function(wrap_pyfunction!(container::read_file, m)?)?;

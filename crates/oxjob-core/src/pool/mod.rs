@@ -12,7 +12,6 @@
 pub mod channel;
 pub mod frame;
 pub mod memfd;
-pub mod shared_alloc;
 
 use channel::Frame;
 use frame::Kind;

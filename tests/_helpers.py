@@ -114,3 +114,16 @@ def keep(array):
 
 def kept_sums():
     return [float(a.sum()) for a in _kept]
+
+
+_kept_with_sums: list = []
+
+
+def sum_keeping_some(array, keep):
+    """Sum ``array``; keep it if asked. None if an array kept earlier has changed."""
+    if any(float(a.sum()) != expected for a, expected in _kept_with_sums):
+        return None
+    total = float(array.sum())
+    if keep:
+        _kept_with_sums.append((array, total))
+    return total

@@ -93,6 +93,31 @@ def test_same_array_is_copied_once_per_call(monkeypatch):
     assert copies == [data.nbytes]
 
 
+def test_segments_of_released_arguments_are_refilled(monkeypatch):
+    Parallel(n_jobs=2)(delayed(h.square)(1) for _ in range(2))  # warm the pool
+    copies = []
+    real = _engine.Segment.from_buffer
+
+    class Counting:
+        create = staticmethod(_engine.Segment.create)
+
+        @staticmethod
+        def from_buffer(raw):
+            copies.append(raw.nbytes)
+            return real(raw)
+
+    from oxjob import _process_pool
+
+    monkeypatch.setattr(_process_pool._engine, "Segment", Counting)
+    arrays = [np.full(BIG, float(i)) for i in range(24)]
+    keep = [i % 5 == 0 for i in range(24)]  # workers keep these: never refilled
+    out = Parallel(n_jobs=2, batch_size=1)(
+        delayed(h.sum_keeping_some)(a, k) for a, k in zip(arrays, keep)
+    )
+    assert out == [BIG * float(i) for i in range(24)]  # None: a kept array changed
+    assert len(copies) < 24  # the others' segments were refilled, not reallocated
+
+
 def test_shared_arrays_are_written_in_place():
     out = shared.zeros(1000)
     Parallel(n_jobs=2)(delayed(h.fill_slice)(out, i * 100, (i + 1) * 100, i) for i in range(10))

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from . import _engine
-from ._protocol import BATCH, END_CALL, ERROR, FUNCTION, READY, RESULT, dumps, loads
+from ._protocol import BATCH, END_CALL, ERROR, FUNCTION, READY, RELEASED, RESULT, dumps, loads
 from .exceptions import RemoteTraceback, TerminatedWorkerError
 
 _THREAD_VARS = (
@@ -142,6 +142,17 @@ class ProcessCall:
         # Segments of this call's large arguments, by (address, size) of their memory;
         # holding the buffer keeps the address from being reused during the call.
         self.segments: dict[tuple[int, int], tuple[Any, memoryview]] = {}
+        # Refilling a segment costs a plain copy; a new one also costs allocating its
+        # pages (~4x more). A segment can be refilled with another argument of its
+        # size once no batch carrying it is in flight and every worker that received
+        # it has said it no longer maps it (RELEASED). Until then it stays cached, so
+        # an argument sent to many tasks is still copied once.
+        self.users: dict[tuple[int, int], int] = {}  # batches in flight carrying it
+        self.pinned: set[tuple[int, int]] = set()  # a worker may still map it
+        self.reusable: dict[int, dict[tuple[int, int], None]] = {}  # by size, oldest first
+        self.batch_keys: dict[int, set] = {}
+        self.released: set[int] = set()
+        self._carried: list = []  # segment keys of the batch being pickled
 
     # ---- dispatch ---------------------------------------------------------------------
 
@@ -170,10 +181,31 @@ class ProcessCall:
     def _segment_for(self, raw: memoryview) -> Any:
         """A segment holding ``raw``: copied once per call, however many tasks use it."""
         key = _engine.buffer_address(raw)
+        self._carried.append(key)
         known = self.segments.get(key)
-        if known is None:
-            known = self.segments[key] = (_engine.Segment.from_buffer(raw), raw)
-        return known[0]
+        if known is not None:
+            self.reusable.get(raw.nbytes, {}).pop(key, None)
+            return known[0]
+        candidates = self.reusable.get(raw.nbytes)
+        if candidates:
+            old_key = next(iter(candidates))
+            del candidates[old_key]
+            segment, _ = self.segments.pop(old_key)
+            segment.refill(raw)
+        else:
+            segment = _engine.Segment.from_buffer(raw)
+        self.segments[key] = (segment, raw)
+        return segment
+
+    def _segments_returned(self, batch_id: int) -> None:
+        released = batch_id in self.released
+        self.released.discard(batch_id)
+        for key in self.batch_keys.pop(batch_id, ()):
+            self.users[key] -= 1
+            if not released:
+                self.pinned.add(key)
+            if self.users[key] == 0 and key not in self.pinned and key in self.segments:
+                self.reusable.setdefault(key[1], {})[key] = None
 
     def submit(self, batch_id: int, tasks: list) -> None:
         worker = self._pick_worker()
@@ -200,12 +232,17 @@ class ProcessCall:
             calls: Any = (ids[id(first)], positional)
         else:
             calls = [(ids[id(f)], a, k) for f, a, k in tasks]
+        self._carried = []
         try:
             body, segments, n_shared = dumps(
                 calls, self.pool.max_nbytes, by_value=True, segment_for=self._segment_for
             )
         except Exception as exc:  # noqa: BLE001
             _raise_picklable_error(tasks, exc)
+        if self._carried:
+            keys = self.batch_keys[batch_id] = set(self._carried)
+            for key in keys:
+                self.users[key] = self.users.get(key, 0) + 1
         self.engine.send(worker, BATCH, batch_id, body, segments, n_shared)
         if not self.inflight[worker]:
             self.started[batch_id] = time.monotonic()
@@ -249,13 +286,18 @@ class ProcessCall:
         _, worker, generation, kind, tag, body, buffers, shared = event
         if generation != self.pool.generations[worker] or kind == READY:
             return []
+        if kind == RELEASED:
+            self.released.add(tag)
+            return []
         if kind == RESULT:
             duration, results = loads(body, buffers, shared)
             self._finish(worker, tag)
+            self._segments_returned(tag)
             return [(tag, True, results, duration)]
         if kind == ERROR:
             exc, tb, _ = loads(body, buffers, shared)
             self._finish(worker, tag)
+            self._segments_returned(tag)
             exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
             return [(tag, False, exc, 0.0)]
         return []
@@ -281,6 +323,7 @@ class ProcessCall:
 
     def close(self) -> None:
         self.segments.clear()
+        self.reusable.clear()
         for worker in range(self.n_workers):
             if worker not in self.pool.dead and self.sent[worker]:
                 try:

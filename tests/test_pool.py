@@ -268,3 +268,12 @@ def test_a_failing_callback_does_not_stop_the_pool(capsys):
         later = pool.map_async(h.square, range(20), chunksize=1)
         assert later.get(timeout=30) == [i * i for i in range(20)]
     assert "callback failed" in capsys.readouterr().err
+
+
+def test_tasks_queued_behind_a_dying_task_still_run():
+    with oxjob.ProcessPoolExecutor(1) as executor:
+        doomed = executor.submit(h.kill_self, 0)
+        others = [executor.submit(h.square, i) for i in range(5)]
+        with pytest.raises(TerminatedWorkerError):
+            doomed.result(timeout=30)
+        assert [f.result(timeout=30) for f in others] == [i * i for i in range(5)]

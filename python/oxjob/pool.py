@@ -160,8 +160,10 @@ class _TaskEngine:
             if len(self.inflight[worker]) >= self.depth:
                 return
             task = self.pending.popleft()
-            if task.start is not None and not task.start():
-                continue
+            if task.start is not None:
+                if not task.start():
+                    continue
+                task.start = None  # once: a task re-dispatched after a death is running already
             try:
                 func_id, payload = self._function_id(task.func)
                 if task.form == CALLS:
@@ -198,7 +200,10 @@ class _TaskEngine:
                         self.spare.clear()
                 continue
             with self.lock:
-                self._handle(event)
+                try:
+                    self._handle(event)
+                except Exception:  # noqa: BLE001 - a bug must not leave every caller waiting
+                    sys.excepthook(*sys.exc_info())
                 self.changed.notify_all()
 
     def _handle(self, event: tuple) -> None:

@@ -71,10 +71,10 @@ def test_copy_on_write_by_default_read_only_on_request():
     assert Parallel(n_jobs=2)(delayed(h.write_first)(data, 1.0) for _ in range(2)) == [1.0, 1.0]
 
 
-def test_same_array_is_copied_once_per_call(monkeypatch):
-    data = np.ones(BIG)
-    Parallel(n_jobs=2)(delayed(h.square)(1) for _ in range(2))  # warm the pool
-    copies = []
+@pytest.fixture
+def copies(monkeypatch):
+    """Sizes of the arguments Parallel copies into new segments, from here on."""
+    made = []
     real = _engine.Segment.from_buffer
 
     class Counting:
@@ -82,33 +82,25 @@ def test_same_array_is_copied_once_per_call(monkeypatch):
 
         @staticmethod
         def from_buffer(raw):
-            copies.append(raw.nbytes)
+            made.append(raw.nbytes)
             return real(raw)
 
     from oxjob import _process_pool
 
     monkeypatch.setattr(_process_pool._engine, "Segment", Counting)
+    return made
+
+
+def test_same_array_is_copied_once_per_call(copies):
+    data = np.ones(BIG)
+    Parallel(n_jobs=2)(delayed(h.square)(1) for _ in range(2))  # warm the pool
     out = Parallel(n_jobs=2, batch_size=1)(delayed(np.sum)(data) for _ in range(12))
     assert out == [float(BIG)] * 12
     assert copies == [data.nbytes]
 
 
-def test_segments_of_released_arguments_are_refilled(monkeypatch):
+def test_segments_of_released_arguments_are_refilled(copies):
     Parallel(n_jobs=2)(delayed(h.square)(1) for _ in range(2))  # warm the pool
-    copies = []
-    real = _engine.Segment.from_buffer
-
-    class Counting:
-        create = staticmethod(_engine.Segment.create)
-
-        @staticmethod
-        def from_buffer(raw):
-            copies.append(raw.nbytes)
-            return real(raw)
-
-    from oxjob import _process_pool
-
-    monkeypatch.setattr(_process_pool._engine, "Segment", Counting)
     arrays = [np.full(BIG, float(i)) for i in range(24)]
     keep = [i % 5 == 0 for i in range(24)]  # workers keep these: never refilled
     out = Parallel(n_jobs=2, batch_size=1)(

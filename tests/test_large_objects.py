@@ -158,6 +158,27 @@ def _shmem_kb():
     return 0
 
 
+def test_result_segments_are_reused_only_once_results_die():
+    n = 2 * 2**20  # 16 MiB of float64: large enough for its segment to be reused
+    before = _shmem_kb()
+    with Parallel(n_jobs=2, batch_size=1) as parallel:
+        alive = parallel(delayed(np.full)(n, float(i)) for i in range(4))
+        for round in range(4):
+            values = [100.0 * (round + 1) + i for i in range(4)]
+            out = parallel(delayed(np.full)(n, v) for v in values)
+            assert [(float(o.min()), float(o.max())) for o in out] == [(v, v) for v in values]
+            del out  # their segments become spares, refilled by the next round
+            gc.collect()
+        # Results still alive are never handed out.
+        assert [(float(a.min()), float(a.max())) for a in alive] == [(i, i) for i in range(4)]
+    del alive
+    gc.collect()
+    deadline = time.monotonic() + 10  # unused spares are freed within seconds
+    while time.monotonic() < deadline and _shmem_kb() - before > 20_000:
+        time.sleep(0.2)
+    assert _shmem_kb() - before < 20_000
+
+
 LEAK_SCRIPT = textwrap.dedent(
     """
     import os, sys, time, numpy as np

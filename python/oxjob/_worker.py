@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 import weakref
+from typing import Any
 
 
 def _send_error(channel, tag: int, exc: BaseException, index: int) -> None:
@@ -57,6 +58,32 @@ def _run_batch(functions: dict, body, buffers: list, shared: list) -> tuple[list
         raise _BatchFailed(exc, index) from None
 
 
+class _Spares:
+    """Result segments the caller is done with (a SPARES frame before a batch): a
+    result buffer of the same size is copied into one of them, which costs less than
+    a new segment. The batch's results use them or they are dropped (freed)."""
+
+    def __init__(self) -> None:
+        self.by_size: dict[int, list] = {}
+
+    def keep(self, segments: list) -> None:
+        for segment in segments:
+            self.by_size.setdefault(segment.nbytes, []).append(segment)
+
+    def clear(self) -> None:
+        self.by_size.clear()
+
+    def fill(self, raw: memoryview) -> Any:
+        from ._engine import Segment
+
+        kept = self.by_size.get(raw.nbytes)
+        if not kept:
+            return Segment.from_buffer(raw)
+        segment = kept.pop()
+        segment.refill(raw)
+        return segment
+
+
 def main() -> int:
     from . import _engine
     from ._protocol import (
@@ -68,6 +95,7 @@ def main() -> int:
         RELEASED,
         RESULT,
         SHUTDOWN,
+        SPARES,
         dumps,
         loads,
     )
@@ -80,6 +108,7 @@ def main() -> int:
     idle_timeout = float(os.environ.get("OXJOB_IDLE_TIMEOUT", "300"))
     max_nbytes = int(os.environ.get("OXJOB_MAX_NBYTES", str(1 << 20)))
     functions: dict = {}
+    spares = _Spares()
     channel.send(READY, os.getpid(), b"", [])
     while True:
         try:
@@ -95,18 +124,25 @@ def main() -> int:
             try:
                 results, duration = _run_batch(functions, body, buffers, shared)
                 del body, buffers, shared
+                outcome = (duration, results)
                 try:
-                    out, segments, n_shared = dumps((duration, results), max_nbytes)
+                    out, segments, n_shared = dumps(outcome, max_nbytes, segment_for=spares.fill)
                 except Exception:
-                    out, segments, n_shared = dumps((duration, results), max_nbytes, by_value=True)
-                del results
+                    out, segments, n_shared = dumps(
+                        outcome, max_nbytes, by_value=True, segment_for=spares.fill
+                    )
+                del results, outcome
+                spares.clear()
                 if inputs and all(ref() is None for ref in inputs):
                     channel.send(RELEASED, tag, b"", [])  # the caller may refill them
                 channel.send(RESULT, tag, out, segments, n_shared)
+                del out, segments  # the caller has them now: hold no memory of theirs
             except _BatchFailed as failed:
                 _send_error(channel, tag, failed.exc, failed.index)
             except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
                 _send_error(channel, tag, exc, -1)
+        elif kind == SPARES:
+            spares.keep(shared)
         elif kind == FUNCTION:
             functions[tag] = loads(body, buffers, shared)
         elif kind == END_CALL:

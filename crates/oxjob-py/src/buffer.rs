@@ -2,16 +2,20 @@
 
 use oxjob_core::buffer::Buffer;
 use oxjob_core::pool::memfd::Mapping;
+use oxjob_core::pool::spares;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::c_int;
+use std::os::fd::OwnedFd;
 
-/// Memory owned by the engine: decoded bytes, or a mapped memfd.
+/// Memory owned by the engine: decoded bytes, or a mapped memfd. A result's memfd
+/// is kept with its mapping, and given to the spares when the last view is gone.
 enum Memory {
     Decoded(Buffer),
     Mapped(Mapping),
+    Result(Option<Mapping>, Option<OwnedFd>),
 }
 
 /// Bytes owned by the engine and handed to Python through the buffer protocol.
@@ -47,10 +51,35 @@ impl OwnedBuffer {
         }
     }
 
+    /// Take ownership of a worker's result: the mapping and its memfd.
+    pub fn result(mapping: Mapping, fd: OwnedFd) -> Self {
+        let len = mapping.len() as ffi::Py_ssize_t;
+        OwnedBuffer {
+            memory: Memory::Result(Some(mapping), Some(fd)),
+            shape: [len],
+            strides: [1],
+        }
+    }
+
     fn parts(&self) -> (*mut u8, usize, bool) {
         match &self.memory {
             Memory::Decoded(data) => (data.as_ptr(), data.len(), false),
-            Memory::Mapped(map) => (map.as_ptr(), map.len(), !map.writable()),
+            Memory::Mapped(map) | Memory::Result(Some(map), _) => {
+                (map.as_ptr(), map.len(), !map.writable())
+            }
+            Memory::Result(None, _) => (std::ptr::NonNull::dangling().as_ptr(), 0, true),
+        }
+    }
+}
+
+impl Drop for OwnedBuffer {
+    fn drop(&mut self) {
+        if let Memory::Result(mapping, fd) = &mut self.memory {
+            let len = mapping.as_ref().map_or(0, Mapping::len);
+            drop(mapping.take()); // unmapped first: nothing here can see a refill
+            if let Some(fd) = fd.take() {
+                spares::give(fd, len);
+            }
         }
     }
 }

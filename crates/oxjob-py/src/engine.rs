@@ -6,6 +6,7 @@ use crate::segment::Segment;
 use oxjob_core::pool::channel::{self, Frame};
 use oxjob_core::pool::frame::Kind;
 use oxjob_core::pool::memfd::{MapMode, Mapping};
+use oxjob_core::pool::spares;
 use oxjob_core::pool::{Event, Events, Supervisor, WorkerSpec};
 use pyo3::exceptions::{PyEOFError, PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -50,32 +51,41 @@ type FrameParts<'py> = (
 );
 
 /// Regular buffers are mapped with `mode`; the last `n_shared` descriptors are
-/// shared segments and stay `Segment`s (mapped shared, writable).
+/// shared segments and stay `Segment`s (mapped shared, writable). In a worker
+/// (`in_worker`), inputs are mapped with all their pages; in the caller, results keep
+/// their memfd, which becomes a spare when the result is garbage-collected.
 fn frame_parts<'py>(
     py: Python<'py>,
     frame: Frame,
     mode: MapMode,
-    populate: bool,
+    in_worker: bool,
 ) -> PyResult<FrameParts<'py>> {
     let n_regular = frame.fds.len() - frame.header.n_shared as usize;
     let mut fds = frame.fds;
     let shared_fds = fds.split_off(n_regular);
     let mappings = py
         .detach(|| {
-            fds.iter()
+            fds.into_iter()
                 .map(|fd| {
-                    let mapping = Mapping::new(fd, mode)?;
-                    if populate {
+                    let mapping = Mapping::new(&fd, mode)?;
+                    if in_worker {
                         mapping.populate_read();
                     }
-                    Ok(mapping)
+                    Ok((mapping, fd))
                 })
                 .collect::<std::io::Result<Vec<_>>>()
         })
         .map_err(os_error)?;
     let regular = mappings
         .into_iter()
-        .map(|m| Bound::new(py, OwnedBuffer::mapped(m)))
+        .map(|(mapping, fd)| {
+            let buffer = if !in_worker && spares::hold(mapping.len()) {
+                OwnedBuffer::result(mapping, fd)
+            } else {
+                OwnedBuffer::mapped(mapping)
+            };
+            Bound::new(py, buffer)
+        })
         .collect::<PyResult<Vec<_>>>()?;
     let shared = shared_fds
         .into_iter()

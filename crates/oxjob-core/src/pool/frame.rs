@@ -42,6 +42,9 @@ pub enum Kind {
     /// Worker → supervisor, before a batch's `Result`: the batch's input segments
     /// are no longer mapped by the worker, so the supervisor may refill them.
     Released = 9,
+    /// Supervisor → worker: memfds (all sent as shared) the caller is done with; the
+    /// worker may refill one with a result of exactly its size instead of a new one.
+    Spares = 10,
 }
 
 impl Kind {
@@ -57,6 +60,7 @@ impl Kind {
             7 => Kind::Ready,
             8 => Kind::Init,
             9 => Kind::Released,
+            10 => Kind::Spares,
             _ => return None,
         })
     }

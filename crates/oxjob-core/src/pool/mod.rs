@@ -12,11 +12,12 @@
 pub mod channel;
 pub mod frame;
 pub mod memfd;
+pub mod spares;
 
 use channel::Frame;
 use frame::Kind;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -24,6 +25,9 @@ use std::sync::mpsc::{channel as event_channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Spare result segments handed to a worker with each batch.
+const SPARES_PER_BATCH: usize = 2;
 
 /// How to start a worker.
 #[derive(Clone, Debug)]
@@ -296,6 +300,15 @@ impl Supervisor {
             .get(worker)
             .and_then(Option::as_ref)
             .ok_or_else(|| io::Error::other(format!("no worker {worker}")))?;
+        if kind == Kind::Batch {
+            // A few result segments the caller is done with, for the worker to refill.
+            let spare = spares::take(SPARES_PER_BATCH);
+            if !spare.is_empty() {
+                let spare_fds: Vec<BorrowedFd<'_>> = spare.iter().map(|fd| fd.as_fd()).collect();
+                let count = spare_fds.len() as u16;
+                channel::send(&slot.sock, Kind::Spares, 0, &[], &spare_fds, count)?;
+            }
+        }
         channel::send(&slot.sock, kind, tag, body, fds, n_shared)
     }
 

@@ -1,0 +1,159 @@
+//! Result segments the caller has finished with, kept for a moment so that workers
+//! can refill them: refilling a memfd whose pages exist costs a plain copy, a new
+//! one also costs allocating every page (~4x more on a VM).
+//!
+//! The caller gives a segment back when the last view of a result is gone; the
+//! supervisor hands a few to a worker with each batch. Spares are freed after
+//! [`KEEP`] unused, and never exceed [`MAX_BYTES`] in all.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long an unused spare is kept.
+pub const KEEP: Duration = Duration::from_secs(1);
+/// Bound on the memory held by spares.
+pub const MAX_BYTES: usize = 2 << 30;
+
+struct Pool {
+    spares: VecDeque<(OwnedFd, usize, Instant)>,
+    bytes: usize,
+    sweeper: bool,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool::new());
+
+fn pool() -> MutexGuard<'static, Pool> {
+    // Every update leaves the pool consistent, so a poisoned lock is still usable.
+    POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Pool {
+    const fn new() -> Pool {
+        Pool {
+            spares: VecDeque::new(),
+            bytes: 0,
+            sweeper: false,
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((_, len, since)) = self.spares.front() {
+            if now.duration_since(*since) < KEEP && self.bytes <= MAX_BYTES {
+                break;
+            }
+            self.bytes -= len;
+            self.spares.pop_front();
+        }
+    }
+
+    fn push(&mut self, fd: OwnedFd, len: usize, now: Instant) {
+        self.spares.push_back((fd, len, now));
+        self.bytes += len;
+        self.expire(now);
+    }
+
+    fn pop(&mut self, n: usize, now: Instant) -> Vec<OwnedFd> {
+        self.expire(now);
+        let mut taken = Vec::new();
+        while taken.len() < n {
+            let Some((fd, len, _)) = self.spares.pop_back() else {
+                break;
+            };
+            self.bytes -= len;
+            taken.push(fd);
+        }
+        taken
+    }
+}
+
+/// Results smaller than this are not worth a descriptor held open while they live.
+pub const MIN_BYTES: usize = 8 << 20;
+/// Bound on the descriptors results hold open for later reuse (`ulimit -n` is often
+/// 1024); results beyond it close theirs, as smaller ones do.
+const MAX_HELD: usize = 256;
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a live result of `len` bytes may keep its memfd open to be given back
+/// (with [`give`]) when it dies.
+pub fn hold(len: usize) -> bool {
+    len >= MIN_BYTES
+        && HELD
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held < MAX_HELD).then_some(held + 1)
+            })
+            .is_ok()
+}
+
+/// Keep the memfd `fd` of `len` bytes, held since [`hold`], which nothing maps any more.
+pub fn give(fd: OwnedFd, len: usize) {
+    let _ = HELD.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+        held.checked_sub(1)
+    });
+    let mut pool = pool();
+    pool.push(fd, len, Instant::now());
+    if !pool.sweeper {
+        // Frees spares nobody took, then ends when there are none left.
+        let started = std::thread::Builder::new()
+            .name("oxjob-spares".into())
+            .spawn(sweep)
+            .is_ok();
+        pool.sweeper = started;
+        if !started {
+            let _ = pool.pop(usize::MAX, Instant::now());
+        }
+    }
+}
+
+fn sweep() {
+    loop {
+        std::thread::sleep(KEEP / 4);
+        let mut pool = pool();
+        pool.expire(Instant::now());
+        if pool.spares.is_empty() {
+            pool.sweeper = false;
+            return;
+        }
+    }
+}
+
+/// Up to `n` spares, newest first.
+pub fn take(n: usize) -> Vec<OwnedFd> {
+    pool().pop(n, Instant::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::memfd;
+
+    fn len_of(fd: &OwnedFd) -> u64 {
+        let file = std::fs::File::from(fd.try_clone().expect("dup"));
+        file.metadata().expect("stat").len()
+    }
+
+    #[test]
+    fn spares_are_taken_newest_first_and_expire() {
+        let mut pool = Pool::new();
+        let start = Instant::now();
+        pool.push(memfd::create(10).expect("memfd"), 10, start);
+        pool.push(memfd::create(20).expect("memfd"), 20, start);
+        let taken = pool.pop(1, start);
+        assert_eq!(taken.iter().map(len_of).collect::<Vec<_>>(), vec![20]);
+        assert_eq!(pool.bytes, 10);
+        assert!(pool.pop(5, start + KEEP).is_empty());
+        assert_eq!(pool.bytes, 0);
+    }
+
+    #[test]
+    fn spares_never_exceed_the_bound() {
+        let mut pool = Pool::new();
+        let now = Instant::now();
+        pool.push(memfd::create(1).expect("memfd"), MAX_BYTES, now);
+        pool.push(memfd::create(1).expect("memfd"), 1, now);
+        assert_eq!(pool.spares.len(), 1);
+        assert_eq!(pool.bytes, 1);
+    }
+}

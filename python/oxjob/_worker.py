@@ -59,9 +59,9 @@ def _run_batch(functions: dict, body, buffers: list, shared: list) -> tuple[list
 
 
 class _Spares:
-    """Result segments the caller is done with (a SPARES frame before a batch): a
+    """Result segments the caller is done with (SPARES frames, sent with batches): a
     result buffer of the same size is copied into one of them, which costs less than
-    a new segment. The batch's results use them or they are dropped (freed)."""
+    a new segment. At most _MAX_SPARES are kept, and none once the worker is idle."""
 
     def __init__(self) -> None:
         self.by_size: dict[int, list] = {}
@@ -69,6 +69,9 @@ class _Spares:
     def keep(self, segments: list) -> None:
         for segment in segments:
             self.by_size.setdefault(segment.nbytes, []).append(segment)
+        while sum(map(len, self.by_size.values())) > _MAX_SPARES:  # drop the oldest
+            size = next(size for size, kept in self.by_size.items() if kept)
+            self.by_size[size].pop(0)
 
     def clear(self) -> None:
         self.by_size.clear()
@@ -82,6 +85,10 @@ class _Spares:
         segment = kept.pop()
         segment.refill(raw)
         return segment
+
+
+_MAX_SPARES = 4
+_SPARE_SECONDS = 1.0  # spares are freed after this long without a frame
 
 
 def main() -> int:
@@ -111,11 +118,15 @@ def main() -> int:
     spares = _Spares()
     channel.send(READY, os.getpid(), b"", [])
     while True:
+        holding = any(spares.by_size.values())
         try:
-            message = channel.recv(idle_timeout)
+            message = channel.recv(min(idle_timeout, _SPARE_SECONDS) if holding else idle_timeout)
         except EOFError:
             return 0
         if message is None:
+            if holding:
+                spares.clear()  # idle: give their memory back
+                continue
             return 0  # idle for too long: the caller starts a new worker when needed
         kind, tag, body, buffers, shared = message
         del message
@@ -132,7 +143,6 @@ def main() -> int:
                         outcome, max_nbytes, by_value=True, segment_for=spares.fill
                     )
                 del results, outcome
-                spares.clear()
                 if inputs and all(ref() is None for ref in inputs):
                     channel.send(RELEASED, tag, b"", [])  # the caller may refill them
                 channel.send(RESULT, tag, out, segments, n_shared)
@@ -147,6 +157,7 @@ def main() -> int:
             functions[tag] = loads(body, buffers, shared)
         elif kind == END_CALL:
             functions.clear()
+            spares.clear()
         elif kind == INIT:
             initializer, initargs = loads(body, buffers, shared)
             if initializer is not None:

@@ -20,7 +20,9 @@ pub const MAX_BYTES: usize = 2 << 30;
 struct Pool {
     spares: VecDeque<(OwnedFd, usize, Instant)>,
     bytes: usize,
-    sweeper: bool,
+    /// Process id of the process whose sweeper thread runs: a child made by a bare
+    /// fork() inherits the pool but not the thread, and must start its own.
+    sweeper: Option<u32>,
 }
 
 static POOL: Mutex<Pool> = Mutex::new(Pool::new());
@@ -35,7 +37,7 @@ impl Pool {
         Pool {
             spares: VecDeque::new(),
             bytes: 0,
-            sweeper: false,
+            sweeper: None,
         }
     }
 
@@ -94,13 +96,14 @@ pub fn give(fd: OwnedFd, len: usize) {
     });
     let mut pool = pool();
     pool.push(fd, len, Instant::now());
-    if !pool.sweeper {
+    let this_process = std::process::id();
+    if pool.sweeper != Some(this_process) {
         // Frees spares nobody took, then ends when there are none left.
         let started = std::thread::Builder::new()
             .name("oxjob-spares".into())
             .spawn(sweep)
             .is_ok();
-        pool.sweeper = started;
+        pool.sweeper = started.then_some(this_process);
         if !started {
             let _ = pool.pop(usize::MAX, Instant::now());
         }
@@ -113,7 +116,7 @@ fn sweep() {
         let mut pool = pool();
         pool.expire(Instant::now());
         if pool.spares.is_empty() {
-            pool.sweeper = false;
+            pool.sweeper = None;
             return;
         }
     }

@@ -19,7 +19,18 @@ import time
 from typing import Any
 
 from . import _engine
-from ._protocol import BATCH, END_CALL, ERROR, FUNCTION, READY, RELEASED, RESULT, dumps, loads
+from ._protocol import (
+    BATCH,
+    END_CALL,
+    ERROR,
+    FUNCTION,
+    READY,
+    RELEASED,
+    RESULT,
+    FunctionTable,
+    dumps,
+    loads,
+)
 from .exceptions import RemoteTraceback, TerminatedWorkerError
 
 _THREAD_VARS = (
@@ -133,7 +144,7 @@ class ProcessCall:
         for worker in list(pool.dead):
             pool.respawn(worker)
         self.n_workers = pool.n_workers
-        self.func_ids: dict[int, tuple[int, Any, Any]] = {}
+        self.functions = FunctionTable()
         self.sent: list[set[int]] = [set() for _ in range(self.n_workers)]
         self.inflight: list[collections.deque] = [
             collections.deque() for _ in range(self.n_workers)
@@ -169,14 +180,6 @@ class ProcessCall:
 
     def _pick_worker(self) -> int:
         return min(range(self.n_workers), key=lambda w: len(self.inflight[w]))
-
-    def _function_id(self, func: Any) -> tuple[int, Any]:
-        known = self.func_ids.get(id(func))
-        if known is None:
-            body, _, _ = dumps(func, None, by_value=True)
-            known = (len(self.func_ids), bytes(body), func)
-            self.func_ids[id(func)] = known
-        return known[0], known[1]
 
     def _segment_for(self, raw: memoryview) -> Any:
         """A segment holding ``raw``: copied once per call, however many tasks use it."""
@@ -221,7 +224,7 @@ class ProcessCall:
             distinct = list({id(f): f for f in funcs}.values())
         ids = {}
         for func in distinct:
-            func_id, payload = self._function_id(func)
+            func_id, payload = self.functions.id_of(func)
             ids[id(func)] = func_id
             if func_id not in self.sent[worker]:
                 self.engine.send(worker, FUNCTION, func_id, payload, [])

@@ -27,6 +27,7 @@ from ._protocol import (
     READY,
     RELEASED,
     RESULT,
+    FunctionTable,
     dumps,
     loads,
 )
@@ -100,7 +101,7 @@ class _TaskEngine:
         self.inflight: list[collections.deque] = [collections.deque() for _ in range(processes)]
         self.sent: list[set] = [set() for _ in range(processes)]
         self.completed = [0] * processes
-        self.func_ids: dict[int, tuple[int, Any, Any]] = {}
+        self.functions = FunctionTable()
         self.max_tasks = max_tasks_per_child
         # Tasks queued on a worker beyond the running one hide the round trip; see
         # _queue_depth. One at a time when workers retire: none is queued on a
@@ -146,14 +147,6 @@ class _TaskEngine:
             body, segments, n_shared = self.init
             self.engine.send(worker, INIT, 0, body, segments, n_shared)
 
-    def _function_id(self, func: Any) -> tuple[int, Any]:
-        known = self.func_ids.get(id(func))
-        if known is None:
-            body, _, _ = dumps(func, None, by_value=True)
-            known = (len(self.func_ids), bytes(body), func)
-            self.func_ids[id(func)] = known
-        return known[0], known[1]
-
     def _dispatch(self) -> None:
         while self.pending:
             worker = min(range(self.n), key=lambda w: len(self.inflight[w]))
@@ -165,7 +158,7 @@ class _TaskEngine:
                     continue
                 task.start = None  # once: a task re-dispatched after a death is running already
             try:
-                func_id, payload = self._function_id(task.func)
+                func_id, payload = self.functions.id_of(task.func)
                 if task.form == CALLS:
                     calls: Any = [(func_id, a, k) for a, k in task.arguments]
                 elif task.form == STARMAP:

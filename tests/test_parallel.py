@@ -78,6 +78,59 @@ def test_kwargs_lambdas_and_main_functions():
     assert Parallel(n_jobs=2)(mixed) == [3, 9, 4]
 
 
+def test_delayed_returns_the_call_as_joblib_does():
+    options = {"y": 3}
+    call = delayed(h.add)(1, **options)
+    assert call == (h.add, (1,), {"y": 3})
+    assert type(call) is tuple and call[2] is not options  # a copy, as **kwargs makes
+    func, args, kwargs = delayed(h.square)(4)
+    assert (func, args, kwargs) == (h.square, (4,), {})
+    wrapper = delayed(h.add)
+    assert wrapper.__name__ == "add" and wrapper.__qualname__ == "add"
+    assert wrapper.__wrapped__ is h.add
+    assert pickle.loads(pickle.dumps(wrapper))(2, y=5) == (h.add, (2,), {"y": 5})
+    with pytest.raises(AttributeError):
+        wrapper.no_such_attribute  # noqa: B018
+
+
+MAIN_OBJECTS = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import _helpers as h
+    import oxjob
+
+    def increment(x):
+        return x + 1
+
+    class Box:
+        def __init__(self, value):
+            self.value = value
+
+    if __name__ == "__main__":
+        calls = (oxjob.delayed(h.apply)(increment, i) for i in range(4))
+        print(oxjob.Parallel(n_jobs=2)(calls))
+        boxes = oxjob.Parallel(n_jobs=2)(oxjob.delayed(h.identity)(Box(i)) for i in range(3))
+        print([type(b).__name__ + str(b.value) for b in boxes])
+    """
+)
+
+
+def test_functions_and_classes_of_main_travel_as_arguments(tmp_path):
+    """Objects defined in the caller's script reach workers by value: their
+    ``__main__`` is not the caller's."""
+    script = tmp_path / "main_objects.py"
+    script.write_text(MAIN_OBJECTS)
+    out = subprocess.run(
+        [sys.executable, str(script), os.path.dirname(__file__)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[1, 2, 3, 4]", "['Box0', 'Box1', 'Box2']"]
+
+
 def test_n_jobs_values():
     assert effective_n_jobs(-1) == cpu_count()
     assert effective_n_jobs(-2) == max(cpu_count() - 1, 1)

@@ -127,6 +127,26 @@ class Segment:
     def __len__(self) -> int: ...
     def __buffer__(self, flags: int) -> memoryview: ...
 
+class DelayedFunction:
+    """``f`` wrapped so that calling it returns the call as ``(f, args, kwargs)``; the
+    attributes of ``f`` read through it (``__name__``, ``__qualname__`` ...)."""
+
+    def __init__(self, function: Callable[..., Any]) -> None: ...
+    def __call__(
+        self, *args: Any, **kwargs: Any
+    ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]: ...
+    @property
+    def __wrapped__(self) -> Callable[..., Any]: ...
+    def __getattr__(self, name: str) -> Any: ...
+
+def delayed(function: Callable[..., Any]) -> DelayedFunction:
+    """Capture a call: ``delayed(f)(*args, **kwargs)`` returns ``(f, args, kwargs)``
+    (``oxjob.delayed``; the returned tuples are not tracked by the cycle collector)."""
+
+def uniform_calls(tasks: list[Any]) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
+    """``(f, (args, ...))`` when every ``(f, args, kwargs)`` task calls the same ``f``
+    without keyword arguments, else ``None``."""
+
 def buffer_address(data: Buffer) -> tuple[int, int]:
     """``(address, nbytes)`` of a bytes-like object's memory."""
 

@@ -29,6 +29,7 @@ from ._protocol import (
     RESULT,
     FunctionTable,
     dumps,
+    dumps_auto,
     loads,
 )
 from .exceptions import RemoteTraceback, TerminatedWorkerError
@@ -215,13 +216,12 @@ class ProcessCall:
         if worker in self.pool.dead:
             self.pool.respawn(worker)
             self.sent[worker].clear()
-        # Transpose in C: the per-task cost must stay far below a microsecond.
-        funcs, positional, keywords = zip(*tasks)
-        first = funcs[0]
-        if funcs.count(first) == len(funcs):
+        uniform = _engine.uniform_calls(tasks)
+        if uniform is not None:
+            first, positional = uniform
             distinct = [first]
         else:
-            distinct = list({id(f): f for f in funcs}.values())
+            distinct = list({id(f): f for f, _, _ in tasks}.values())
         ids = {}
         for func in distinct:
             func_id, payload = self.functions.id_of(func)
@@ -229,7 +229,7 @@ class ProcessCall:
             if func_id not in self.sent[worker]:
                 self.engine.send(worker, FUNCTION, func_id, payload, [])
                 self.sent[worker].add(func_id)
-        if len(distinct) == 1 and not any(keywords):
+        if uniform is not None:
             # One function, positional arguments only (the common case): the
             # function id once and the argument tuples as one sequence.
             calls: Any = (ids[id(first)], positional)
@@ -237,9 +237,7 @@ class ProcessCall:
             calls = [(ids[id(f)], a, k) for f, a, k in tasks]
         self._carried = []
         try:
-            body, segments, n_shared = dumps(
-                calls, self.pool.max_nbytes, by_value=True, segment_for=self._segment_for
-            )
+            body, segments, n_shared = dumps_auto(calls, self.pool.max_nbytes, self._segment_for)
         except Exception as exc:  # noqa: BLE001
             _raise_picklable_error(tasks, exc)
         if self._carried:

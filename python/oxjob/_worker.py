@@ -103,7 +103,7 @@ def main() -> int:
         RESULT,
         SHUTDOWN,
         SPARES,
-        dumps,
+        dumps_auto,
         loads,
     )
 
@@ -136,12 +136,7 @@ def main() -> int:
                 results, duration = _run_batch(functions, body, buffers, shared)
                 del body, buffers, shared
                 outcome = (duration, results)
-                try:
-                    out, segments, n_shared = dumps(outcome, max_nbytes, segment_for=spares.fill)
-                except Exception:
-                    out, segments, n_shared = dumps(
-                        outcome, max_nbytes, by_value=True, segment_for=spares.fill
-                    )
+                out, segments, n_shared = dumps_auto(outcome, max_nbytes, spares.fill)
                 del results, outcome
                 if inputs and all(ref() is None for ref in inputs):
                     channel.send(RELEASED, tag, b"", [])  # the caller may refill them

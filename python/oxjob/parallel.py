@@ -8,7 +8,6 @@ joblib's parameters, messages and error behaviour. See ``docs/parallel.md``.
 from __future__ import annotations
 
 import collections
-import functools
 import gc
 import itertools
 import math
@@ -19,6 +18,7 @@ import time
 from numbers import Integral
 from typing import Any, Callable, Iterable, Iterator
 
+from . import _engine
 from . import backends as _backends
 from ._protocol import DEFAULT_MAX_NBYTES
 from .backends import (
@@ -40,45 +40,10 @@ _MAX_BATCH = 1 << 15
 _MAX_GROWTH = 64
 
 
-def delayed(function: Callable) -> Callable[..., tuple]:
-    """Capture a call: ``delayed(f)(*args, **kwargs)`` returns ``(f, args, kwargs)``.
-
-    Parameters
-    ----------
-    function : callable
-        The function to run in a worker.
-
-    Returns
-    -------
-    callable
-        A wrapper with ``function``'s name that returns the call as a tuple.
-
-    Examples
-    --------
-    >>> from oxjob import delayed
-    >>> delayed(pow)(2, 10)
-    (<built-in function pow>, (2, 10), {})
-    """
-    try:
-        return _cached_delayed(function)
-    except TypeError:  # unhashable callables
-        return _make_delayed(function)
-
-
-def _make_delayed(function: Callable) -> Callable[..., tuple]:
-    def delayed_function(*args: Any, **kwargs: Any) -> tuple:
-        return function, args, kwargs
-
-    try:
-        return functools.wraps(function)(delayed_function)
-    except AttributeError:
-        return delayed_function  # callables without __name__ (e.g. functools.partial)
-
-
-# ``delayed(f)`` runs once per task in ``delayed(f)(x) for x in ...``: a C-level
-# cache makes it cheap. Bounded, because ``delayed(lambda ...)`` makes a function
-# per task.
-_cached_delayed = functools.lru_cache(maxsize=256)(_make_delayed)
+# ``delayed`` is implemented in Rust (crates/oxjob-py/src/delayed.rs): in
+# ``Parallel(delayed(f)(x) for x in xs)`` the caller's generator is the per-task cost,
+# and a Python ``delayed`` doubled it.
+delayed = _engine.delayed
 
 
 class BatchedCalls:

@@ -29,6 +29,7 @@ from ._protocol import (
     RESULT,
     FunctionTable,
     dumps,
+    dumps_auto,
     loads,
 )
 from .exceptions import RemoteTraceback, TerminatedWorkerError, TimeoutError
@@ -46,15 +47,6 @@ MAP, STARMAP, CALLS = "map", "starmap", "calls"
 _QUEUED_WORK = 0.002  # seconds of work queued on each worker
 _MAX_DEPTH = 16
 _SPARE_SECONDS = 1.0  # idle time after which spare input segments are freed
-
-
-def _dumps_arguments(calls: Any, segment_for: Callable) -> tuple[Any, list, int]:
-    # The plain pickler is several times faster; cloudpickle only for what needs it
-    # (lambdas, closures, classes of __main__ among the arguments).
-    try:
-        return dumps(calls, DEFAULT_MAX_NBYTES, segment_for=segment_for)
-    except Exception:  # noqa: BLE001 - retried by value; its error is the one reported
-        return dumps(calls, DEFAULT_MAX_NBYTES, by_value=True, segment_for=segment_for)
 
 
 def _finish(task: _Task, ok: bool, value: Any) -> None:
@@ -165,7 +157,7 @@ class _TaskEngine:
                     calls = (func_id, task.arguments)
                 else:
                     calls = (func_id, task.arguments, MAP)
-                body, segments, n_shared = _dumps_arguments(calls, self._segment_for)
+                body, segments, n_shared = dumps_auto(calls, DEFAULT_MAX_NBYTES, self._segment_for)
                 task.segments = segments[: len(segments) - n_shared]
             except Exception as exc:  # noqa: BLE001 - reported on the task's result
                 _finish(task, False, exc)

@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 mod buffer;
 mod container;
+mod delayed;
 mod engine;
 mod errors;
 mod hash;
@@ -13,6 +14,9 @@ mod store;
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<buffer::OwnedBuffer>()?;
+    m.add_class::<delayed::DelayedFunction>()?;
+    m.add_function(wrap_pyfunction!(delayed::delayed, m)?)?;
+    m.add_function(wrap_pyfunction!(delayed::uniform_calls, m)?)?;
     m.add_class::<hash::StreamHasher>()?;
     m.add_class::<store::Store>()?;
     m.add_class::<engine::Engine>()?;

@@ -36,7 +36,9 @@ __all__ = ["Parallel", "delayed"]
 #: Auto batching aims at batches that compute for about this long: long enough to
 #: make dispatch overhead negligible, short enough to balance the load at the end.
 _TARGET_BATCH_SECONDS = 0.02
-_MAX_BATCH = 1 << 15
+#: Tiny tasks: a batch of up to 2048 task tuples stays in the CPU cache between being
+#: built, pickled and freed; batches of 32768 made 100k tiny tasks ~35% slower.
+_MAX_BATCH = 2048
 _MAX_GROWTH = 64
 
 

@@ -23,6 +23,19 @@ def median_time(
     return statistics.median(times)
 
 
+def interleaved_median_times(funcs: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Median wall time of each function, the functions taking turns in every round,
+    so that a slow phase of a noisy machine weighs on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in funcs}
+    for _ in range(repeat):
+        for name, func in funcs.items():
+            gc.collect()
+            start = time.perf_counter()
+            func()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 class Table:
     """Rows of one scenario: each timing shown with its ratio to a reference row."""
 

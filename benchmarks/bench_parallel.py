@@ -15,7 +15,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import joblib
-from _harness import Table, median_time
+from _harness import Table, interleaved_median_times, median_time
 
 import oxjob
 
@@ -40,33 +40,36 @@ def main() -> None:
     )
     reports = []
 
-    p1 = Table("P1: 100k tiny tasks (x*x), n_jobs=2, warm workers")
+    p1 = Table("P1: 100k tiny tasks (x*x), n_jobs=2, warm workers (variants take turns)")
     n = 100_000
     pool = multiprocessing.get_context("spawn").Pool(2)
     pool.map(square, range(10))
     oxjob.Parallel(n_jobs=2)(oxjob.delayed(square)(i) for i in range(10))
     joblib.Parallel(n_jobs=2)(joblib.delayed(square)(i) for i in range(10))
-    p1.add(
-        "multiprocessing.Pool.map (spawn)", median_time(lambda: pool.map(square, range(n)), repeat)
+    ox_pool = oxjob.Pool(2)
+    ox_pool.map(square, range(10))
+    p1_times = interleaved_median_times(
+        {
+            "multiprocessing.Pool.map (spawn)": lambda: pool.map(square, range(n)),
+            "loop": lambda: [square(i) for i in range(n)],
+            "building the delayed tasks only": lambda: [oxjob.delayed(square)(i) for i in range(n)],
+            "joblib.Parallel (loky)": lambda: joblib.Parallel(n_jobs=2)(
+                joblib.delayed(square)(i) for i in range(n)
+            ),
+            "oxjob.Parallel": lambda: oxjob.Parallel(n_jobs=2)(
+                oxjob.delayed(square)(i) for i in range(n)
+            ),
+            "oxjob.Pool.map": lambda: ox_pool.map(square, range(n)),
+        },
+        repeat,
     )
-    p1.add("loop", median_time(lambda: [square(i) for i in range(n)], repeat))
-    p1.add(
-        "building the delayed tasks only",
-        median_time(lambda: [oxjob.delayed(square)(i) for i in range(n)], repeat),
-        "part of every Parallel call below",
-    )
-    p1.add(
-        "joblib.Parallel (loky)",
-        median_time(
-            lambda: joblib.Parallel(n_jobs=2)(joblib.delayed(square)(i) for i in range(n)), repeat
-        ),
-    )
-    p1.add(
-        "oxjob.Parallel",
-        median_time(
-            lambda: oxjob.Parallel(n_jobs=2)(oxjob.delayed(square)(i) for i in range(n)), repeat
-        ),
-    )
+    ox_pool.terminate()
+    notes = {
+        "building the delayed tasks only": "part of every Parallel call below",
+        "oxjob.Pool.map": "same engine, no per-task tuples to build",
+    }
+    for name, seconds in p1_times.items():
+        p1.add(name, seconds, notes.get(name, ""))
     pool.terminate()
     reports.append(p1.render("multiprocessing.Pool.map (spawn)", speedup=False))
 

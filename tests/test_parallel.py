@@ -299,6 +299,50 @@ def test_functions_reach_each_worker_once_per_call():
     assert sent.count(FUNCTION) <= 2
 
 
+FORK_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import _helpers as h
+    from oxjob import Parallel, delayed
+    from oxjob import _process_pool
+
+    def run(backend):
+        out = Parallel(n_jobs=2, backend=backend)(delayed(h.big_result)(2**21, i) for i in range(4))
+        return [float(a[0]) for a in out] == [0.0, 1.0, 2.0, 3.0]
+
+    # Large results leave spare segments behind, and the workers stay for reuse.
+    assert run("loky") and run("threading")
+    parent_workers = _process_pool._POOL.pids()
+    pid = os.fork()
+    if pid == 0:
+        ok = run("loky") and run("threading")
+        ok = ok and set(_process_pool._POOL.pids()).isdisjoint(parent_workers)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    assert run("loky") and _process_pool._POOL.pids() == parent_workers
+    print("ok")
+    """
+)
+
+
+def test_a_forked_child_starts_its_own_workers_and_spares_the_parents(tmp_path):
+    """After a bare ``os.fork()`` (multiprocessing's default on Linux), the child has
+    copies of the parent's engine without its threads: it starts its own workers and
+    neither uses nor stops the parent's, nor refills the parent's spare segments."""
+    script = tmp_path / "fork_child.py"
+    script.write_text(FORK_CHILD)
+    out = subprocess.run(
+        [sys.executable, str(script), os.path.dirname(__file__)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 def test_nested_calls_use_threads_then_sequential():
     out = Parallel(n_jobs=2)(delayed(h.nested_backend)(i) for i in range(2))
     assert out == [("ThreadingBackend", [1])] * 2

@@ -122,6 +122,18 @@ def shutdown_pool() -> None:
 atexit.register(shutdown_pool)
 
 
+def _forget_parent_pool() -> None:
+    """In a child made by ``os.fork()``: the reusable workers are the parent's, and the
+    threads that drive them were not copied. The child starts its own when it needs
+    them; the engine never stops or uses the parent's from the child."""
+    global _POOL, _POOL_LOCK
+    _POOL_LOCK = threading.Lock()
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_forget_parent_pool)
+
+
 def _raise_picklable_error(tasks: list, exc: Exception) -> None:
     """Re-raise a pickling failure naming the task that caused it."""
     for index, (func, args, kwargs) in enumerate(tasks):

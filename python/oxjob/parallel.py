@@ -11,6 +11,7 @@ import collections
 import gc
 import itertools
 import math
+import os
 import queue
 import sys
 import threading
@@ -157,6 +158,16 @@ class _ThreadPool:
 
 _thread_pools: dict[tuple[int, int], _ThreadPool] = {}
 _thread_pools_lock = threading.Lock()
+
+
+def _forget_parent_thread_pools() -> None:
+    """In a child made by ``os.fork()``: the pools' threads were not copied."""
+    global _thread_pools_lock
+    _thread_pools_lock = threading.Lock()
+    _thread_pools.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parent_thread_pools)
 
 
 def _thread_pool(n_threads: int) -> _ThreadPool:

@@ -98,6 +98,10 @@ pub struct Supervisor {
     tx: Sender<Event>,
     events: Events,
     next_generation: u64,
+    /// The process that started the workers. A child made by a bare `fork()` holds a
+    /// copy of this supervisor whose threads do not exist in it and whose workers are
+    /// its parent's: it must neither use nor stop them.
+    owner: u32,
 }
 
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {
@@ -177,6 +181,7 @@ impl Supervisor {
                 rx: Arc::new(Mutex::new(rx)),
             },
             next_generation: 0,
+            owner: std::process::id(),
         };
         for worker in 0..n {
             supervisor.spawn(worker)?;
@@ -194,8 +199,19 @@ impl Supervisor {
         self.slots.is_empty()
     }
 
+    fn check_owner(&self) -> io::Result<()> {
+        if std::process::id() == self.owner {
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "these workers belong to process {} (this process was forked from it)",
+            self.owner
+        )))
+    }
+
     /// Start (or restart) the worker in slot `worker`; returns its generation.
     pub fn spawn(&mut self, worker: usize) -> io::Result<u64> {
+        self.check_owner()?;
         if let Some(old) = self.slots.get_mut(worker).and_then(Option::take) {
             kill_slot(&old);
             if let Some(reader) = old.reader {
@@ -300,6 +316,7 @@ impl Supervisor {
             .get(worker)
             .and_then(Option::as_ref)
             .ok_or_else(|| io::Error::other(format!("no worker {worker}")))?;
+        self.check_owner()?;
         if kind == Kind::Batch {
             // A few result segments the caller is done with, for the worker to refill.
             let spare = spares::take(SPARES_PER_BATCH);
@@ -324,6 +341,9 @@ impl Supervisor {
 
     /// Kill the worker in slot `worker` (SIGKILL); its exit is reported as an event.
     pub fn kill(&self, worker: usize) {
+        if self.check_owner().is_err() {
+            return;
+        }
         if let Some(slot) = self.slots.get(worker).and_then(Option::as_ref) {
             kill_slot(slot);
         }
@@ -331,6 +351,14 @@ impl Supervisor {
 
     /// Ask every worker to exit, wait up to `grace`, then kill the rest; joins everything.
     pub fn shutdown(&mut self, grace: Duration) {
+        if self.check_owner().is_err() {
+            for slot in self.slots.iter_mut().filter_map(Option::take) {
+                // The reader threads exist only in the owner; their handles are
+                // meaningless here. Closing our copies of the descriptors is harmless.
+                std::mem::forget(slot.reader);
+            }
+            return;
+        }
         for slot in self.slots.iter().flatten() {
             let _ = channel::send(&slot.sock, Kind::Shutdown, 0, &[], &[], 0);
         }

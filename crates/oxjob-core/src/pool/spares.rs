@@ -5,11 +5,16 @@
 //! The caller gives a segment back when the last view of a result is gone; the
 //! supervisor hands a few to a worker with each batch. Spares are freed after
 //! [`KEEP`] unused, and never exceed [`MAX_BYTES`] in all.
+//!
+//! A child made by a bare `fork()` inherits the pool: its spares are the parent's
+//! memory (refilling one would write into the parent's), so the child drops them;
+//! and the pool's lock may have been held by a thread that does not exist in the
+//! child, so nothing here ever blocks on it (a busy lock only skips a reuse).
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 /// How long an unused spare is kept.
@@ -20,16 +25,28 @@ pub const MAX_BYTES: usize = 2 << 30;
 struct Pool {
     spares: VecDeque<(OwnedFd, usize, Instant)>,
     bytes: usize,
-    /// Process id of the process whose sweeper thread runs: a child made by a bare
-    /// fork() inherits the pool but not the thread, and must start its own.
-    sweeper: Option<u32>,
+    /// The process these spares belong to (0: none yet).
+    owner: u32,
+    /// Whether the owner's sweeper thread runs (a forked child has none).
+    sweeping: bool,
 }
 
 static POOL: Mutex<Pool> = Mutex::new(Pool::new());
 
-fn pool() -> MutexGuard<'static, Pool> {
-    // Every update leaves the pool consistent, so a poisoned lock is still usable.
-    POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The pool of this process, unless its lock is busy.
+fn pool() -> Option<MutexGuard<'static, Pool>> {
+    let mut pool = match POOL.try_lock() {
+        Ok(pool) => pool,
+        // Every update leaves the pool consistent, so a poisoned lock is still usable.
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => return None,
+    };
+    let this_process = std::process::id();
+    if pool.owner != this_process {
+        *pool = Pool::new();
+        pool.owner = this_process;
+    }
+    Some(pool)
 }
 
 impl Pool {
@@ -37,7 +54,8 @@ impl Pool {
         Pool {
             spares: VecDeque::new(),
             bytes: 0,
-            sweeper: None,
+            owner: 0,
+            sweeping: false,
         }
     }
 
@@ -94,17 +112,17 @@ pub fn give(fd: OwnedFd, len: usize) {
     let _ = HELD.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
         held.checked_sub(1)
     });
-    let mut pool = pool();
+    let Some(mut pool) = pool() else {
+        return; // busy: `fd` is simply closed
+    };
     pool.push(fd, len, Instant::now());
-    let this_process = std::process::id();
-    if pool.sweeper != Some(this_process) {
+    if !pool.sweeping {
         // Frees spares nobody took, then ends when there are none left.
-        let started = std::thread::Builder::new()
+        pool.sweeping = std::thread::Builder::new()
             .name("oxjob-spares".into())
             .spawn(sweep)
             .is_ok();
-        pool.sweeper = started.then_some(this_process);
-        if !started {
+        if !pool.sweeping {
             let _ = pool.pop(usize::MAX, Instant::now());
         }
     }
@@ -113,10 +131,12 @@ pub fn give(fd: OwnedFd, len: usize) {
 fn sweep() {
     loop {
         std::thread::sleep(KEEP / 4);
-        let mut pool = pool();
+        let Some(mut pool) = pool() else {
+            continue;
+        };
         pool.expire(Instant::now());
         if pool.spares.is_empty() {
-            pool.sweeper = None;
+            pool.sweeping = false;
             return;
         }
     }
@@ -124,7 +144,7 @@ fn sweep() {
 
 /// Up to `n` spares, newest first.
 pub fn take(n: usize) -> Vec<OwnedFd> {
-    pool().pop(n, Instant::now())
+    pool().map_or_else(Vec::new, |mut pool| pool.pop(n, Instant::now()))
 }
 
 #[cfg(test)]

@@ -224,6 +224,46 @@ def test_functions_and_classes_of_main_travel_as_arguments(tmp_path):
     assert out.stdout.split("\n")[:2] == ["[1, 2, 3, 4]", "['Box1']"]
 
 
+FORK_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, sys.argv[1])
+    import _helpers as h
+    import oxjob
+
+    pool = oxjob.Pool(2)
+    assert pool.map(h.square, range(4)) == [0, 1, 4, 9]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            pool.map(h.square, range(4))
+            os._exit(1)
+        except RuntimeError as exc:
+            assert "create a new pool here" in str(exc), exc
+        pool.terminate()  # a no-op: the workers are the parent's
+        with oxjob.Pool(2) as own:
+            os._exit(0 if own.map(h.square, range(4)) == [0, 1, 4, 9] else 2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    assert pool.map(h.square, range(4)) == [0, 1, 4, 9]
+    pool.terminate()
+    print("ok")
+    """
+)
+
+
+def test_a_pool_used_from_a_forked_child_raises_instead_of_hanging(tmp_path):
+    script = tmp_path / "fork_child.py"
+    script.write_text(FORK_CHILD)
+    out = subprocess.run(
+        [sys.executable, str(script), os.path.dirname(__file__)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 def test_process_pool_executor():
     with oxjob.ProcessPoolExecutor(max_workers=2) as executor:
         assert isinstance(executor, concurrent.futures.Executor)

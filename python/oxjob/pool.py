@@ -86,6 +86,7 @@ class _TaskEngine:
 
         self.pool = ProcessPool(processes, "c", DEFAULT_MAX_NBYTES, _NEVER)
         self.engine = self.pool.engine
+        self.owner = os.getpid()
         self.n = processes
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
@@ -128,6 +129,11 @@ class _TaskEngine:
         (``CALLS``). ``done(ok, value)`` receives the list of results or the
         exception. ``start()``, if given, runs when the task goes to a worker; the
         task is dropped if it returns False."""
+        if self.forked():
+            raise RuntimeError(
+                f"This pool was created by process {self.owner}; this process is a fork "
+                "of it, without the pool's threads: create a new pool here"
+            )
         with self.lock:
             self.pending.append(_Task(next(self.ids), func, form, arguments, done, start))
             self._dispatch()
@@ -272,6 +278,10 @@ class _TaskEngine:
         self.depth = max(2, min(_MAX_DEPTH, int(_QUEUED_WORK / max(self.mean_duration, 1e-7))))
 
     # ---- ending ----------------------------------------------------------------------
+
+    def forked(self) -> bool:
+        """Whether this is a copy of the engine in a child made by ``os.fork()``."""
+        return os.getpid() != self.owner
 
     def idle(self) -> bool:
         return not self.pending and not any(self.inflight)
@@ -615,6 +625,8 @@ class Pool:
         if self._state == _TERMINATE:
             return
         self._state = _TERMINATE
+        if self._engine.forked():
+            return  # the workers are the parent's; its locks may be held by lost threads
         for task in self._engine.cancel_pending():
             _finish(task, False, ValueError("Pool terminated before the task ran"))
         self._engine.stop(grace=0.0)
@@ -733,6 +745,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         """Stop accepting tasks; optionally cancel queued ones and wait for the rest."""
         with self._lock:
             self._shutdown = True
+        if self._engine.forked():
+            return  # the workers are the parent's
         if cancel_futures:
             # Futures not finished yet are cancelled (a running task's result is dropped).
             self._engine.cancel_pending()

@@ -1,4 +1,5 @@
-//! `oxjob._engine`: converts between Python and `oxjob-core`; holds no logic of its own.
+//! `oxjob._engine`: converts between Python and `oxjob-core`; holds no logic of its own,
+//! besides `delayed` (delayed.rs), which runs once per task and had to be native.
 
 use pyo3::prelude::*;
 

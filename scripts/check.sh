@@ -12,7 +12,7 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
-echo "== cargo test (with a bounded fuzz run of the container decoder)"
+echo "== cargo test (with a bounded fuzz run of the parsers)"
 OXJOB_FUZZ_SECONDS="${OXJOB_FUZZ_SECONDS:-10}" cargo test --release --workspace
 echo "== ruff"
 ruff check python tests benchmarks

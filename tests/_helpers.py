@@ -131,3 +131,19 @@ def sum_keeping_some(array, keep):
 
 def apply(func, *args):
     return func(*args)
+
+
+def maps_memfd_of(nbytes):
+    """Whether this process maps one of oxjob's memfds of exactly ``nbytes`` bytes."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            if "/memfd:oxjob" not in line:
+                continue
+            start, end = (int(bound, 16) for bound in line.split()[0].split("-"))
+            if end - start == nbytes:
+                return True
+    return False
+
+
+def total(array):
+    return float(array.sum())

@@ -143,6 +143,29 @@ def test_shared_constructors():
         shared.empty(3, dtype=object)
 
 
+def test_workers_keep_shared_arrays_mapped_until_dropped_or_idle():
+    nbytes = (3 << 20) + 5 * 4096  # a size no other segment of the test run has
+    array = shared.full(nbytes // 8, 2.0)
+
+    def mapped_in_workers():
+        return Parallel(n_jobs=2)(delayed(h.maps_memfd_of)(nbytes) for _ in range(8))
+
+    assert Parallel(n_jobs=2)(delayed(h.total)(array) for _ in range(4)) == [2.0 * array.size] * 4
+    # Still mapped in a later call: the next call over `array` skips its page faults.
+    assert any(mapped_in_workers())
+    del array
+    gc.collect()
+    # The caller dropped it: workers are told before their next batch.
+    assert not any(mapped_in_workers())
+
+    array = shared.full(nbytes // 8, 3.0)
+    Parallel(n_jobs=2)(delayed(h.total)(array) for _ in range(4))
+    time.sleep(1.5)
+    # Idle workers let go, even of arrays the caller still has.
+    assert not any(mapped_in_workers())
+    assert array[0] == 3.0
+
+
 def test_shared_array_returned_by_a_worker_stays_shared():
     out = shared.zeros(10)
     back = Parallel(n_jobs=2)(delayed(h.identity)(out[2:5]) for _ in range(1))[0]

@@ -194,7 +194,13 @@ class WorkerChannel:
     def recv(
         self, timeout: float | None = None
     ) -> tuple[int, int, OwnedBuffer, list[OwnedBuffer], list[Segment]] | None:
-        """The next frame, or None after ``timeout``; EOFError once the supervisor is gone."""
+        """The next frame, or None after ``timeout``; EOFError once the supervisor is gone.
+        The shared segments of task frames are kept mapped for later frames, until a
+        ``FORGET`` frame (handled here, never returned) or :meth:`let_go_of_segments`."""
+    def keeps_segments(self) -> bool:
+        """Whether shared segments are kept mapped."""
+    def let_go_of_segments(self) -> None:
+        """Stop keeping shared segments mapped (the worker is idle)."""
     def send(
         self, kind: int, tag: int, body: Buffer, segments: list[Segment], n_shared: int = 0
     ) -> None: ...

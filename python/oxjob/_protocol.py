@@ -18,7 +18,9 @@ from typing import Any, Callable
 from ._engine import Segment
 
 # Frame kinds; their meaning is documented on oxjob_core::pool::frame::Kind.
-FUNCTION, BATCH, RESULT, ERROR, END_CALL, SHUTDOWN, READY, INIT, RELEASED, SPARES = range(1, 11)
+FUNCTION, BATCH, RESULT, ERROR, END_CALL, SHUTDOWN, READY, INIT, RELEASED, SPARES, FORGET = range(
+    1, 12
+)
 
 #: Default ``max_nbytes``: out-of-band buffers from this size travel in shared memory.
 DEFAULT_MAX_NBYTES = 1 << 20

@@ -118,7 +118,9 @@ def main() -> int:
     spares = _Spares()
     channel.send(READY, os.getpid(), b"", [])
     while True:
-        holding = any(spares.by_size.values())
+        # Spare result segments, and the shared segments of tasks (kept mapped between
+        # batches: mapping them anew costs their page faults again).
+        holding = any(spares.by_size.values()) or channel.keeps_segments()
         try:
             message = channel.recv(min(idle_timeout, _SPARE_SECONDS) if holding else idle_timeout)
         except EOFError:
@@ -126,6 +128,7 @@ def main() -> int:
         if message is None:
             if holding:
                 spares.clear()  # idle: give their memory back
+                channel.let_go_of_segments()
                 continue
             return 0  # idle for too long: the caller starts a new worker when needed
         kind, tag, body, buffers, shared = message

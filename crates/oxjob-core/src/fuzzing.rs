@@ -1,8 +1,10 @@
-//! The decoder property shared by the libFuzzer target (`fuzz/`) and the bounded
-//! mutation run of `cargo test` (`tests/fuzz_container.rs`).
+//! The parser properties shared by the libFuzzer targets (`fuzz/`) and the bounded
+//! mutation runs of `cargo test` (`tests/fuzz_parsers.rs`).
 
 use crate::codec::Codec;
 use crate::container::{parse, read_all};
+use crate::pool::dropped;
+use crate::pool::frame::{Header, HEADER_LEN};
 
 /// Decode `data` as a container and check what any input must satisfy: no panic,
 /// and never more decoded bytes than the input can justify.
@@ -19,5 +21,18 @@ pub fn check_decoder(data: &[u8]) {
         for (section, bytes) in layout.sections.iter().zip(&decoded) {
             assert_eq!(section.raw_len, bytes.len() as u64);
         }
+    }
+}
+
+/// Decode `data` as a frame header (its first bytes) and as a `Forget` body: no
+/// panic, and whatever decodes encodes back to the same bytes.
+pub fn check_frame(data: &[u8]) {
+    if let Some(bytes) = data.first_chunk::<HEADER_LEN>() {
+        if let Ok(header) = Header::decode(bytes) {
+            assert_eq!(&header.encode(), bytes);
+        }
+    }
+    if let Ok(keys) = dropped::decode(data) {
+        assert_eq!(dropped::encode(&keys), data);
     }
 }

@@ -4,6 +4,7 @@
 use crate::buffer::{Borrowed, OwnedBuffer};
 use crate::segment::Segment;
 use oxjob_core::pool::channel::{self, Frame};
+use oxjob_core::pool::dropped;
 use oxjob_core::pool::frame::Kind;
 use oxjob_core::pool::memfd::{MapMode, Mapping};
 use oxjob_core::pool::spares;
@@ -11,7 +12,8 @@ use oxjob_core::pool::{Event, Events, Supervisor, WorkerSpec};
 use pyo3::exceptions::{PyEOFError, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
-use std::os::fd::{BorrowedFd, FromRawFd};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -59,6 +61,7 @@ fn frame_parts<'py>(
     frame: Frame,
     mode: MapMode,
     in_worker: bool,
+    kept: Option<&KeptSegments>,
 ) -> PyResult<FrameParts<'py>> {
     let n_regular = frame.fds.len() - frame.header.n_shared as usize;
     let mut fds = frame.fds;
@@ -89,7 +92,10 @@ fn frame_parts<'py>(
         .collect::<PyResult<Vec<_>>>()?;
     let shared = shared_fds
         .into_iter()
-        .map(|fd| Bound::new(py, Segment::from_fd(fd)?))
+        .map(|fd| match kept {
+            Some(kept) => kept.get_or_keep(py, fd),
+            None => Bound::new(py, Segment::from_fd(fd)?),
+        })
         .collect::<PyResult<Vec<_>>>()?;
     Ok((
         frame.header.kind as u8,
@@ -98,6 +104,52 @@ fn frame_parts<'py>(
         PyList::new(py, regular)?,
         PyList::new(py, shared)?,
     ))
+}
+
+/// Most shared segments a worker keeps mapped; beyond, it lets go of all of them.
+const MAX_KEPT: usize = 1024;
+
+/// The shared segments a worker keeps mapped between batches and calls, by key: a
+/// segment mapped anew costs its page faults again (see `oxjob_core::pool::dropped`).
+#[derive(Default)]
+pub struct KeptSegments(Mutex<HashMap<dropped::Key, Py<Segment>>>);
+
+impl KeptSegments {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<dropped::Key, Py<Segment>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The kept segment of the memfd `fd`, or a new one, kept from now on.
+    fn get_or_keep<'py>(&self, py: Python<'py>, fd: OwnedFd) -> PyResult<Bound<'py, Segment>> {
+        let key = dropped::key_of(fd.as_fd()).map_err(os_error)?;
+        let mut kept = self.map();
+        if let Some(known) = kept.get(&key) {
+            return Ok(known.bind(py).clone());
+        }
+        let segment = Bound::new(py, Segment::from_fd(fd)?)?;
+        if kept.len() >= MAX_KEPT {
+            kept.clear();
+        }
+        kept.insert(key, segment.clone().unbind());
+        Ok(segment)
+    }
+
+    fn forget(&self, body: &[u8], all: bool) -> PyResult<()> {
+        let keys = dropped::decode(body).map_err(|err| PyValueError::new_err(err.to_string()))?;
+        // Dropped outside the lock: a segment's release may run Python code.
+        let released: Vec<Py<Segment>> = {
+            let mut kept = self.map();
+            if all {
+                kept.drain().map(|(_, segment)| segment).collect()
+            } else {
+                keys.iter().filter_map(|key| kept.remove(key)).collect()
+            }
+        };
+        drop(released);
+        Ok(())
+    }
 }
 
 /// Worker processes on the caller's side.
@@ -159,6 +211,12 @@ impl Engine {
         let body = Borrowed::new(body)?;
         let bytes = body.as_slice();
         let fds = segment_fds(&segments);
+        if matches!(kind, Kind::Batch | Kind::Init) {
+            let first_shared = segments.len().saturating_sub(usize::from(n_shared));
+            for segment in &segments[first_shared..] {
+                segment.mark_sent_shared();
+            }
+        }
         py.detach(|| self.lock().send(worker, kind, tag, bytes, &fds, n_shared))
             .map_err(os_error)
     }
@@ -191,7 +249,7 @@ impl Engine {
                 }) => {
                     // Results are left to fault in lazily: callers often keep them unread.
                     let (kind, tag, body, buffers, shared) =
-                        frame_parts(py, frame, self.map_mode, false)?;
+                        frame_parts(py, frame, self.map_mode, false, None)?;
                     let items: Vec<Bound<'py, PyAny>> = vec![
                         "frame".into_pyobject(py)?.into_any(),
                         worker.into_pyobject(py)?.into_any(),
@@ -264,6 +322,7 @@ impl Engine {
 pub struct WorkerChannel {
     sock: UnixStream,
     map_mode: MapMode,
+    kept: KeptSegments,
 }
 
 #[pymethods]
@@ -279,6 +338,7 @@ impl WorkerChannel {
         Ok(WorkerChannel {
             sock,
             map_mode: mode,
+            kept: KeptSegments::default(),
         })
     }
 
@@ -292,12 +352,22 @@ impl WorkerChannel {
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
         let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.001)));
         self.sock.set_read_timeout(timeout).map_err(os_error)?;
-        let frame = py.detach(|| channel::recv(&self.sock));
+        let mut frame = py.detach(|| channel::recv(&self.sock));
+        while let Ok(Some(Frame { header, body, .. })) = &frame {
+            if header.kind != Kind::Forget {
+                break;
+            }
+            self.kept.forget(body, header.tag == 1)?;
+            frame = py.detach(|| channel::recv(&self.sock));
+        }
         match frame {
             Ok(Some(frame)) => {
+                // Shared segments of tasks are kept mapped (until forgotten).
+                let kept =
+                    matches!(frame.header.kind, Kind::Batch | Kind::Init).then_some(&self.kept);
                 // Task inputs are read whole, as a rule: map their pages in bulk.
                 let (kind, tag, body, buffers, shared) =
-                    frame_parts(py, frame, self.map_mode, true)?;
+                    frame_parts(py, frame, self.map_mode, true, kept)?;
                 let items: Vec<Bound<'py, PyAny>> = vec![
                     kind.into_pyobject(py)?.into_any(),
                     tag.into_pyobject(py)?.into_any(),
@@ -318,6 +388,16 @@ impl WorkerChannel {
             }
             Err(err) => Err(os_error(err)),
         }
+    }
+
+    /// Whether shared segments are kept mapped.
+    fn keeps_segments(&self) -> bool {
+        !self.kept.map().is_empty()
+    }
+
+    /// Stop keeping shared segments mapped (the worker is idle).
+    fn let_go_of_segments(&self) -> PyResult<()> {
+        self.kept.forget(&[], true)
     }
 
     /// Send a frame with `segments` as descriptors; the last `n_shared` are shared.

@@ -2,12 +2,14 @@
 //! view through the buffer protocol (mapped shared and writable on first use).
 
 use crate::buffer::Borrowed;
+use oxjob_core::pool::dropped;
 use oxjob_core::pool::memfd::{self, MapMode, Mapping};
 use pyo3::exceptions::{PyBufferError, PyOSError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::c_int;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 /// Anonymous shared memory: the backing of `oxjob.shared` arrays, and the vehicle
@@ -19,6 +21,19 @@ pub struct Segment {
     mapping: OnceLock<Mapping>,
     shape: [ffi::Py_ssize_t; 1],
     strides: [ffi::Py_ssize_t; 1],
+    /// Sent to a worker as a shared segment, which workers keep mapped: its drop is
+    /// logged so that they let go of it (see `oxjob_core::pool::dropped`).
+    sent_shared: AtomicBool,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.sent_shared.load(Ordering::Relaxed) {
+            if let Ok(key) = dropped::key_of(self.fd.as_fd()) {
+                dropped::record(key);
+            }
+        }
+    }
 }
 
 impl Segment {
@@ -38,7 +53,13 @@ impl Segment {
             mapping: OnceLock::new(),
             shape: [len as ffi::Py_ssize_t],
             strides: [1],
+            sent_shared: AtomicBool::new(false),
         }
+    }
+
+    /// Note that a worker received this segment as a shared one.
+    pub fn mark_sent_shared(&self) {
+        self.sent_shared.store(true, Ordering::Relaxed);
     }
 
     /// The descriptor, for sending.

@@ -45,6 +45,10 @@ pub enum Kind {
     /// Supervisor → worker: memfds (all sent as shared) the caller is done with; the
     /// worker may refill one with a result of exactly its size instead of a new one.
     Spares = 10,
+    /// Supervisor → worker, before a batch: shared segments the caller has dropped
+    /// (body: their keys, see [`super::dropped`]), which the worker must stop
+    /// keeping mapped; `tag` 1 means all of them.
+    Forget = 11,
 }
 
 impl Kind {
@@ -61,6 +65,7 @@ impl Kind {
             8 => Kind::Init,
             9 => Kind::Released,
             10 => Kind::Spares,
+            11 => Kind::Forget,
             _ => return None,
         })
     }

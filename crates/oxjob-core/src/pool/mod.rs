@@ -10,6 +10,7 @@
 //! * Workers watch their parent themselves (see [`watch_parent`]) and exit when it dies.
 
 pub mod channel;
+pub mod dropped;
 pub mod frame;
 pub mod memfd;
 pub mod spares;
@@ -21,6 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel as event_channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -71,6 +73,8 @@ struct Slot {
     pidfd: Option<OwnedFd>,
     sock: Arc<UnixStream>,
     reader: Option<JoinHandle<()>>,
+    /// Position in the log of dropped shared segments up to which the worker was told.
+    told: AtomicU64,
 }
 
 /// The receiving end of a supervisor's events, usable without locking the
@@ -287,6 +291,7 @@ impl Supervisor {
             pidfd,
             sock,
             reader: Some(reader),
+            told: AtomicU64::new(dropped::end()),
         });
         Ok(generation)
     }
@@ -317,6 +322,19 @@ impl Supervisor {
             .and_then(Option::as_ref)
             .ok_or_else(|| io::Error::other(format!("no worker {worker}")))?;
         self.check_owner()?;
+        if matches!(kind, Kind::Batch | Kind::Init) {
+            // Before it maps this frame's shared segments: which it may stop keeping.
+            let (news, now) = dropped::since(slot.told.load(Ordering::Relaxed));
+            match news {
+                dropped::News::All => channel::send(&slot.sock, Kind::Forget, 1, &[], &[], 0)?,
+                dropped::News::Keys(keys) if !keys.is_empty() => {
+                    let body = dropped::encode(&keys);
+                    channel::send(&slot.sock, Kind::Forget, 0, &body, &[], 0)?;
+                }
+                dropped::News::Keys(_) => {}
+            }
+            slot.told.store(now, Ordering::Relaxed);
+        }
         if kind == Kind::Batch {
             // A few result segments the caller is done with, for the worker to refill.
             let spare = spares::take(SPARES_PER_BATCH);

@@ -1,13 +1,16 @@
-//! A bounded mutation fuzzer for the container decoder, run by `cargo test`.
+//! A bounded mutation fuzzer for the parsers (container decoder, frame headers,
+//! `Forget` bodies), run by `cargo test`.
 //!
 //! The toolchain on CI cannot be assumed to run `cargo fuzz` (nightly + sanitizers),
 //! so this harness mutates the committed corpus with a seeded PRNG for a bounded
-//! time (`OXJOB_FUZZ_SECONDS`, default 5) and checks the same property as the
-//! libFuzzer target in `fuzz/`.
+//! time (`OXJOB_FUZZ_SECONDS`, default 5) and checks the same properties as the
+//! libFuzzer targets in `fuzz/`.
 
 use oxjob_core::codec::Codec;
 use oxjob_core::container::{write, Section, SectionKind, WriteOptions};
-use oxjob_core::fuzzing::check_decoder;
+use oxjob_core::fuzzing::{check_decoder, check_frame};
+use oxjob_core::pool::dropped;
+use oxjob_core::pool::frame::{Header, Kind};
 use std::time::{Duration, Instant};
 
 struct Rng(u64);
@@ -107,25 +110,50 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
     }
 }
 
-#[test]
-fn mutated_containers_never_crash_or_overallocate() {
-    let seconds: u64 = std::env::var("OXJOB_FUZZ_SECONDS")
+/// Mutate `seeds` and check each input for `seconds` (`OXJOB_FUZZ_SECONDS` in all,
+/// shared out by `share`); returns how many inputs were checked.
+fn fuzz(seeds: &[Vec<u8>], share: f64, check: fn(&[u8])) -> u64 {
+    let seconds: f64 = std::env::var("OXJOB_FUZZ_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let seeds = corpus();
-    for seed in &seeds {
-        check_decoder(seed);
+        .unwrap_or(5.0);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds * share);
+    for seed in seeds {
+        check(seed);
     }
     let mut rng = Rng(0x0123_4567_89AB_CDEF);
     let mut runs = 0u64;
-    while Instant::now() < deadline {
+    while runs == 0 || Instant::now() < deadline {
         let mut input = seeds[rng.below(seeds.len())].clone();
         mutate(&mut rng, &mut input);
-        check_decoder(&input);
+        check(&input);
         runs += 1;
     }
-    println!("{runs} mutated inputs decoded without a crash");
-    assert!(runs > 0);
+    runs
+}
+
+#[test]
+fn mutated_containers_never_crash_or_overallocate() {
+    let runs = fuzz(&corpus(), 0.8, check_decoder);
+    println!("{runs} mutated containers decoded without a crash");
+}
+
+#[test]
+fn mutated_frames_never_crash_and_decode_canonically() {
+    let header = Header {
+        kind: Kind::Batch,
+        tag: 7,
+        len: 4096,
+        n_fds: 3,
+        n_shared: 1,
+    };
+    let mut with_body = header.encode().to_vec();
+    with_body.extend(dropped::encode(&[(1, 2), (3, 4)]));
+    let seeds = vec![
+        header.encode().to_vec(),
+        with_body,
+        dropped::encode(&[(0x0fd, 0xabcdef)]),
+    ];
+    let runs = fuzz(&seeds, 0.2, check_frame);
+    println!("{runs} mutated frames decoded without a crash");
 }

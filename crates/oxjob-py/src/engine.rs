@@ -106,8 +106,9 @@ fn frame_parts<'py>(
     ))
 }
 
-/// Most shared segments a worker keeps mapped; beyond, it lets go of all of them.
-const MAX_KEPT: usize = 1024;
+/// Most shared segments a worker keeps mapped (each holds a descriptor, and `ulimit -n`
+/// is often 1024); beyond, it lets go of all of them.
+const MAX_KEPT: usize = 256;
 
 /// The shared segments a worker keeps mapped between batches and calls, by key: a
 /// segment mapped anew costs its page faults again (see `oxjob_core::pool::dropped`).

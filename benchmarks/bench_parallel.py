@@ -46,6 +46,7 @@ def main() -> None:
     pool.map(square, range(10))
     oxjob.Parallel(n_jobs=2)(oxjob.delayed(square)(i) for i in range(10))
     joblib.Parallel(n_jobs=2)(joblib.delayed(square)(i) for i in range(10))
+    prebuilt = [oxjob.delayed(square)(i) for i in range(n)]
     ox_pool = oxjob.Pool(2)
     ox_pool.map(square, range(10))
     p1_times = interleaved_median_times(
@@ -59,6 +60,9 @@ def main() -> None:
             "oxjob.Parallel": lambda: oxjob.Parallel(n_jobs=2)(
                 oxjob.delayed(square)(i) for i in range(n)
             ),
+            "oxjob.Parallel over tasks built beforehand": lambda: oxjob.Parallel(n_jobs=2)(
+                prebuilt
+            ),
             "oxjob.Pool.map": lambda: ox_pool.map(square, range(n)),
         },
         repeat,
@@ -66,6 +70,7 @@ def main() -> None:
     ox_pool.terminate()
     notes = {
         "building the delayed tasks only": "part of every Parallel call below",
+        "oxjob.Parallel over tasks built beforehand": "the engine's share of a call",
         "oxjob.Pool.map": "same engine, no per-task tuples to build",
     }
     for name, seconds in p1_times.items():

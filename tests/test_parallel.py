@@ -70,6 +70,16 @@ def test_results_in_order(backend):
     assert out == [i * i for i in range(100)]
 
 
+def test_one_two_and_no_positional_arguments():
+    # A batch of one function is sent as one sequence of arguments (or of argument
+    # tuples); a tuple argument must stay one argument.
+    assert Parallel(n_jobs=2)(delayed(divmod)(i, 3) for i in range(50)) == [
+        divmod(i, 3) for i in range(50)
+    ]
+    assert Parallel(n_jobs=2)(delayed(len)((i, i)) for i in range(50)) == [2] * 50
+    assert Parallel(n_jobs=2)(delayed(tuple)() for _ in range(50)) == [()] * 50
+
+
 def test_kwargs_lambdas_and_main_functions():
     offset = 10
     out = Parallel(n_jobs=2)(delayed(lambda x, y=0: x + y + offset)(i, y=1) for i in range(5))

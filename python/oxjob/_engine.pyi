@@ -143,9 +143,10 @@ def delayed(function: Callable[..., Any]) -> DelayedFunction:
     """Capture a call: ``delayed(f)(*args, **kwargs)`` returns ``(f, args, kwargs)``
     (``oxjob.delayed``; the returned tuples are not tracked by the cycle collector)."""
 
-def uniform_calls(tasks: list[Any]) -> tuple[Callable[..., Any], tuple[Any, ...]] | None:
-    """``(f, (args, ...))`` when every ``(f, args, kwargs)`` task calls the same ``f``
-    without keyword arguments, else ``None``."""
+def uniform_calls(tasks: list[Any]) -> tuple[Callable[..., Any], tuple[Any, ...], bool] | None:
+    """``(f, arguments, single)`` when every ``(f, args, kwargs)`` task calls the same
+    ``f`` without keyword arguments, else ``None``; ``arguments`` are the ``args``
+    tuples, or their only items when every call has one argument (``single``)."""
 
 def buffer_address(data: Buffer) -> tuple[int, int]:
     """``(address, nbytes)`` of a bytes-like object's memory."""

@@ -230,7 +230,7 @@ class ProcessCall:
             self.sent[worker].clear()
         uniform = _engine.uniform_calls(tasks)
         if uniform is not None:
-            first, positional = uniform
+            first, arguments, single = uniform
             distinct = [first]
         else:
             distinct = list({id(f): f for f, _, _ in tasks}.values())
@@ -243,8 +243,11 @@ class ProcessCall:
                 self.sent[worker].add(func_id)
         if uniform is not None:
             # One function, positional arguments only (the common case): the
-            # function id once and the argument tuples as one sequence.
-            calls: Any = (ids[id(first)], positional)
+            # function id once and the arguments as one sequence; the worker maps
+            # the function over single arguments, star-maps it over tuples.
+            calls: Any = (
+                (ids[id(first)], arguments, True) if single else (ids[id(first)], arguments)
+            )
         else:
             calls = [(ids[id(f)], a, k) for f, a, k in tasks]
         self._carried = []

@@ -45,7 +45,7 @@ def _run_batch(functions: dict, body, buffers: list, shared: list) -> tuple[list
         start = time.perf_counter()
         if isinstance(calls, tuple):  # one function, positional arguments only
             func_id, arguments, *single = calls
-            if single:  # Pool.map: one argument per call, not a tuple of them
+            if single:  # map: one argument per call, not a tuple of them
                 results = list(map(functions[func_id], arguments))
             else:
                 results = list(itertools.starmap(functions[func_id], arguments))

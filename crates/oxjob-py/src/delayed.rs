@@ -111,16 +111,20 @@ pub fn delayed(function: Bound<'_, PyAny>) -> PyResult<Bound<'_, DelayedFunction
     )
 }
 
-/// `(f, (args_0, args_1, ...))` when every task of `tasks` calls the same `f` with
-/// positional arguments only (the common batch), else `None`. A C-speed transpose:
-/// Python's `zip(*tasks)` allocates an iterator per task.
+/// One function over a sequence of arguments: `(f, arguments, single)`.
+type UniformCalls<'py> = (Bound<'py, PyAny>, Bound<'py, PyTuple>, bool);
+
+/// `(f, arguments, single)` when every task of `tasks` calls the same `f` with
+/// positional arguments only (the common batch), else `None`: `arguments` holds the
+/// argument tuples or, when every call has exactly one argument (`single`), the
+/// arguments themselves, which pickle without a tuple and a memo entry each. A
+/// C-speed transpose: Python's `zip(*tasks)` allocates an iterator per task.
 #[pyfunction]
-pub fn uniform_calls<'py>(
-    tasks: &Bound<'py, PyList>,
-) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyTuple>)>> {
+pub fn uniform_calls<'py>(tasks: &Bound<'py, PyList>) -> PyResult<Option<UniformCalls<'py>>> {
     let py = tasks.py();
     let mut function: Option<Bound<'py, PyAny>> = None;
     let mut positional = Vec::with_capacity(tasks.len());
+    let mut single = true;
     for task in tasks.iter() {
         let Ok(task) = task.cast_into::<PyTuple>() else {
             return Ok(None);
@@ -138,10 +142,19 @@ pub fn uniform_calls<'py>(
             Ok(kwargs) if kwargs.is_empty() => {}
             _ => return Ok(None),
         }
-        positional.push(task.get_item(1)?);
+        let args = task.get_item(1)?;
+        single = single && args.cast::<PyTuple>().is_ok_and(|args| args.len() == 1);
+        positional.push(args);
     }
-    match function {
-        Some(function) => Ok(Some((function, PyTuple::new(py, positional)?))),
-        None => Ok(None),
+    let Some(function) = function else {
+        return Ok(None);
+    };
+    if single {
+        let arguments = positional
+            .iter()
+            .map(|args| args.get_item(0))
+            .collect::<PyResult<Vec<_>>>()?;
+        return Ok(Some((function, PyTuple::new(py, arguments)?, true)));
     }
+    Ok(Some((function, PyTuple::new(py, positional)?, false)))
 }

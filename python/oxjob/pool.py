@@ -49,6 +49,19 @@ _MAX_DEPTH = 16
 _SPARE_SECONDS = 1.0  # idle time after which spare input segments are freed
 
 
+#: How many ``os.fork()`` calls separate this process from the first one: a pool
+#: made in another generation belongs to an ancestor (no ``getpid`` system call per task).
+_fork_generation = 0
+
+
+def _count_fork() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
 def _finish(task: _Task, ok: bool, value: Any) -> None:
     """Deliver a task's outcome. A user callback that raises is reported on stderr,
     as a thread's uncaught exception is: it must not stop the dispatcher thread, or
@@ -87,6 +100,7 @@ class _TaskEngine:
         self.pool = ProcessPool(processes, "c", DEFAULT_MAX_NBYTES, _NEVER)
         self.engine = self.pool.engine
         self.owner = os.getpid()
+        self.fork_generation = _fork_generation
         self.n = processes
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
@@ -281,7 +295,7 @@ class _TaskEngine:
 
     def forked(self) -> bool:
         """Whether this is a copy of the engine in a child made by ``os.fork()``."""
-        return os.getpid() != self.owner
+        return _fork_generation != self.fork_generation
 
     def idle(self) -> bool:
         return not self.pending and not any(self.inflight)

@@ -80,6 +80,17 @@ def bench_small_items(pools: dict, n: int, chunksize: int | None, repeat: int) -
     return table.render(REFERENCE)
 
 
+def bench_imap(pools: dict, n: int, repeat: int) -> str:
+    items = list(range(n))
+    expected = sum(square(x) for x in items)
+    table = Table(f"sum(imap(square)) over {n:,} ints, default chunksize (1), 2 processes")
+    for name, pool in pools.items():
+        assert sum(pool.imap(square, items)) == expected
+        seconds = median_time(lambda p=pool: sum(p.imap(square, items)), repeat)
+        table.add(name, seconds, "", REFERENCE)
+    return table.render(REFERENCE)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -97,6 +108,7 @@ def main() -> None:
             bench_large_arrays(pools, args.repeat),
             bench_small_items(pools, N_SMALL, None, args.repeat),
             bench_small_items(pools, N_CHUNKSIZE_1, 1, args.repeat),
+            bench_imap(pools, N_CHUNKSIZE_1, args.repeat),
         ]
     finally:
         for pool in pools.values():

@@ -401,16 +401,17 @@ class MapResult(AsyncResult):
 class IMapIterator:
     """Results of ``imap``/``imap_unordered``.
 
-    The input is read lazily: at most ``ahead`` chunks are submitted beyond the
-    ones the consumer has taken, so an endless or huge input never fills memory.
+    The input is read lazily: only as many chunks are submitted beyond the ones the
+    consumer has taken as the workers can have queued (``_TaskEngine.depth``: ~2 ms of
+    work each, at least two chunks), so an endless or huge input never fills memory,
+    and tiny tasks still stream without waiting for round trips.
     """
 
-    def __init__(self, engine: _TaskEngine, func, chunks: Iterator, ordered: bool, ahead: int):
+    def __init__(self, engine: _TaskEngine, func, chunks: Iterator, ordered: bool):
         self._engine = engine
         self._func = func
         self._chunks = chunks
         self._ordered = ordered
-        self._ahead = ahead
         self._cond = threading.Condition(threading.Lock())
         self._ready: dict[int, tuple[bool, Any]] = {}
         self._arrived: collections.deque = collections.deque()
@@ -423,7 +424,8 @@ class IMapIterator:
 
     def _feed(self) -> None:
         # Only the consumer's thread reads the input iterator.
-        while not self._done_feeding and self._submitted - self._taken < self._ahead:
+        ahead = self._engine.n * (self._engine.depth + 1)
+        while not self._done_feeding and self._submitted - self._taken < ahead:
             index = self._submitted
             try:
                 chunk = next(self._chunks)
@@ -612,12 +614,12 @@ class Pool:
         return self._map_async(func, iterable, chunksize, True, callback, error_callback)
 
     def imap(self, func: Callable, iterable: Iterable, chunksize: int = 1) -> IMapIterator:
-        """Lazy, ordered :meth:`map`: reads at most a few chunks of input ahead."""
+        """Lazy, ordered :meth:`map`: reads only a few chunks of input ahead."""
         self._check_running()
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         chunks = _chunks_of(iterable, chunksize)
-        return IMapIterator(self._engine, func, chunks, True, 2 * self._processes)
+        return IMapIterator(self._engine, func, chunks, True)
 
     def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1):
         """Like :meth:`imap`, in completion order."""
@@ -625,7 +627,7 @@ class Pool:
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         chunks = _chunks_of(iterable, chunksize)
-        return IMapIterator(self._engine, func, chunks, False, 2 * self._processes)
+        return IMapIterator(self._engine, func, chunks, False)
 
     # ---- ending ------------------------------------------------------------------------
 

@@ -130,10 +130,14 @@ impl KeptSegments {
             return Ok(known.bind(py).clone());
         }
         let segment = Bound::new(py, Segment::from_fd(fd)?)?;
-        if kept.len() >= MAX_KEPT {
-            kept.clear();
-        }
+        let evicted = if kept.len() >= MAX_KEPT {
+            std::mem::take(&mut *kept)
+        } else {
+            HashMap::new()
+        };
         kept.insert(key, segment.clone().unbind());
+        drop(kept);
+        drop(evicted); // outside the lock, as in `forget`
         Ok(segment)
     }
 

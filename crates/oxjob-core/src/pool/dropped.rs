@@ -11,8 +11,7 @@
 use crate::error::{Error, Result};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::BorrowedFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 /// A memfd's identity in every process that holds it: device and inode numbers.
@@ -20,8 +19,16 @@ pub type Key = (u64, u64);
 
 /// The [`Key`] of the memfd `fd`.
 pub fn key_of(fd: BorrowedFd<'_>) -> io::Result<Key> {
-    let meta = std::fs::File::from(fd.try_clone_to_owned()?).metadata()?;
-    Ok((meta.dev(), meta.ino()))
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `stat` for a descriptor we borrow; the result is checked
+    // before `stat` is read.
+    let stat = unsafe {
+        if libc::fstat(fd.as_raw_fd(), stat.as_mut_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        stat.assume_init()
+    };
+    Ok((stat.st_dev, stat.st_ino))
 }
 
 /// Keys kept in the log; a worker that missed older ones forgets everything.

@@ -176,6 +176,8 @@ class Engine:
         n_shared: int = 0,
     ) -> None:
         """Send a frame with ``segments`` as descriptors; the last ``n_shared`` are shared."""
+    def ready_events(self, limit: int) -> list[Event]:
+        """Up to ``limit`` events already waiting, without waiting."""
     def next_event(self, timeout: float | None = None) -> Event | None:
         """``("frame", worker, generation, kind, tag, body, buffers, shared)`` or
         ``("exit", worker, generation, exit_code, signal)``; None after ``timeout``."""

@@ -46,6 +46,7 @@ MAP, STARMAP, CALLS = "map", "starmap", "calls"
 
 _QUEUED_WORK = 0.002  # seconds of work queued on each worker
 _MAX_DEPTH = 16
+_BURST = 64  # events handled per wake-up of the dispatcher, at most
 _SPARE_SECONDS = 1.0  # idle time after which spare input segments are freed
 
 
@@ -205,10 +206,12 @@ class _TaskEngine:
                         self.spare.clear()
                 continue
             with self.lock:
-                try:
-                    self._handle(event)
-                except Exception:  # noqa: BLE001 - a bug must not leave every caller waiting
-                    sys.excepthook(*sys.exc_info())
+                # With it, whatever else has arrived: one wake-up for a burst of results.
+                for ready in [event, *self.engine.ready_events(_BURST)]:
+                    try:
+                        self._handle(ready)
+                    except Exception:  # noqa: BLE001 - a bug must not leave callers waiting
+                        sys.excepthook(*sys.exc_info())
                 self.changed.notify_all()
 
     def _handle(self, event: tuple) -> None:

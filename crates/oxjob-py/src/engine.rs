@@ -171,6 +171,45 @@ impl Engine {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// `("frame", worker, generation, kind, tag, body, [buffers], [shared])` or
+    /// `("exit", worker, generation, exit_code, signal)`.
+    fn event_tuple<'py>(&self, py: Python<'py>, event: Event) -> PyResult<Bound<'py, PyTuple>> {
+        let items: Vec<Bound<'py, PyAny>> = match event {
+            Event::Frame {
+                worker,
+                generation,
+                frame,
+            } => {
+                // Results are left to fault in lazily: callers often keep them unread.
+                let (kind, tag, body, buffers, shared) =
+                    frame_parts(py, frame, self.map_mode, false, None)?;
+                vec![
+                    "frame".into_pyobject(py)?.into_any(),
+                    worker.into_pyobject(py)?.into_any(),
+                    generation.into_pyobject(py)?.into_any(),
+                    kind.into_pyobject(py)?.into_any(),
+                    tag.into_pyobject(py)?.into_any(),
+                    body.into_any(),
+                    buffers.into_any(),
+                    shared.into_any(),
+                ]
+            }
+            Event::Exited {
+                worker,
+                generation,
+                code,
+                signal,
+            } => vec![
+                "exit".into_pyobject(py)?.into_any(),
+                worker.into_pyobject(py)?.into_any(),
+                generation.into_pyobject(py)?.into_any(),
+                code.into_pyobject(py)?.into_any(),
+                signal.into_pyobject(py)?.into_any(),
+            ],
+        };
+        PyTuple::new(py, items)
+    }
 }
 
 #[pymethods]
@@ -226,6 +265,19 @@ impl Engine {
             .map_err(os_error)
     }
 
+    /// Up to `limit` events that are already waiting (none: an empty list), in the
+    /// form of `next_event`'s; handling a burst at once saves a wake-up per event.
+    fn ready_events<'py>(&self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyList>> {
+        let mut events = Vec::new();
+        while events.len() < limit {
+            let Some(event) = self.events.try_next() else {
+                break;
+            };
+            events.push(self.event_tuple(py, event)?);
+        }
+        PyList::new(py, events)
+    }
+
     /// The next event, or None after `timeout` seconds (None: wait for ever).
     ///
     /// `("frame", worker, generation, kind, tag, body, [buffers], [shared segments])` or
@@ -247,41 +299,7 @@ impl Engine {
             // Wait on the event handle, not the supervisor: other threads can send meanwhile.
             let event = py.detach(|| self.events.next(slice));
             match event {
-                Some(Event::Frame {
-                    worker,
-                    generation,
-                    frame,
-                }) => {
-                    // Results are left to fault in lazily: callers often keep them unread.
-                    let (kind, tag, body, buffers, shared) =
-                        frame_parts(py, frame, self.map_mode, false, None)?;
-                    let items: Vec<Bound<'py, PyAny>> = vec![
-                        "frame".into_pyobject(py)?.into_any(),
-                        worker.into_pyobject(py)?.into_any(),
-                        generation.into_pyobject(py)?.into_any(),
-                        kind.into_pyobject(py)?.into_any(),
-                        tag.into_pyobject(py)?.into_any(),
-                        body.into_any(),
-                        buffers.into_any(),
-                        shared.into_any(),
-                    ];
-                    return Ok(Some(PyTuple::new(py, items)?));
-                }
-                Some(Event::Exited {
-                    worker,
-                    generation,
-                    code,
-                    signal,
-                }) => {
-                    let items: Vec<Bound<'py, PyAny>> = vec![
-                        "exit".into_pyobject(py)?.into_any(),
-                        worker.into_pyobject(py)?.into_any(),
-                        generation.into_pyobject(py)?.into_any(),
-                        code.into_pyobject(py)?.into_any(),
-                        signal.into_pyobject(py)?.into_any(),
-                    ];
-                    return Ok(Some(PyTuple::new(py, items)?));
-                }
+                Some(event) => return self.event_tuple(py, event).map(Some),
                 None => {
                     py.check_signals()?;
                     if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -93,6 +93,15 @@ impl Events {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         rx.recv_timeout(timeout).ok()
     }
+
+    /// An event already waiting, if any.
+    pub fn try_next(&self) -> Option<Event> {
+        let rx = self
+            .rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        rx.try_recv().ok()
+    }
 }
 
 /// A set of worker processes.

@@ -1,3 +1,4 @@
+import gc
 import os
 import pickle
 import signal
@@ -5,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -101,6 +103,20 @@ def test_delayed_returns_the_call_as_joblib_does():
     assert pickle.loads(pickle.dumps(wrapper))(2, y=5) == (h.add, (2,), {"y": 5})
     with pytest.raises(AttributeError):
         wrapper.no_such_attribute  # noqa: B018
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nothing_the_tasks_held_outlives_the_call(backend):
+    class Payload:
+        pass
+
+    payload = Payload()
+    alive = weakref.ref(payload)
+    square = delayed(lambda i, held=payload: i * i)  # `delayed` reuses wrappers within a call
+    assert Parallel(n_jobs=2, backend=backend)(square(i) for i in range(20))[-1] == 361
+    del payload, square
+    gc.collect()
+    assert alive() is None
 
 
 MAIN_OBJECTS = textwrap.dedent(

@@ -1,4 +1,5 @@
 import concurrent.futures
+import gc
 import multiprocessing
 import os
 import signal
@@ -7,6 +8,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -262,6 +264,27 @@ def test_a_pool_used_from_a_forked_child_raises_instead_of_hanging(tmp_path):
         timeout=120,
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def _memory_of(array):
+    """The object that owns an array's memory (for a result: the engine's buffer)."""
+    owner = array
+    while True:
+        base = owner.obj if isinstance(owner, memoryview) else getattr(owner, "base", None)
+        if base is None:
+            return owner
+        owner = base
+
+
+def test_results_are_freed_once_the_caller_drops_them():
+    with oxjob.Pool(2) as pool:
+        result = pool.apply(np.full, (2**21, 1.0))
+        memory = weakref.ref(_memory_of(result))
+        assert memory() is not None
+        del result
+        gc.collect()
+        # Nothing of the pool (its dispatcher thread above all) keeps the result's memory.
+        assert memory() is None
 
 
 def test_process_pool_executor():

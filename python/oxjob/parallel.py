@@ -138,18 +138,22 @@ class _ThreadPool:
             item = self.inbox.get()
             if item is None:
                 return
-            runner, batch_id, tasks = item
-            if runner.cancelled:
-                continue
-            runner.started[batch_id] = time.monotonic()
-            start = time.perf_counter()
-            try:
-                results = [func(*args, **kwargs) for func, args, kwargs in tasks]
-                outcome = (batch_id, True, results, time.perf_counter() - start)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                outcome = (batch_id, False, exc, 0.0)
-            runner.started.pop(batch_id, None)
-            runner.outbox.put(outcome)
+            self._run(*item)
+            del item  # an idle thread must not keep the last batch's arguments alive
+
+    @staticmethod
+    def _run(runner: _ThreadRunner, batch_id: int, tasks: list) -> None:
+        if runner.cancelled:
+            return
+        runner.started[batch_id] = time.monotonic()
+        start = time.perf_counter()
+        try:
+            results = [func(*args, **kwargs) for func, args, kwargs in tasks]
+            outcome = (batch_id, True, results, time.perf_counter() - start)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            outcome = (batch_id, False, exc, 0.0)
+        runner.started.pop(batch_id, None)
+        runner.outbox.put(outcome)
 
     def shutdown(self) -> None:
         for _ in self.threads:
@@ -588,6 +592,7 @@ class Parallel:
             yield from self._run(iterable, n_workers)
         finally:
             self._running = False
+            _engine.forget_delayed()  # what the call's tasks held is the caller's again
             if not self._managed:
                 self._backend.terminate()
 

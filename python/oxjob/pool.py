@@ -213,6 +213,8 @@ class _TaskEngine:
                     except Exception:  # noqa: BLE001 - a bug must not leave callers waiting
                         sys.excepthook(*sys.exc_info())
                 self.changed.notify_all()
+            # Events hold their results' buffers: keep none while waiting for more.
+            del event, ready
 
     def _handle(self, event: tuple) -> None:
         if event[0] == "exit":

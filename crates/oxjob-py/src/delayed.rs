@@ -5,6 +5,7 @@
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use std::sync::Mutex;
 
 /// `f` wrapped so that calling it returns the call as `(f, args, kwargs)`.
 ///
@@ -103,12 +104,41 @@ fn untrack(call: &Bound<'_, PyTuple>) {
 /// (<built-in function pow>, (2, 10), {})
 #[pyfunction]
 pub fn delayed(function: Bound<'_, PyAny>) -> PyResult<Bound<'_, DelayedFunction>> {
-    Bound::new(
-        function.py(),
+    let py = function.py();
+    if let Ok(last) = LAST.try_lock() {
+        if let Some(known) = last
+            .as_ref()
+            .filter(|known| known.get().function.is(&function))
+        {
+            return Ok(known.bind(py).clone());
+        }
+    }
+    let made = Bound::new(
+        py,
         DelayedFunction {
             function: function.unbind(),
         },
-    )
+    )?;
+    let replaced = LAST
+        .try_lock()
+        .ok()
+        .map(|mut last| last.replace(made.clone().unbind()));
+    drop(replaced); // released outside the lock: it may be the last reference to a function
+    Ok(made)
+}
+
+/// The last wrapper made: `delayed(f)(x) for x in xs` asks for the same one per task,
+/// and making it cost a fifth of the task's whole dispatch. Held until another
+/// function is wrapped or a `Parallel` call ends ([`forget_delayed`]), so it never
+/// keeps a function (and what its closure holds) alive beyond the call it served.
+/// Only `try_lock`: a busy or fork-inherited lock just skips the cache.
+static LAST: Mutex<Option<Py<DelayedFunction>>> = Mutex::new(None);
+
+/// Drop the wrapper `delayed` keeps for reuse (at the end of a `Parallel` call).
+#[pyfunction]
+pub fn forget_delayed() {
+    let forgotten = LAST.try_lock().ok().and_then(|mut last| last.take());
+    drop(forgotten);
 }
 
 /// One function over a sequence of arguments: `(f, arguments, single)`.

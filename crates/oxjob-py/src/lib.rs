@@ -17,6 +17,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<buffer::OwnedBuffer>()?;
     m.add_class::<delayed::DelayedFunction>()?;
     m.add_function(wrap_pyfunction!(delayed::delayed, m)?)?;
+    m.add_function(wrap_pyfunction!(delayed::forget_delayed, m)?)?;
     m.add_function(wrap_pyfunction!(delayed::uniform_calls, m)?)?;
     m.add_class::<hash::StreamHasher>()?;
     m.add_class::<store::Store>()?;

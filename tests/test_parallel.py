@@ -138,23 +138,24 @@ MAIN_OBJECTS = textwrap.dedent(
         print(oxjob.Parallel(n_jobs=2)(calls))
         boxes = oxjob.Parallel(n_jobs=2)(oxjob.delayed(h.identity)(Box(i)) for i in range(3))
         print([type(b).__name__ + str(b.value) for b in boxes])
+        with oxjob.Pool(2) as pool:
+            print(pool.starmap(h.apply, [(increment, i) for i in range(4)]))
+            print([type(b) is Box for b in pool.map(h.identity, [Box(1)])])
     """
 )
 
 
-def test_functions_and_classes_of_main_travel_as_arguments(tmp_path):
-    """Objects defined in the caller's script reach workers by value: their
-    ``__main__`` is not the caller's."""
-    script = tmp_path / "main_objects.py"
-    script.write_text(MAIN_OBJECTS)
-    out = subprocess.run(
-        [sys.executable, str(script), os.path.dirname(__file__)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_functions_and_classes_of_main_travel_as_arguments(run_script):
+    """Objects defined in the caller's script reach workers by value (their
+    ``__main__`` is not the caller's), with ``Parallel`` and with ``Pool``."""
+    out = run_script(MAIN_OBJECTS)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:2] == ["[1, 2, 3, 4]", "['Box0', 'Box1', 'Box2']"]
+    assert out.stdout.splitlines() == [
+        "[1, 2, 3, 4]",
+        "['Box0', 'Box1', 'Box2']",
+        "[1, 2, 3, 4]",
+        "[True]",
+    ]
 
 
 def test_n_jobs_values():
@@ -354,18 +355,11 @@ FORK_CHILD = textwrap.dedent(
 )
 
 
-def test_a_forked_child_starts_its_own_workers_and_spares_the_parents(tmp_path):
+def test_a_forked_child_starts_its_own_workers_and_spares_the_parents(run_script):
     """After a bare ``os.fork()`` (multiprocessing's default on Linux), the child has
     copies of the parent's engine without its threads: it starts its own workers and
     neither uses nor stops the parent's, nor refills the parent's spare segments."""
-    script = tmp_path / "fork_child.py"
-    script.write_text(FORK_CHILD)
-    out = subprocess.run(
-        [sys.executable, str(script), os.path.dirname(__file__)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_script(FORK_CHILD, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 

@@ -191,41 +191,6 @@ def test_ctrl_c_during_map_interrupts_quickly(tmp_path):
     assert "interrupted" in out
 
 
-MAIN_OBJECTS = textwrap.dedent(
-    """
-    import sys
-    sys.path.insert(0, sys.argv[1])
-    import _helpers as h
-    import oxjob
-
-    def increment(x):
-        return x + 1
-
-    class Box:
-        def __init__(self, value):
-            self.value = value
-
-    if __name__ == "__main__":
-        with oxjob.Pool(2) as pool:
-            print(pool.starmap(h.apply, [(increment, i) for i in range(4)]))
-            print([type(b).__name__ + str(b.value) for b in pool.map(h.identity, [Box(1)])])
-    """
-)
-
-
-def test_functions_and_classes_of_main_travel_as_arguments(tmp_path):
-    script = tmp_path / "main_objects.py"
-    script.write_text(MAIN_OBJECTS)
-    out = subprocess.run(
-        [sys.executable, str(script), os.path.dirname(__file__)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:2] == ["[1, 2, 3, 4]", "['Box1']"]
-
-
 FORK_CHILD = textwrap.dedent(
     """
     import os, sys
@@ -254,15 +219,8 @@ FORK_CHILD = textwrap.dedent(
 )
 
 
-def test_a_pool_used_from_a_forked_child_raises_instead_of_hanging(tmp_path):
-    script = tmp_path / "fork_child.py"
-    script.write_text(FORK_CHILD)
-    out = subprocess.run(
-        [sys.executable, str(script), os.path.dirname(__file__)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_a_pool_used_from_a_forked_child_raises_instead_of_hanging(run_script):
+    out = run_script(FORK_CHILD, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 

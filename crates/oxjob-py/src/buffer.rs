@@ -104,39 +104,73 @@ impl OwnedBuffer {
         if readonly && flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
             return Err(PyBufferError::new_err("this buffer is read-only"));
         }
-        // SAFETY: `view` is a non-null Py_buffer that CPython asks us to fill; every
-        // pointer stored in it lives as long as `slf`, whose reference the view keeps.
+        // SAFETY: `view` is a non-null Py_buffer that CPython asks us to fill; the
+        // memory, shape and strides live as long as `slf`, whose reference the view
+        // keeps. Python writes through `ptr` when writable: the memory is exported like
+        // a bytearray's, and `Buffer` is never read by Rust after creation.
         unsafe {
-            (*view).obj = slf.clone().into_any().into_ptr();
-            // Python writes through this pointer: the memory is exported like a
-            // bytearray's, and `Buffer` is never read by Rust after creation.
-            (*view).buf = ptr.cast();
-            (*view).len = len as ffi::Py_ssize_t;
-            (*view).readonly = c_int::from(readonly);
-            (*view).itemsize = 1;
-            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
-                c"B".as_ptr().cast_mut()
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).ndim = 1;
-            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
-                this.shape.as_ptr().cast_mut()
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
-                this.strides.as_ptr().cast_mut()
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).suboffsets = std::ptr::null_mut();
-            (*view).internal = std::ptr::null_mut();
+            fill_byte_view(
+                view,
+                slf.clone().into_any(),
+                ptr,
+                len,
+                readonly,
+                flags,
+                &this.shape,
+                &this.strides,
+            );
         }
         Ok(())
     }
 
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+}
+
+/// Fill `view` as a one-dimensional byte buffer of `len` bytes at `ptr`, owned by
+/// `owner` (whose reference the view takes), honouring what `flags` asks for.
+///
+/// # Safety
+/// `view` must be a valid, non-null `Py_buffer` to fill, and `ptr`, `shape` and
+/// `strides` must stay valid for as long as `owner` lives.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn fill_byte_view(
+    view: *mut ffi::Py_buffer,
+    owner: Bound<'_, PyAny>,
+    ptr: *mut u8,
+    len: usize,
+    readonly: bool,
+    flags: c_int,
+    shape: &[ffi::Py_ssize_t; 1],
+    strides: &[ffi::Py_ssize_t; 1],
+) {
+    let wants = |flag: c_int| flags & flag == flag;
+    // SAFETY: the caller guarantees `view` is valid and that what it points to
+    // outlives `owner`, whose reference the view keeps.
+    unsafe {
+        (*view).obj = owner.into_ptr();
+        (*view).buf = ptr.cast();
+        (*view).len = len as ffi::Py_ssize_t;
+        (*view).readonly = c_int::from(readonly);
+        (*view).itemsize = 1;
+        (*view).format = if wants(ffi::PyBUF_FORMAT) {
+            c"B".as_ptr().cast_mut()
+        } else {
+            std::ptr::null_mut()
+        };
+        (*view).ndim = 1;
+        (*view).shape = if wants(ffi::PyBUF_ND) {
+            shape.as_ptr().cast_mut()
+        } else {
+            std::ptr::null_mut()
+        };
+        (*view).strides = if wants(ffi::PyBUF_STRIDES) {
+            strides.as_ptr().cast_mut()
+        } else {
+            std::ptr::null_mut()
+        };
+        (*view).suboffsets = std::ptr::null_mut();
+        (*view).internal = std::ptr::null_mut();
+    }
 }
 
 /// A Python object's memory borrowed for reading, held for as long as this lives.

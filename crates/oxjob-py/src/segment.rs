@@ -1,7 +1,7 @@
 //! `Segment`: a memfd that Python can send to workers as a descriptor (no copy) and
 //! view through the buffer protocol (mapped shared and writable on first use).
 
-use crate::buffer::Borrowed;
+use crate::buffer::{fill_byte_view, Borrowed};
 use oxjob_core::pool::dropped;
 use oxjob_core::pool::memfd::{self, MapMode, Mapping};
 use pyo3::exceptions::{PyBufferError, PyOSError, PyValueError};
@@ -153,29 +153,16 @@ impl Segment {
         // SAFETY: `view` is a non-null Py_buffer to fill; the mapping and the shape
         // and strides arrays live as long as `slf`, whose reference the view keeps.
         unsafe {
-            (*view).obj = slf.clone().into_any().into_ptr();
-            (*view).buf = ptr.cast();
-            (*view).len = this.len as ffi::Py_ssize_t;
-            (*view).readonly = 0;
-            (*view).itemsize = 1;
-            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
-                c"B".as_ptr().cast_mut()
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).ndim = 1;
-            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
-                this.shape.as_ptr().cast_mut()
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
-                this.strides.as_ptr().cast_mut()
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).suboffsets = std::ptr::null_mut();
-            (*view).internal = std::ptr::null_mut();
+            fill_byte_view(
+                view,
+                slf.clone().into_any(),
+                ptr,
+                this.len,
+                false,
+                flags,
+                &this.shape,
+                &this.strides,
+            );
         }
         Ok(())
     }

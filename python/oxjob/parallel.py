@@ -98,7 +98,7 @@ class _SequentialRunner:
 
     def submit(self, batch_id: int, tasks: list) -> None:
         start = time.perf_counter()
-        results = [func(*args, **kwargs) for func, args, kwargs in tasks]
+        results = BatchedCalls(tasks)()
         self.done.append((batch_id, True, results, time.perf_counter() - start))
 
     def wait(self, timeout: float | None) -> list:
@@ -148,7 +148,7 @@ class _ThreadPool:
         runner.started[batch_id] = time.monotonic()
         start = time.perf_counter()
         try:
-            results = [func(*args, **kwargs) for func, args, kwargs in tasks]
+            results = BatchedCalls(tasks)()
             outcome = (batch_id, True, results, time.perf_counter() - start)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             outcome = (batch_id, False, exc, 0.0)

@@ -72,7 +72,7 @@ def test_copy_on_write_by_default_read_only_on_request():
 
 
 @pytest.fixture
-def copies(monkeypatch):
+def allocations(monkeypatch):
     """Sizes of the arguments Parallel copies into new segments, from here on."""
     made = []
     real = _engine.Segment.from_buffer
@@ -91,6 +91,22 @@ def copies(monkeypatch):
     return made
 
 
+@pytest.fixture
+def copies(monkeypatch):
+    """Sizes of the arguments copied into segments (new or refilled), from here on."""
+    from oxjob import _tasks
+
+    made = []
+    real = _tasks.TaskEngine._copy
+
+    def counting(raw, segment=None):
+        made.append(raw.nbytes)
+        return real(raw, segment)
+
+    monkeypatch.setattr(_tasks.TaskEngine, "_copy", staticmethod(counting))
+    return made
+
+
 def test_same_array_is_copied_once_per_call(copies):
     data = np.ones(BIG)
     Parallel(n_jobs=2)(delayed(h.square)(1) for _ in range(2))  # warm the pool
@@ -99,7 +115,7 @@ def test_same_array_is_copied_once_per_call(copies):
     assert copies == [data.nbytes]
 
 
-def test_segments_of_released_arguments_are_refilled(copies):
+def test_segments_of_released_arguments_are_refilled(allocations):
     Parallel(n_jobs=2)(delayed(h.square)(1) for _ in range(2))  # warm the pool
     arrays = [np.full(BIG, float(i)) for i in range(24)]
     keep = [i % 5 == 0 for i in range(24)]  # workers keep these: never refilled
@@ -107,7 +123,7 @@ def test_segments_of_released_arguments_are_refilled(copies):
         delayed(h.sum_keeping_some)(a, k) for a, k in zip(arrays, keep)
     )
     assert out == [BIG * float(i) for i in range(24)]  # None: a kept array changed
-    assert len(copies) < 24  # the others' segments were refilled, not reallocated
+    assert len(allocations) < 24  # the others' segments were refilled, not reallocated
 
 
 def test_shared_arrays_are_written_in_place():

@@ -50,10 +50,10 @@ def children():
 
 
 def worker_pids():
-    from oxjob import _process_pool
+    from oxjob import _tasks
 
-    pool = _process_pool._POOL
-    return set(pool.pids()) if pool else set()
+    engine = _tasks._SHARED
+    return set(engine.pids()) if engine else set()
 
 
 def assert_only_pool_workers():
@@ -295,13 +295,13 @@ def test_unpicklable_argument_names_the_task():
 
 
 def test_functions_reach_each_worker_once_per_call():
-    from oxjob import _process_pool
+    from oxjob import _process_pool, _tasks
 
     sent = []
     real = _process_pool._engine.Engine.send
 
     Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(2))
-    pool = _process_pool._POOL
+    pool = _tasks._SHARED.pool
 
     class Spy:
         def __init__(self, engine):
@@ -333,7 +333,7 @@ FORK_CHILD = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     import _helpers as h
     from oxjob import Parallel, delayed
-    from oxjob import _process_pool
+    from oxjob import _tasks
 
     def run(backend):
         out = Parallel(n_jobs=2, backend=backend)(delayed(h.big_result)(2**21, i) for i in range(4))
@@ -341,15 +341,15 @@ FORK_CHILD = textwrap.dedent(
 
     # Large results leave spare segments behind, and the workers stay for reuse.
     assert run("loky") and run("threading")
-    parent_workers = _process_pool._POOL.pids()
+    parent_workers = _tasks._SHARED.pids()
     pid = os.fork()
     if pid == 0:
         ok = run("loky") and run("threading")
-        ok = ok and set(_process_pool._POOL.pids()).isdisjoint(parent_workers)
+        ok = ok and set(_tasks._SHARED.pids()).isdisjoint(parent_workers)
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, status
-    assert run("loky") and _process_pool._POOL.pids() == parent_workers
+    assert run("loky") and _tasks._SHARED.pids() == parent_workers
     print("ok")
     """
 )

@@ -516,13 +516,16 @@ class Parallel:
         if isinstance(backend, ThreadingBackend):
             return _ThreadRunner(n_workers)
         if isinstance(backend, ProcessBackend):
-            from ._process_pool import ProcessCall, get_pool
+            from ._process_pool import ProcessRunner
 
-            pool = get_pool(n_workers, self.mmap_mode, self.max_nbytes, backend.idle_worker_timeout)
-            call = ProcessCall(pool)
-            if self._initializer is not None:
-                call.initialize(self._initializer, self._initargs)
-            return call
+            return ProcessRunner(
+                n_workers,
+                self.mmap_mode,
+                self.max_nbytes,
+                backend.idle_worker_timeout,
+                self._initializer,
+                self._initargs,
+            )
         return _BackendRunner(backend, n_workers)
 
     def _pre_dispatch_batches(self, n_workers: int) -> int | None:
@@ -578,8 +581,12 @@ class Parallel:
         if self.return_generator:
             return self._outputs(iterable, n_workers)
         results: list = []
-        for chunk in self._chunks(iterable, n_workers):
-            results.extend(chunk)  # a batch at a time: no per-result generator step
+        try:
+            for chunk in self._chunks(iterable, n_workers):
+                results.extend(chunk)  # a batch at a time: no per-result generator step
+        except BaseException:
+            results.clear()  # the traceback keeps this frame: not the results' memory
+            raise
         return results
 
     def _outputs(self, iterable: Iterable, n_workers: int) -> Iterator:
@@ -669,6 +676,10 @@ class Parallel:
                         yield value
         except BaseException:
             runner.cancel()
+            # The exception's traceback keeps this frame alive until the cycle collector
+            # runs: let go of the results it holds now (their shared memory with them).
+            ordered.clear()
+            outcomes = None  # noqa: F841
             raise
         else:
             runner.close()

@@ -18,312 +18,39 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from ._engine import Segment
-from ._protocol import (
-    BATCH,
-    DEFAULT_MAX_NBYTES,
-    FUNCTION,
-    INIT,
-    READY,
-    RELEASED,
-    RESULT,
-    FunctionTable,
-    dumps,
-    dumps_auto,
-    loads,
-)
-from .exceptions import RemoteTraceback, TerminatedWorkerError, TimeoutError
+from ._protocol import DEFAULT_MAX_NBYTES
+from ._tasks import CALLS, MAP, MAX_DEPTH, STARMAP, Call, Task, TaskEngine
+from .exceptions import TimeoutError
 
 __all__ = ["AsyncResult", "Pool", "ProcessPoolExecutor"]
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
 _NEVER = 10.0**9  # idle timeout of pool workers: they live until the pool ends
+_MAX_DEPTH = MAX_DEPTH
 
 
-# How a task's arguments are laid out (the worker's BATCH forms, see _worker.py).
-MAP, STARMAP, CALLS = "map", "starmap", "calls"
+def _open(processes, initializer, initargs, max_tasks_per_child) -> tuple[TaskEngine, Call]:
+    """A pool's own engine (its workers live as long as the pool) and its call."""
+    engine = TaskEngine(
+        processes,
+        "c",
+        DEFAULT_MAX_NBYTES,
+        _NEVER,
+        initializer=initializer,
+        initargs=initargs,
+        max_tasks_per_child=max_tasks_per_child,
+    )
+    return engine, engine.open_call(cache_inputs=False)
 
 
-_QUEUED_WORK = 0.002  # seconds of work queued on each worker
-_MAX_DEPTH = 16
-_BURST = 64  # events handled per wake-up of the dispatcher, at most
-_SPARE_SECONDS = 1.0  # idle time after which spare input segments are freed
-
-
-#: How many ``os.fork()`` calls separate this process from the first one: a pool
-#: made in another generation belongs to an ancestor (no ``getpid`` system call per task).
-_fork_generation = 0
-
-
-def _count_fork() -> None:
-    global _fork_generation
-    _fork_generation += 1
-
-
-os.register_at_fork(after_in_child=_count_fork)
-
-
-def _finish(task: _Task, ok: bool, value: Any) -> None:
-    """Deliver a task's outcome. A user callback that raises is reported on stderr,
-    as a thread's uncaught exception is: it must not stop the dispatcher thread, or
-    every later task of the pool would wait for ever."""
-    try:
-        task.done(ok, value)
-    except Exception:  # noqa: BLE001
-        sys.excepthook(*sys.exc_info())
-
-
-class _Task:
-    __slots__ = ("id", "func", "form", "arguments", "done", "start", "segments")
-
-    def __init__(self, task_id, func, form, arguments, done, start):
-        self.id = task_id
-        self.func = func
-        self.form = form
-        self.arguments = arguments
-        self.done = done
-        self.start = start
-        self.segments: list = []  # input segments lent to the worker
-
-
-class _TaskEngine:
-    """Workers plus a dispatcher thread: tasks (chunks of calls) in, outcomes out."""
-
-    def __init__(
-        self,
-        processes: int,
-        initializer: Callable | None,
-        initargs: tuple,
-        max_tasks_per_child: int | None,
-    ) -> None:
-        from ._process_pool import ProcessPool
-
-        self.pool = ProcessPool(processes, "c", DEFAULT_MAX_NBYTES, _NEVER)
-        self.engine = self.pool.engine
-        self.owner = os.getpid()
-        self.fork_generation = _fork_generation
-        self.n = processes
-        self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)
-        self.pending: collections.deque = collections.deque()
-        self.inflight: list[collections.deque] = [collections.deque() for _ in range(processes)]
-        self.sent: list[set] = [set() for _ in range(processes)]
-        self.completed = [0] * processes
-        self.functions = FunctionTable()
-        self.max_tasks = max_tasks_per_child
-        # Tasks queued on a worker beyond the running one hide the round trip; see
-        # _queue_depth. One at a time when workers retire: none is queued on a
-        # worker about to be replaced.
-        self.depth = 1 if max_tasks_per_child else 2
-        self.mean_duration = _QUEUED_WORK
-        # Input segments the workers have let go of, by size: refilling one costs a
-        # plain copy, a new one also costs allocating and zeroing its pages (~5x).
-        self.spare: dict[int, list] = {}
-        self.ids = itertools.count()
-        self.init = None
-        if initializer is not None:
-            self.init = dumps((initializer, tuple(initargs)), None, by_value=True)
-        for worker in range(processes):
-            self._started(worker)
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, name="oxjob-pool", daemon=True)
-        self.thread.start()
-
-    # ---- submitting ------------------------------------------------------------------
-
-    def submit(
-        self,
-        func: Callable,
-        form: str,
-        arguments: list,
-        done: Callable[[bool, Any], None],
-        start: Callable[[], bool] | None = None,
-    ) -> None:
-        """Queue one task: ``func`` over ``arguments``, which are single arguments
-        (``MAP``), argument tuples (``STARMAP``) or ``(args, kwargs)`` pairs
-        (``CALLS``). ``done(ok, value)`` receives the list of results or the
-        exception. ``start()``, if given, runs when the task goes to a worker; the
-        task is dropped if it returns False."""
-        if self.forked():
-            raise RuntimeError(
-                f"This pool was created by process {self.owner}; this process is a fork "
-                "of it, without the pool's threads: create a new pool here"
-            )
-        with self.lock:
-            self.pending.append(_Task(next(self.ids), func, form, arguments, done, start))
-            self._dispatch()
-
-    def _started(self, worker: int) -> None:
-        self.sent[worker] = set()
-        self.completed[worker] = 0
-        if self.init is not None:
-            body, segments, n_shared = self.init
-            self.engine.send(worker, INIT, 0, body, segments, n_shared)
-
-    def _dispatch(self) -> None:
-        while self.pending:
-            worker = min(range(self.n), key=lambda w: len(self.inflight[w]))
-            if len(self.inflight[worker]) >= self.depth:
-                return
-            task = self.pending.popleft()
-            if task.start is not None:
-                if not task.start():
-                    continue
-                task.start = None  # once: a task re-dispatched after a death is running already
+def _fail_unfinished(tasks: list[Task], message: str) -> None:
+    for task in tasks:
+        done, task.done = task.done, None
+        if done is not None:
             try:
-                func_id, payload = self.functions.id_of(task.func)
-                if task.form == CALLS:
-                    calls: Any = [(func_id, a, k) for a, k in task.arguments]
-                elif task.form == STARMAP:
-                    calls = (func_id, task.arguments)
-                else:
-                    calls = (func_id, task.arguments, MAP)
-                body, segments, n_shared = dumps_auto(calls, DEFAULT_MAX_NBYTES, self._segment_for)
-                task.segments = segments[: len(segments) - n_shared]
-            except Exception as exc:  # noqa: BLE001 - reported on the task's result
-                _finish(task, False, exc)
-                continue
-            if func_id not in self.sent[worker]:
-                self.engine.send(worker, FUNCTION, func_id, payload, [])
-                self.sent[worker].add(func_id)
-            self.engine.send(worker, BATCH, task.id, body, segments, n_shared)
-            self.inflight[worker].append(task)
-
-    # ---- outcomes --------------------------------------------------------------------
-
-    def _run(self) -> None:
-        quiet_since = None
-        while not self.stopping:
-            event = self.engine.next_event(0.1)
-            if event is None:
-                # Spare segments hold memory: give it back once the pool is idle.
-                with self.lock:
-                    if not self.spare or not self.idle():
-                        quiet_since = None
-                    elif quiet_since is None:
-                        quiet_since = time.monotonic()
-                    elif time.monotonic() - quiet_since > _SPARE_SECONDS:
-                        self.spare.clear()
-                continue
-            with self.lock:
-                # With it, whatever else has arrived: one wake-up for a burst of results.
-                for ready in [event, *self.engine.ready_events(_BURST)]:
-                    try:
-                        self._handle(ready)
-                    except Exception:  # noqa: BLE001 - a bug must not leave callers waiting
-                        sys.excepthook(*sys.exc_info())
-                self.changed.notify_all()
-            # Events hold their results' buffers: keep none while waiting for more.
-            del event, ready
-
-    def _handle(self, event: tuple) -> None:
-        if event[0] == "exit":
-            _, worker, generation, code, sig = event
-            if generation != self.pool.generations[worker] or self.stopping:
-                return
-            from ._process_pool import _describe_exit
-
-            # A worker runs its queue in order: only the first task can have been
-            # running; the ones behind it never started and go to another worker.
-            queue = self.inflight[worker]
-            lost = [queue.popleft()] if queue else []
-            self.pending.extendleft(reversed(queue))
-            queue.clear()
-            self.pool.respawn(worker)
-            self._started(worker)
-            for task in lost:
-                _finish(
-                    task,
-                    False,
-                    TerminatedWorkerError(
-                        "A worker process managed by the pool was unexpectedly terminated "
-                        f"while running this task. The exit code of the worker is "
-                        f"{{{_describe_exit(code, sig)}}}"
-                    ),
-                )
-            self._dispatch()
-            return
-        _, worker, generation, kind, tag, body, buffers, shared = event
-        if generation != self.pool.generations[worker] or kind == READY:
-            return
-        queue = self.inflight[worker]
-        task = next((t for t in queue if t.id == tag), None)
-        if task is None:
-            return
-        if kind == RELEASED:
-            self._keep_spare(task.segments)
-            return
-        queue.remove(task)
-        task.segments = []
-        try:
-            if kind == RESULT:
-                duration, results = loads(body, buffers, shared)
-                self._queue_depth(duration)
-                outcome: tuple[bool, Any] = (True, results)
-            else:  # ERROR
-                exc, tb, _ = loads(body, buffers, shared)
-                exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
-                outcome = (False, exc)
-        except Exception as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
-            outcome = (False, exc)
-        _finish(task, *outcome)
-        self.completed[worker] += 1
-        if self.max_tasks and self.completed[worker] >= self.max_tasks and not queue:
-            self.pool.respawn(worker)  # retired after max_tasks_per_child tasks
-            self._started(worker)
-        self._dispatch()
-
-    def _segment_for(self, raw: memoryview) -> Any:
-        spares = self.spare.get(raw.nbytes)
-        if spares:
-            segment = spares.pop()
-            segment.refill(raw)
-            return segment
-        return Segment.from_buffer(raw)
-
-    def _keep_spare(self, segments: list) -> None:
-        # Two per worker: enough for a steady stream of same-sized large inputs
-        # (queued two deep), and the memory they hold stays bounded.
-        room = 2 * self.n - sum(len(s) for s in self.spare.values())
-        for segment in segments[: max(room, 0)]:
-            self.spare.setdefault(segment.nbytes, []).append(segment)
-
-    def _queue_depth(self, duration: float) -> None:
-        # Queue about _QUEUED_WORK seconds of work per worker: tiny tasks then
-        # stream without waiting for round trips, long ones stay balanced.
-        if self.max_tasks:
-            return
-        self.mean_duration = 0.8 * self.mean_duration + 0.2 * duration
-        self.depth = max(2, min(_MAX_DEPTH, int(_QUEUED_WORK / max(self.mean_duration, 1e-7))))
-
-    # ---- ending ----------------------------------------------------------------------
-
-    def forked(self) -> bool:
-        """Whether this is a copy of the engine in a child made by ``os.fork()``."""
-        return _fork_generation != self.fork_generation
-
-    def idle(self) -> bool:
-        return not self.pending and not any(self.inflight)
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        with self.lock:
-            return self.changed.wait_for(self.idle, timeout)
-
-    def pids(self) -> list[int]:
-        return self.pool.pids()
-
-    def cancel_pending(self) -> list[_Task]:
-        with self.lock:
-            tasks = list(self.pending)
-            self.pending.clear()
-            return tasks
-
-    def stop(self, grace: float) -> None:
-        with self.lock:
-            self.stopping = True
-        self.thread.join()
-        self.spare.clear()
-        self.pool.shutdown(grace)
+                done(False, ValueError(message))
+            except Exception:  # noqa: BLE001 - a user callback: report, go on
+                sys.excepthook(*sys.exc_info())
 
 
 def _default_processes(processes: int | None) -> int:
@@ -407,13 +134,13 @@ class IMapIterator:
     """Results of ``imap``/``imap_unordered``.
 
     The input is read lazily: only as many chunks are submitted beyond the ones the
-    consumer has taken as the workers can have queued (``_TaskEngine.depth``: ~2 ms of
+    consumer has taken as the workers can have queued (``Call.depth``: ~2 ms of
     work each, at least two chunks), so an endless or huge input never fills memory,
     and tiny tasks still stream without waiting for round trips.
     """
 
-    def __init__(self, engine: _TaskEngine, func, chunks: Iterator, ordered: bool):
-        self._engine = engine
+    def __init__(self, call: Call, func, chunks: Iterator, ordered: bool):
+        self._call = call
         self._func = func
         self._chunks = chunks
         self._ordered = ordered
@@ -429,7 +156,7 @@ class IMapIterator:
 
     def _feed(self) -> None:
         # Only the consumer's thread reads the input iterator.
-        ahead = self._engine.n * (self._engine.depth + 1)
+        ahead = self._call.engine.n * (self._call.depth + 1)
         while not self._done_feeding and self._submitted - self._taken < ahead:
             index = self._submitted
             try:
@@ -443,7 +170,7 @@ class IMapIterator:
                 self._deliver(index, False, exc)
                 return
             self._submitted += 1
-            self._engine.submit(
+            self._call.submit(
                 self._func, MAP, chunk, lambda ok, value, i=index: self._deliver(i, ok, value)
             )
 
@@ -542,7 +269,7 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         self._processes = processes
         self._state = _RUN
-        self._engine = _TaskEngine(processes, initializer, initargs, maxtasksperchild)
+        self._engine, self._call = _open(processes, initializer, initargs, maxtasksperchild)
 
     def _check_running(self) -> None:
         if self._state != _RUN:
@@ -565,7 +292,7 @@ class Pool:
         """Run ``func(*args, **kwds)`` in a worker; returns an :class:`AsyncResult`."""
         self._check_running()
         result = AsyncResult(callback, error_callback)
-        self._engine.submit(
+        self._call.submit(
             func,
             CALLS,
             [(tuple(args), dict(kwds or {}))],
@@ -594,7 +321,7 @@ class Pool:
         chunks = list(_chunks_of(iterable, chunksize)) if chunksize else []
         result = MapResult(len(chunks), len(iterable), callback, error_callback)
         for index, chunk in enumerate(chunks):
-            self._engine.submit(
+            self._call.submit(
                 func,
                 STARMAP if star else MAP,
                 chunk,
@@ -624,7 +351,7 @@ class Pool:
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         chunks = _chunks_of(iterable, chunksize)
-        return IMapIterator(self._engine, func, chunks, True)
+        return IMapIterator(self._call, func, chunks, True)
 
     def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int = 1):
         """Like :meth:`imap`, in completion order."""
@@ -632,7 +359,7 @@ class Pool:
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         chunks = _chunks_of(iterable, chunksize)
-        return IMapIterator(self._engine, func, chunks, False)
+        return IMapIterator(self._call, func, chunks, False)
 
     # ---- ending ------------------------------------------------------------------------
 
@@ -648,15 +375,7 @@ class Pool:
         self._state = _TERMINATE
         if self._engine.forked():
             return  # the workers are the parent's; its locks may be held by lost threads
-        for task in self._engine.cancel_pending():
-            _finish(task, False, ValueError("Pool terminated before the task ran"))
-        self._engine.stop(grace=0.0)
-        with self._engine.lock:
-            lost = [task for queue in self._engine.inflight for task in queue]
-            for queue in self._engine.inflight:
-                queue.clear()
-        for task in lost:
-            _finish(task, False, ValueError("Pool terminated while the task ran"))
+        _fail_unfinished(self._engine.stop(grace=0.0), "Pool terminated before the task finished")
 
     def join(self) -> None:
         """Wait for the workers to finish; call :meth:`close` or :meth:`terminate` first."""
@@ -715,7 +434,9 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         ):
             raise ValueError("max_tasks_per_child must be >= 1")
         self._max_workers = _default_processes(max_workers)
-        self._engine = _TaskEngine(self._max_workers, initializer, initargs, max_tasks_per_child)
+        self._engine, self._call = _open(
+            self._max_workers, initializer, initargs, max_tasks_per_child
+        )
         self._shutdown = False
         self._lock = threading.Lock()
         self._futures: dict[int, concurrent.futures.Future] = {}
@@ -737,7 +458,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             else:
                 future.set_exception(value)
 
-        self._engine.submit(fn, CALLS, [(args, kwargs)], done, future.set_running_or_notify_cancel)
+        self._call.submit(fn, CALLS, [(args, kwargs)], done, future.set_running_or_notify_cancel)
         return future
 
     def map(
@@ -758,7 +479,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             def done(ok: bool, value: Any, future=future) -> None:
                 future.set_result(value) if ok else future.set_exception(value)
 
-            self._engine.submit(fn, STARMAP, chunk, done, future.set_running_or_notify_cancel)
+            self._call.submit(fn, STARMAP, chunk, done, future.set_running_or_notify_cancel)
             futures.append(future)
         return _chain_results(futures, timeout)
 
@@ -770,7 +491,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             return  # the workers are the parent's
         if cancel_futures:
             # Futures not finished yet are cancelled (a running task's result is dropped).
-            self._engine.cancel_pending()
+            self._call.drop_pending()
             for future in list(self._futures.values()):
                 future.cancel()
         if wait:

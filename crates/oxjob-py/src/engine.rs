@@ -9,7 +9,7 @@ use oxjob_core::pool::frame::Kind;
 use oxjob_core::pool::memfd::{MapMode, Mapping};
 use oxjob_core::pool::spares;
 use oxjob_core::pool::{Event, Events, Supervisor, WorkerSpec};
-use pyo3::exceptions::{PyEOFError, PyOSError, PyValueError};
+use pyo3::exceptions::{PyEOFError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 use std::collections::HashMap;
@@ -36,8 +36,10 @@ fn map_mode(name: &str) -> PyResult<MapMode> {
     }
 }
 
+/// The matching OSError subclass (BrokenPipeError for EPIPE...), so callers can tell a
+/// dead peer from other failures.
 fn os_error(err: std::io::Error) -> PyErr {
-    PyOSError::new_err(err.to_string())
+    PyErr::from(err)
 }
 
 fn segment_fds<'a>(segments: &'a [PyRef<'a, Segment>]) -> Vec<BorrowedFd<'a>> {

@@ -1,0 +1,825 @@
+"""The task engine: the one place that sends work to worker processes and routes
+what comes back to whoever submitted it.
+
+``Parallel`` (through :class:`oxjob._process_pool.ProcessRunner`), ``Pool``,
+``ProcessPoolExecutor`` and the joblib backend are thin front ends: each opens a
+:class:`Call` on a :class:`TaskEngine` and submits tasks to it. A task is one
+function over a list of arguments; its outcome (the list of results, or the
+exception) is handed to the task's ``done`` callback, on the engine's dispatcher
+thread. Many calls may be in flight on one engine at once, from any threads or
+interleaved as generators in one thread: tasks carry engine-wide ids, so a result
+can only reach the call that sent it, and cancelling a call touches only its own
+tasks (a worker is killed only if it is running one of them).
+
+See docs/engine.md for the flow from ``delayed`` to the worker and back.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import itertools
+import os
+import pickle
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from . import _engine
+from ._process_pool import ProcessPool, describe_exit
+from ._protocol import (
+    BATCH,
+    END_CALL,
+    FUNCTION,
+    INIT,
+    READY,
+    RELEASED,
+    RESULT,
+    FunctionTable,
+    dumps,
+    dumps_auto,
+)
+from ._protocol import loads as _loads
+from .exceptions import RemoteTraceback, TerminatedWorkerError
+
+__all__ = ["Call", "Task", "TaskEngine", "shared_call", "shared_engine", "shutdown_shared"]
+
+# How a task's arguments are laid out (the worker's BATCH forms, see _worker.py).
+MAP, STARMAP, CALLS, TASKS = "map", "starmap", "calls", "tasks"
+
+_QUEUED_WORK = 0.002  # seconds of work queued on each worker, beyond the running task
+MAX_DEPTH = 16
+_BURST = 64  # events handled per wake-up of the dispatcher, at most
+_SPARE_SECONDS = 1.0  # idle time after which spare input segments are freed
+_OVERDUE_SLACK = 0.0005  # seconds a task may run past twice its expected time
+
+
+#: How many ``os.fork()`` calls separate this process from the first one: an engine
+#: made in another generation belongs to an ancestor (no ``getpid`` per task).
+_fork_generation = 0
+
+
+def _count_fork() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
+def _deliver(task: Task, ok: bool, value: Any) -> None:
+    """Hand a task's outcome to its submitter. A callback that raises is reported on
+    stderr, as a thread's uncaught exception is: it must not stop the dispatcher,
+    or every later task of every call would wait for ever."""
+    done, task.done = task.done, None
+    if done is None or task.call.cancelled:
+        return
+    try:
+        done(ok, value)
+    except Exception:  # noqa: BLE001
+        sys.excepthook(*sys.exc_info())
+
+
+class Task:
+    """One unit of work: ``func`` over ``arguments``, in one of the BATCH forms."""
+
+    __slots__ = (
+        "id",
+        "call",
+        "func",
+        "form",
+        "arguments",
+        "done",
+        "start",
+        "segments",
+        "keys",
+        "released",
+        "started",
+        "duration",
+    )
+
+    def __init__(self, task_id, call, func, form, arguments, done, start) -> None:
+        self.id = task_id
+        self.call = call
+        self.func = func
+        self.form = form
+        self.arguments = arguments
+        self.done = done
+        self.start = start
+        self.segments: list = []  # input segments lent to the worker
+        self.keys: tuple = ()  # their keys in the call's segment cache
+        self.released = False  # the worker said it maps none of them any more
+        self.started: float | None = None  # when it reached the head of its worker
+        self.duration = 0.0
+
+    def expected(self) -> float:
+        """Seconds this task should take, from its call's recent tasks."""
+        return self.call.item_seconds * max(len(self.arguments), 1)
+
+
+class Call:
+    """One submitter's stream of tasks on an engine: a ``Parallel`` call, a ``Pool``.
+
+    Parameters
+    ----------
+    engine : TaskEngine
+    cache_inputs : bool
+        Keep the segment of every large input for the whole call, so an argument
+        given to many tasks is copied once (``Parallel``); otherwise a task's input
+        segments become spares as soon as its worker lets go of them (``Pool``).
+    """
+
+    def __init__(self, engine: TaskEngine, cache_inputs: bool) -> None:
+        self.engine = engine
+        self.cache_inputs = cache_inputs
+        self.cancelled = False
+        self.closed = False
+        self.live = 0  # tasks submitted and not finished
+        # Tasks a worker may hold, the running one included: those queued behind it
+        # hide the round trip; see record(). One until this call's tasks are known to
+        # be short, so no task waits behind a slow one while another worker is free.
+        self.depth = 1
+        self.item_seconds = _QUEUED_WORK
+        self._measured = False
+        # Segments of large arguments, by (address, size) of their memory; holding the
+        # buffer keeps the address from being reused during the call.
+        self.segments: dict[tuple[int, int], tuple[Any, memoryview]] = {}
+        self.users: dict[tuple[int, int], int] = {}  # tasks in flight carrying it
+        self.pinned: set[tuple[int, int]] = set()  # a worker may still map it
+        self.reusable: dict[int, dict[tuple[int, int], None]] = {}  # by size, oldest first
+        self._carried: list = []
+
+    def submit(
+        self,
+        func: Callable | None,
+        form: str,
+        arguments: list,
+        done: Callable[[bool, Any], None],
+        start: Callable[[], bool] | None = None,
+    ) -> Task:
+        """Queue ``func`` over ``arguments``: single arguments (``"map"``), argument
+        tuples (``"starmap"``), ``(args, kwargs)`` pairs (``"calls"``), or
+        ``(func, args, kwargs)`` triples with ``func=None`` (``"tasks"``).
+        ``done(ok, value)`` receives the list of results or the exception, on the
+        dispatcher thread. ``start()``, if given, runs when the task goes to a
+        worker; the task is dropped if it returns False."""
+        return self.engine._submit(self, func, form, arguments, done, start)
+
+    def initialize(self, initializer: Callable, initargs: tuple) -> None:
+        """Run ``initializer(*initargs)`` in every worker before its next task."""
+        self.engine._initialize_workers(initializer, initargs)
+
+    def capacity(self) -> int:
+        """How many tasks this call can have in flight without any waiting."""
+        return self.engine.n * self.depth
+
+    def running(self) -> list[Task]:
+        """This call's tasks that are being computed now."""
+        return self.engine._running(self)
+
+    def kill(self, task: Task) -> None:
+        """Kill the worker running ``task`` (a timeout); it is replaced."""
+        self.engine._kill_running(task)
+
+    def cancel(self) -> list[Task]:
+        """Drop this call's queued tasks and kill the workers running its tasks;
+        other calls' tasks on those workers run elsewhere. Returns the tasks that
+        had not finished (their ``done`` is never called)."""
+        return self.engine._cancel(self)
+
+    def drop_pending(self) -> list[Task]:
+        """Drop this call's tasks that no worker has started; returns them."""
+        return self.engine._drop_pending(self)
+
+    def close(self) -> None:
+        """End the call: what it cached is given back to the engine."""
+        self.engine._close(self)
+
+    def record(self, task: Task) -> None:
+        """Learn from a finished task how much work to queue on each worker: about
+        _QUEUED_WORK seconds, so tiny tasks stream without waiting for round trips
+        and long ones stay balanced."""
+        per_item = task.duration / max(len(task.arguments), 1)
+        if not self._measured:
+            self.item_seconds, self._measured = per_item, True
+        else:
+            self.item_seconds = 0.8 * self.item_seconds + 0.2 * per_item
+        if not self.engine.max_tasks:
+            expected = self.item_seconds * max(len(task.arguments), 1)
+            self.depth = max(1, min(MAX_DEPTH, int(_QUEUED_WORK / max(expected, 1e-7))))
+
+
+class TaskEngine:
+    """Worker processes plus a dispatcher thread: tasks in, outcomes out.
+
+    Parameters
+    ----------
+    processes : int
+    mmap_mode : str
+        How workers map large inputs (``'c'``, ``'r'``, ...).
+    max_nbytes : int
+        Buffers from this size travel in shared memory.
+    idle_timeout : float
+        Seconds after which an idle worker exits (it is restarted when needed).
+    initializer, initargs
+        Run in every worker when it starts, replacements included.
+    max_tasks_per_child : int, optional
+        Replace a worker after it has completed this many tasks.
+    forget_when_idle : bool
+        When the last open call closes, workers drop the functions they were sent
+        (a shared engine, whose calls come and go); a pool keeps them.
+    """
+
+    def __init__(
+        self,
+        processes: int,
+        mmap_mode: str = "c",
+        max_nbytes: int = 1 << 20,
+        idle_timeout: float = 300.0,
+        initializer: Callable | None = None,
+        initargs: tuple = (),
+        max_tasks_per_child: int | None = None,
+        forget_when_idle: bool = False,
+    ) -> None:
+        self.pool = ProcessPool(processes, mmap_mode, max_nbytes, idle_timeout)
+        self.n = processes
+        self.max_nbytes = max_nbytes
+        self.max_tasks = max_tasks_per_child
+        self.forget_when_idle = forget_when_idle
+        self.owner = os.getpid()
+        self.fork_generation = _fork_generation
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.pending: collections.deque[Task] = collections.deque()
+        self.inflight: list[collections.deque[Task]] = [
+            collections.deque() for _ in range(processes)
+        ]
+        self.sent: list[set] = [set() for _ in range(processes)]
+        self.completed = [0] * processes
+        self.dying: set[int] = set()  # a send failed: its exit event is on the way
+        self.killed: dict[int, int] = {}  # worker -> id of the task we killed it for
+        self.functions = FunctionTable()
+        self.open_calls = 0
+        # Input segments the workers have let go of, by size: refilling one costs a
+        # plain copy, a new one also costs allocating and zeroing its pages (~5x).
+        self.spare: dict[int, list] = {}
+        self.ids = itertools.count(1)
+        self.init = None
+        if initializer is not None:
+            self.init = dumps((initializer, tuple(initargs)), None, by_value=True)
+        for worker in range(processes):
+            self._started(worker)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="oxjob-engine", daemon=True)
+        self.thread.start()
+
+    # ---- calls -----------------------------------------------------------------------
+
+    def open_call(self, cache_inputs: bool = False) -> Call:
+        """A new :class:`Call`: the identity its tasks carry."""
+        self._check_owner()
+        with self.lock:
+            if self.stopping:
+                raise RuntimeError("This engine has been shut down")
+            self.open_calls += 1
+        return Call(self, cache_inputs)
+
+    def _check_owner(self) -> None:
+        if self.forked():
+            raise RuntimeError(
+                f"This pool was created by process {self.owner}; this process is a fork "
+                "of it, without the pool's threads: create a new pool here"
+            )
+
+    def _submit(self, call, func, form, arguments, done, start) -> Task:
+        self._check_owner()
+        with self.lock:
+            if self.stopping:
+                raise RuntimeError("This engine has been shut down")
+            task = Task(next(self.ids), call, func, form, arguments, done, start)
+            call.live += 1
+            self.pending.append(task)
+            self._dispatch()
+        return task
+
+    def _initialize_workers(self, initializer: Callable, initargs: tuple) -> None:
+        body, segments, n_shared = dumps((initializer, tuple(initargs)), None, by_value=True)
+        with self.lock:
+            for worker in range(self.n):
+                if worker in self.pool.dead:
+                    self._respawn(worker)
+                self._send(worker, INIT, 0, body, segments, n_shared)
+
+    def _close(self, call: Call) -> None:
+        with self.lock:
+            if call.closed:
+                return
+            call.closed = True
+            self.open_calls -= 1
+            for size, keys in call.reusable.items():
+                for key in keys:
+                    self._keep_spare([call.segments[key][0]], size)
+            call.segments.clear()
+            call.reusable.clear()
+            if self.open_calls == 0 and self.forget_when_idle and not self.stopping:
+                self._forget_functions()
+
+    def _forget_functions(self) -> None:
+        """Workers drop the functions (and spare result segments) of finished calls."""
+        for worker in range(self.n):
+            if self.sent[worker] and worker not in self.pool.dead:
+                self._send(worker, END_CALL, 0, b"", [])
+            self.sent[worker] = set()
+        self.functions = FunctionTable()
+
+    # ---- dispatch --------------------------------------------------------------------
+
+    def _started(self, worker: int) -> None:
+        self.sent[worker] = set()
+        self.completed[worker] = 0
+        if self.init is not None:
+            body, segments, n_shared = self.init
+            self._send(worker, INIT, 0, body, segments, n_shared)
+
+    def _respawn(self, worker: int) -> None:
+        self.pool.respawn(worker)
+        self.dying.discard(worker)
+        self.killed.pop(worker, None)
+        self._started(worker)
+
+    def _send(self, worker: int, kind: int, tag: int, body, segments, n_shared=0) -> bool:
+        """Send a frame; a worker that has died meanwhile (EPIPE, ECONNRESET) is left
+        to its exit event, which reports the death as a death."""
+        if worker in self.dying:
+            return False
+        try:
+            self.pool.engine.send(worker, kind, tag, body, segments, n_shared)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            self.dying.add(worker)
+            return False
+        except OSError:
+            if worker in self.pool.dead:
+                return False
+            raise
+
+    def _remaining(self, worker: int, now: float) -> float:
+        """Seconds of work a worker has left: its queued tasks' expected times, plus
+        the running one's; a task already past twice its expected time is expected
+        to run about as long again as it has (it is not a short one)."""
+        queue = self.inflight[worker]
+        if not queue:
+            return 0.0
+        head = queue[0]
+        expected = head.expected()
+        elapsed = now - head.started if head.started is not None else 0.0
+        if elapsed > 2 * expected + _OVERDUE_SLACK:
+            left = elapsed
+        else:
+            left = max(expected - elapsed, 0.0)
+        for index in range(1, len(queue)):
+            left += queue[index].expected()
+        return left
+
+    def _pick_worker(self, task: Task) -> int | None:
+        best, best_left = None, 0.0
+        now = time.monotonic()
+        depth = task.call.depth
+        for worker in range(self.n):
+            if worker in self.dying:
+                continue
+            queued = len(self.inflight[worker])
+            if queued == 0:
+                return worker
+            if queued >= depth:
+                continue
+            left = self._remaining(worker, now)
+            if left > _QUEUED_WORK + task.expected() and task.call._measured:
+                continue  # it would wait behind a long task: keep it for a free worker
+            if best is None or left < best_left:
+                best, best_left = worker, left
+        return best
+
+    def _dispatch(self) -> None:
+        while self.pending:
+            task = self.pending[0]
+            worker = self._pick_worker(task)
+            if worker is None:
+                return
+            self.pending.popleft()
+            if task.call.cancelled:
+                continue
+            if task.start is not None:
+                if not task.start():
+                    self._finished(task)
+                    continue
+                task.start = None  # once: a task re-dispatched after a death is running
+            if worker in self.pool.dead:
+                self._respawn(worker)
+            try:
+                func_ids, calls = self._calls_of(task, worker)
+                call = task.call
+                call._carried = []
+                body, segments, n_shared = dumps_auto(
+                    calls, self.max_nbytes, lambda raw, c=call: self._segment_for(c, raw)
+                )
+            except Exception as exc:  # noqa: BLE001 - reported on the task's result
+                self._finished(task)
+                _deliver(task, False, _pickling_error(task, exc))
+                continue
+            task.segments = segments[: len(segments) - n_shared]
+            self._carry(task)
+            for func_id, payload in func_ids:
+                if func_id not in self.sent[worker]:
+                    self._send(worker, FUNCTION, func_id, payload, [])
+                    self.sent[worker].add(func_id)
+            if not self._send(worker, BATCH, task.id, body, segments, n_shared):
+                # It died before this task reached it: the task goes to another worker,
+                # the death is reported by its exit event to the task it was running.
+                self._unkeep(task)
+                task.segments = []
+                self.pending.appendleft(task)
+                continue
+            queue = self.inflight[worker]
+            if not queue:
+                task.started = time.monotonic()
+            queue.append(task)
+
+    def _calls_of(self, task: Task, worker: int) -> tuple[list, Any]:
+        """The function ids the task needs and its calls in the worker's BATCH form."""
+        if task.form == TASKS:
+            ids, needed = {}, []
+            for func, _, _ in task.arguments:
+                if id(func) not in ids:
+                    func_id, payload = self.functions.id_of(func)
+                    ids[id(func)] = func_id
+                    needed.append((func_id, payload))
+            return needed, [(ids[id(f)], a, k) for f, a, k in task.arguments]
+        func_id, payload = self.functions.id_of(task.func)
+        if task.form == CALLS:
+            calls: Any = [(func_id, a, k) for a, k in task.arguments]
+        elif task.form == STARMAP:
+            calls = (func_id, task.arguments)
+        else:
+            calls = (func_id, task.arguments, True)
+        return [(func_id, payload)], calls
+
+    # ---- segments of large inputs ----------------------------------------------------
+
+    def _segment_for(self, call: Call, raw: memoryview) -> Any:
+        """A segment holding ``raw``: with ``cache_inputs``, copied once per call
+        however many tasks use it; a released segment of the same size is refilled
+        rather than a new one allocated."""
+        if not call.cache_inputs:
+            return self._spare_or_new(raw)
+        key = _engine.buffer_address(raw)
+        call._carried.append(key)
+        known = call.segments.get(key)
+        if known is not None:
+            call.reusable.get(raw.nbytes, {}).pop(key, None)
+            return known[0]
+        candidates = call.reusable.get(raw.nbytes)
+        if candidates:
+            old_key = next(iter(candidates))
+            del candidates[old_key]
+            segment = self._copy(raw, call.segments.pop(old_key)[0])
+        else:
+            segment = self._spare_or_new(raw)
+        call.segments[key] = (segment, raw)
+        return segment
+
+    def _spare_or_new(self, raw: memoryview) -> Any:
+        spares = self.spare.get(raw.nbytes)
+        return self._copy(raw, spares.pop() if spares else None)
+
+    @staticmethod
+    def _copy(raw: memoryview, segment: Any = None) -> Any:
+        """The one copy of a large input: into ``segment``, or into a new one."""
+        if segment is None:
+            return _engine.Segment.from_buffer(raw)
+        segment.refill(raw)
+        return segment
+
+    def _carry(self, task: Task) -> None:
+        call = task.call
+        if call.cache_inputs and call._carried:
+            task.keys = tuple(set(call._carried))
+            for key in task.keys:
+                call.users[key] = call.users.get(key, 0) + 1
+        call._carried = []
+
+    def _segments_returned(self, task: Task) -> None:
+        call = task.call
+        if not call.cache_inputs:
+            if task.released:
+                self._keep_spare(task.segments)
+            task.segments = []
+            return
+        task.segments = []
+        for key in task.keys:
+            call.users[key] -= 1
+            if not task.released:
+                call.pinned.add(key)  # a worker may keep it: never refill it
+            if call.users[key] == 0 and key not in call.pinned and key in call.segments:
+                call.reusable.setdefault(key[1], {})[key] = None
+
+    def _keep_spare(self, segments: list, size: int | None = None) -> None:
+        # Two per worker: enough for a steady stream of same-sized large inputs, and
+        # the memory they hold stays bounded.
+        room = 2 * self.n - sum(len(s) for s in self.spare.values())
+        for segment in segments[: max(room, 0)]:
+            self.spare.setdefault(size or segment.nbytes, []).append(segment)
+
+    # ---- outcomes --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        quiet_since = None
+        while not self.stopping:
+            try:
+                event = self.pool.engine.next_event(0.1)
+            except Exception:  # noqa: BLE001 - e.g. a signal check in a dying interpreter
+                continue
+            if event is None:
+                # Spare segments hold memory: give it back once the engine is idle.
+                with self.lock:
+                    if not self.spare or not self.idle():
+                        quiet_since = None
+                    elif quiet_since is None:
+                        quiet_since = time.monotonic()
+                    elif time.monotonic() - quiet_since > _SPARE_SECONDS:
+                        self.spare.clear()
+                continue
+            with self.lock:
+                # With it, whatever else has arrived: one wake-up for a burst of results.
+                for ready in [event, *self.pool.engine.ready_events(_BURST)]:
+                    try:
+                        self._handle(ready)
+                    except Exception:  # noqa: BLE001 - a bug must not leave callers waiting
+                        sys.excepthook(*sys.exc_info())
+                self.changed.notify_all()
+            # Events hold their results' buffers: keep none while waiting for more.
+            del event, ready
+
+    def _handle(self, event: tuple) -> None:
+        if event[0] == "exit":
+            _, worker, generation, code, sig = event
+            if generation != self.pool.generations[worker] or self.stopping:
+                return
+            self._worker_died(worker, code, sig)
+            self._dispatch()
+            return
+        _, worker, generation, kind, tag, body, buffers, shared = event
+        if generation != self.pool.generations[worker] or kind == READY:
+            return
+        queue = self.inflight[worker]
+        task = next((t for t in queue if t.id == tag), None)
+        if task is None:
+            return
+        if kind == RELEASED:
+            task.released = True
+            return
+        queue.remove(task)
+        if queue and queue[0].started is None:
+            queue[0].started = time.monotonic()
+        self._segments_returned(task)
+        self._finished(task)
+        try:
+            if kind == RESULT:
+                task.duration, results = _loads(body, buffers, shared)
+                task.call.record(task)
+                outcome: tuple[bool, Any] = (True, results)
+            else:  # ERROR
+                exc, tb, _ = _loads(body, buffers, shared)
+                exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
+                outcome = (False, exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
+            outcome = (False, exc)
+        del body, buffers, shared
+        _deliver(task, *outcome)
+        self.completed[worker] += 1
+        if self.max_tasks and self.completed[worker] >= self.max_tasks and not queue:
+            self._respawn(worker)  # retired after max_tasks_per_child tasks
+        self._dispatch()
+
+    def _worker_died(self, worker: int, code: int | None, sig: int | None) -> None:
+        """A worker runs its queue in order: only the first task can have been running;
+        the ones behind it go to another worker. If we killed it (a cancelled call, a
+        timeout), the task it was killed for is the only one lost."""
+        self.pool.dead.add(worker)
+        self.dying.discard(worker)
+        self.sent[worker] = set()
+        victim = self.killed.pop(worker, None)
+        queue = self.inflight[worker]
+        lost = [t for t in queue if t.id == victim] if victim is not None else list(queue)[:1]
+        again = [t for t in queue if t not in lost and not t.call.cancelled]
+        for task in queue:
+            if task in lost or task.call.cancelled:
+                self._finished(task)
+        queue.clear()
+        for task in reversed(again):
+            task.started = None
+            task.segments, task.released = [], False
+            self._unkeep(task)
+            self.pending.appendleft(task)
+        for task in lost:
+            self._segments_returned(task)
+            _deliver(
+                task,
+                False,
+                TerminatedWorkerError(
+                    "A worker process managed by the executor was unexpectedly terminated. "
+                    "This could be caused by a segmentation fault while calling the "
+                    "function or by an excessive memory usage causing the Operating System "
+                    f"to kill the worker.\n\nThe exit codes of the workers are "
+                    f"{{{describe_exit(code, sig)}}}"
+                ),
+            )
+
+    def _unkeep(self, task: Task) -> None:
+        """A task going to another worker will be pickled again: its cache counts too."""
+        call = task.call
+        for key in task.keys:
+            call.users[key] -= 1
+            call.pinned.add(key)  # the dead worker's copy is gone, but be safe
+        task.keys = ()
+
+    def _finished(self, task: Task) -> None:
+        task.call.live -= 1
+
+    # ---- cancelling ------------------------------------------------------------------
+
+    def _running(self, call: Call) -> list[Task]:
+        with self.lock:
+            return [q[0] for q in self.inflight if q and q[0].call is call and q[0].started]
+
+    def _kill_running(self, task: Task) -> None:
+        with self.lock:
+            for worker, queue in enumerate(self.inflight):
+                if queue and queue[0] is task:
+                    self.killed[worker] = task.id
+                    self.pool.engine.kill(worker)
+
+    def _drop_pending(self, call: Call) -> list[Task]:
+        with self.lock:
+            dropped = [t for t in self.pending if t.call is call]
+            self.pending = collections.deque(t for t in self.pending if t.call is not call)
+            for task in dropped:
+                self._finished(task)
+            return dropped
+
+    def _cancel(self, call: Call) -> list[Task]:
+        with self.lock:
+            call.cancelled = True
+            unfinished = self._drop_pending(call)
+            for worker, queue in enumerate(self.inflight):
+                unfinished.extend(t for t in queue if t.call is call)
+                if queue and queue[0].call is call and worker not in self.killed:
+                    self.killed[worker] = queue[0].id
+                    self.pool.engine.kill(worker)
+            return unfinished
+
+    # ---- ending ----------------------------------------------------------------------
+
+    def forked(self) -> bool:
+        """Whether this is a copy of the engine in a child made by ``os.fork()``."""
+        return _fork_generation != self.fork_generation
+
+    def idle(self) -> bool:
+        return not self.pending and not any(self.inflight)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        with self.lock:
+            return self.changed.wait_for(self.idle, timeout)
+
+    def pids(self) -> list[int]:
+        """Process ids of the current workers."""
+        return self.pool.pids()
+
+    def stop(self, grace: float) -> list[Task]:
+        """Stop the dispatcher and the workers; returns the tasks left unfinished."""
+        with self.lock:
+            self.stopping = True
+        if threading.current_thread() is not self.thread:
+            self.thread.join()
+        with self.lock:
+            unfinished = list(self.pending)
+            self.pending.clear()
+            for queue in self.inflight:
+                unfinished.extend(queue)
+                queue.clear()
+            self.spare.clear()
+        self.pool.shutdown(grace)
+        return unfinished
+
+
+def _pickling_error(task: Task, exc: Exception) -> Exception:
+    """A pickling failure naming the call of the task that caused it."""
+    if task.form == TASKS:
+        calls = task.arguments
+    elif task.form == CALLS:
+        calls = [(task.func, a, k) for a, k in task.arguments]
+    elif task.form == STARMAP:
+        calls = [(task.func, a, {}) for a in task.arguments]
+    else:
+        calls = [(task.func, (a,), {}) for a in task.arguments]
+    for index, (func, args, kwargs) in enumerate(calls):
+        try:
+            dumps((args, kwargs), None, by_value=True)
+        except Exception as task_exc:  # noqa: BLE001
+            name = getattr(func, "__qualname__", repr(func))
+            error = pickle.PicklingError(
+                f"Could not pickle the task to send it to the workers: argument of task "
+                f"{index} of its batch ({name}) cannot be pickled: {task_exc!r}"
+            )
+            error.__cause__ = task_exc
+            return error
+    return pickle.PicklingError(f"Could not pickle the batch of tasks: {exc!r}")
+
+
+# ---- the engine shared by Parallel calls (and the joblib backend) --------------------
+
+_SHARED: TaskEngine | None = None
+_RETIRED: list[TaskEngine] = []  # replaced while calls were still open on them
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_key(engine: TaskEngine) -> tuple:
+    return (engine.n, engine.pool.key)
+
+
+def shared_engine(
+    n_workers: int, mmap_mode: str = "c", max_nbytes: int = 1 << 20, idle_timeout: float = 300.0
+) -> TaskEngine:
+    """The engine reused across ``Parallel`` calls with these settings.
+
+    An engine with other settings is replaced; one that still has open calls is
+    stopped only when its last call closes.
+    """
+    global _SHARED
+    with _SHARED_LOCK:
+        return _current(n_workers, mmap_mode, max_nbytes, idle_timeout)
+
+
+def _current(n_workers, mmap_mode, max_nbytes, idle_timeout) -> TaskEngine:
+    global _SHARED
+    key = (n_workers, mmap_mode, max_nbytes, idle_timeout)
+    if _SHARED is not None and _SHARED.pool.key != key:
+        old, _SHARED = _SHARED, None
+        with old.lock:
+            busy = old.open_calls > 0
+        if busy:
+            _RETIRED.append(old)
+        else:
+            old.stop(1.0)
+    if _SHARED is None:
+        _SHARED = TaskEngine(n_workers, mmap_mode, max_nbytes, idle_timeout, forget_when_idle=True)
+    return _SHARED
+
+
+def shared_call(
+    n_workers: int,
+    mmap_mode: str = "c",
+    max_nbytes: int = 1 << 20,
+    idle_timeout: float = 300.0,
+    cache_inputs: bool = True,
+) -> Call:
+    """Open a call on the shared engine (atomically: it cannot be replaced between
+    being found and the call being opened)."""
+    with _SHARED_LOCK:
+        for old in list(_RETIRED):
+            with old.lock:
+                done = old.open_calls == 0
+            if done:
+                _RETIRED.remove(old)
+                old.stop(1.0)
+        engine = _current(n_workers, mmap_mode, max_nbytes, idle_timeout)
+        return engine.open_call(cache_inputs=cache_inputs)
+
+
+def shutdown_shared() -> None:
+    """Stop the shared engine's workers (also run at interpreter exit)."""
+    global _SHARED
+    with _SHARED_LOCK:
+        engines = [e for e in [_SHARED, *_RETIRED] if e is not None]
+        _SHARED = None
+        _RETIRED.clear()
+    for engine in engines:
+        if not engine.forked():
+            engine.stop(1.0)
+
+
+atexit.register(shutdown_shared)
+
+
+def _forget_parent_engine() -> None:
+    """In a child made by ``os.fork()``: the shared engine is the parent's, and the
+    threads that drive it were not copied. The child starts its own when it needs
+    one; the parent's workers are never used or stopped from the child."""
+    global _SHARED, _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
+    _SHARED = None
+    _RETIRED.clear()
+
+
+os.register_at_fork(after_in_child=_forget_parent_engine)

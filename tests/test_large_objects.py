@@ -281,3 +281,27 @@ def _any_alive(pids):
         except OSError:
             pass
     return False
+
+
+def test_inputs_sent_by_a_recent_call_are_not_copied_again(copies):
+    arrays = [np.full(BIG, float(i)) for i in range(4)]
+    Parallel(n_jobs=2)(delayed(h.square)(1) for _ in range(2))  # warm the pool
+    first = Parallel(n_jobs=2)(delayed(np.sum)(a) for a in arrays)
+    assert len(copies) == 4
+    again = Parallel(n_jobs=2)(delayed(np.sum)(a) for a in arrays)
+    assert again == first and len(copies) == 4  # same bytes: the same segments
+    arrays[2][7] = 1000.0  # changed in place: its bytes differ, so it is sent again
+    changed = Parallel(n_jobs=2)(delayed(np.sum)(a) for a in arrays)
+    assert changed[2] == first[2] + 1000.0 - 2.0 and changed[:2] == first[:2]
+    assert len(copies) == 5
+
+
+def test_inputs_are_sent_again_where_workers_can_write_through(copies):
+    data = np.zeros(BIG)
+    Parallel(n_jobs=2)(delayed(h.square)(1) for _ in range(2))
+    for expected in range(1, 4):
+        out = Parallel(n_jobs=2, mmap_mode="r+")(
+            delayed(h.write_first)(data, 5.0) for _ in range(1)
+        )
+        assert out == [5.0] and data[0] == 0.0
+        assert len(copies) == expected

@@ -53,6 +53,10 @@ MAX_DEPTH = 16
 _BURST = 64  # events handled per wake-up of the dispatcher, at most
 _SPARE_SECONDS = 1.0  # idle time after which spare input segments are freed
 _OVERDUE_SLACK = 0.0005  # seconds a task may run past twice its expected time
+#: Segments of recent calls' inputs, known by the hash of their bytes, are kept this long
+#: after the engine goes idle, and up to _RECENT_BYTES in all.
+_RECENT_SECONDS = 5.0
+_RECENT_BYTES = 2 << 30
 
 
 #: How many ``os.fork()`` calls separate this process from the first one: an engine
@@ -148,6 +152,8 @@ class Call:
         self.users: dict[tuple[int, int], int] = {}  # tasks in flight carrying it
         self.pinned: set[tuple[int, int]] = set()  # a worker may still map it
         self.reusable: dict[int, dict[tuple[int, int], None]] = {}  # by size, oldest first
+        self.digests: dict[tuple[int, int], bytes] = {}  # xxh3 of each segment's bytes
+        self.nbytes = 0  # held in self.segments
         self._carried: list = []
 
     def submit(
@@ -264,6 +270,12 @@ class TaskEngine:
         # Input segments the workers have let go of, by size: refilling one costs a
         # plain copy, a new one also costs allocating and zeroing its pages (~5x).
         self.spare: dict[int, list] = {}
+        # Where workers cannot write through to an input ('c', 'r'), the segment of an
+        # input sent by a recent call is reused for the same bytes (hashing 100 MB costs
+        # ~3 ms, filling a segment 30-90 ms): (digest, size) -> (segment, refillable).
+        self.reuse_content = mmap_mode in ("c", "r")
+        self.recent: collections.OrderedDict = collections.OrderedDict()
+        self.recent_bytes = 0
         self.ids = itertools.count(1)
         self.init = None
         if initializer is not None:
@@ -317,11 +329,17 @@ class TaskEngine:
                 return
             call.closed = True
             self.open_calls -= 1
-            for size, keys in call.reusable.items():
-                for key in keys:
-                    self._keep_spare([call.segments[key][0]], size)
+            reusable = {key for keys in call.reusable.values() for key in keys}
+            for key, (segment, _) in call.segments.items():
+                digest = call.digests.get(key)
+                if digest is not None:
+                    self._keep_recent(digest, segment, key in reusable)
+                elif key in reusable:
+                    self._keep_spare([segment], key[1])
             call.segments.clear()
             call.reusable.clear()
+            call.digests.clear()
+            call.nbytes = 0
             if self.open_calls == 0 and self.forget_when_idle and not self.stopping:
                 self._forget_functions()
 
@@ -479,19 +497,51 @@ class TaskEngine:
         if known is not None:
             call.reusable.get(raw.nbytes, {}).pop(key, None)
             return known[0]
-        candidates = call.reusable.get(raw.nbytes)
-        if candidates:
-            old_key = next(iter(candidates))
-            del candidates[old_key]
-            segment = self._copy(raw, call.segments.pop(old_key)[0])
+        digest = _digest(raw) if self.reuse_content else None
+        found = self.recent.pop((digest, raw.nbytes), None) if self.recent else None
+        if found is not None:
+            self.recent_bytes -= raw.nbytes
+            segment, refillable = found
+            if not refillable:
+                call.pinned.add(key)  # a worker of an earlier call may map it still
         else:
-            segment = self._spare_or_new(raw)
+            # Keeping every segment of the call lets the next call with the same inputs
+            # reuse them all; past the budget, released ones are refilled instead.
+            candidates = call.reusable.get(raw.nbytes)
+            if candidates and (digest is None or self.recent_bytes + call.nbytes > _RECENT_BYTES):
+                old_key = next(iter(candidates))
+                del candidates[old_key]
+                call.digests.pop(old_key, None)
+                call.nbytes -= raw.nbytes
+                segment = self._copy(raw, call.segments.pop(old_key)[0])
+            else:
+                segment = self._spare_or_new(raw)
+        if digest is not None:
+            call.digests[key] = digest
         call.segments[key] = (segment, raw)
+        call.nbytes += raw.nbytes
         return segment
+
+    def _keep_recent(self, digest: bytes, segment: Any, refillable: bool) -> None:
+        key = (digest, segment.nbytes)
+        if key in self.recent:
+            return
+        self.recent[key] = (segment, refillable)
+        self.recent_bytes += segment.nbytes
+        while self.recent_bytes > _RECENT_BYTES:
+            (_, size), _ = self.recent.popitem(last=False)
+            self.recent_bytes -= size
 
     def _spare_or_new(self, raw: memoryview) -> Any:
         spares = self.spare.get(raw.nbytes)
-        return self._copy(raw, spares.pop() if spares else None)
+        if spares:
+            return self._copy(raw, spares.pop())
+        for key, (segment, refillable) in self.recent.items():  # oldest first
+            if refillable and key[1] == raw.nbytes:
+                del self.recent[key]
+                self.recent_bytes -= raw.nbytes
+                return self._copy(raw, segment)
+        return self._copy(raw)
 
     @staticmethod
     def _copy(raw: memoryview, segment: Any = None) -> Any:
@@ -522,6 +572,7 @@ class TaskEngine:
             if not task.released:
                 call.pinned.add(key)  # a worker may keep it: never refill it
             if call.users[key] == 0 and key not in call.pinned and key in call.segments:
+                # Refilled only if no later task of the call brings the same bytes.
                 call.reusable.setdefault(key[1], {})[key] = None
 
     def _keep_spare(self, segments: list, size: int | None = None) -> None:
@@ -543,12 +594,17 @@ class TaskEngine:
             if event is None:
                 # Spare segments hold memory: give it back once the engine is idle.
                 with self.lock:
-                    if not self.spare or not self.idle():
+                    if not (self.spare or self.recent) or not self.idle():
                         quiet_since = None
                     elif quiet_since is None:
                         quiet_since = time.monotonic()
-                    elif time.monotonic() - quiet_since > _SPARE_SECONDS:
-                        self.spare.clear()
+                    else:
+                        quiet = time.monotonic() - quiet_since
+                        if quiet > _SPARE_SECONDS:
+                            self.spare.clear()
+                        if quiet > _RECENT_SECONDS:
+                            self.recent.clear()
+                            self.recent_bytes = 0
                 continue
             with self.lock:
                 # With it, whatever else has arrived: one wake-up for a burst of results.
@@ -709,8 +765,15 @@ class TaskEngine:
                 unfinished.extend(queue)
                 queue.clear()
             self.spare.clear()
+            self.recent.clear()
         self.pool.shutdown(grace)
         return unfinished
+
+
+def _digest(buffer: Any) -> bytes:
+    hasher = _engine.StreamHasher()
+    hasher.update(buffer)
+    return hasher.digest()
 
 
 def _pickling_error(task: Task, exc: Exception) -> Exception:

@@ -586,6 +586,7 @@ class Parallel:
                 results.extend(chunk)  # a batch at a time: no per-result generator step
         except BaseException:
             results.clear()  # the traceback keeps this frame: not the results' memory
+            chunk = None  # noqa: F841
             raise
         return results
 
@@ -679,7 +680,7 @@ class Parallel:
             # The exception's traceback keeps this frame alive until the cycle collector
             # runs: let go of the results it holds now (their shared memory with them).
             ordered.clear()
-            outcomes = None  # noqa: F841
+            outcomes = value = None  # noqa: F841
             raise
         else:
             runner.close()

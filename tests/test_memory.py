@@ -217,15 +217,16 @@ def test_coroutine_functions(memory):
     assert CALLS == [4]
 
 
+class Scaler:
+    def __init__(self, k):
+        self.k = k
+
+    def scale(self, x):
+        CALLS.append(x)
+        return self.k * x
+
+
 def test_methods_include_the_instance(memory):
-    class Scaler:
-        def __init__(self, k):
-            self.k = k
-
-        def scale(self, x):
-            CALLS.append(x)
-            return self.k * x
-
     assert memory.cache(Scaler(2).scale)(3) == 6
     assert memory.cache(Scaler(5).scale)(3) == 15
 

@@ -246,7 +246,9 @@ class MemorizedResult:
         timestamp: float | None = None,
         metadata: dict | None = None,
     ) -> None:
-        self.store_backend = store_backend_factory(backend, location, verbose=verbose)
+        self.store_backend = store_backend_factory(
+            backend, location, verbose=verbose, backend_options={"mmap_mode": mmap_mode}
+        )
         self.mmap_mode = mmap_mode
         self.func, self.args_id = call_id
         self._call_id = tuple(call_id)
@@ -592,6 +594,13 @@ class MemorizedFunc:
             if stored:
                 return self._memorized_result(call_id, metadata), metadata
             return NotMemorizedResult(output), metadata
+        if stored and self.mmap_mode is not None:
+            # As joblib: the first call returns what later calls will, the stored
+            # result memory-mapped, not the arrays just computed.
+            try:
+                output = self.store_backend.load_item(call_id, mmap_mode=self.mmap_mode)
+            except Exception:
+                pass  # the computed value is right too; the next call reads the entry
         return output, metadata
 
     def _store(self, call_id: tuple[str, str], output: Any, metadata: dict) -> bool:

@@ -188,3 +188,32 @@ def test_querying_is_logged_from_verbose_20(tmp_path, caplog):
     caplog.clear()
     oxjob.Memory(tmp_path, verbose=0).cache(_sum)(1, 2)
     assert "Querying" not in caplog.text
+
+
+def test_partials_of_local_functions_keep_their_own_results(memory):
+    import functools
+
+    def add(x, y):
+        return x + y
+
+    def mul(x, y):
+        return x * y
+
+    plus, times = memory.cache(functools.partial(add, 10)), memory.cache(functools.partial(mul, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", JobLibCollisionWarning)
+        assert [plus(3), times(3), plus(3), times(3)] == [13, 30, 13, 30]
+
+
+def test_partial_of_a_module_function_is_found_by_another_process(tmp_path):
+    code = (
+        "import functools, operator, oxjob;"
+        f"m = oxjob.Memory({str(tmp_path)!r}, verbose=0);"
+        "f = m.cache(functools.partial(operator.add, 10));"
+        "print(f.check_call_in_cache(1), f(1))"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        for _ in range(2)
+    ]
+    assert [r.stdout.split() for r in runs] == [["False", "11"], ["True", "11"]], runs[0].stderr

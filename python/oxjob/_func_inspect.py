@@ -56,7 +56,9 @@ def func_id(func: Callable) -> str:
             # Scripts all run as __main__: keep their files apart, as joblib does.
             stem = os.path.splitext(os.path.abspath(source))[0]
             parts = ["__main__" + stem.replace(os.sep, "-").replace("<", "-").replace(">", "-")]
-    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+    # joblib's "unknown" for nameless callables (partials, instances): never their
+    # repr, whose address would make a new directory in every process.
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or "unknown"
     name = name.replace("<", "-").replace(">", "-")
     return "/".join([*parts, name])
 
@@ -80,7 +82,9 @@ def code_token(func: Callable) -> str:
     """A digest of the code object, stable across processes of one Python version.
 
     Callables without ``__code__`` (``functools.partial``, ufuncs, callable instances)
-    are identified by their own hash when they have one, else by their name.
+    are identified by their own hash (a partial's function and arguments, an instance's
+    state). One that cannot be hashed is identified by the object itself, as joblib does
+    with its repr: its entries are then only reused while that object lives.
     """
     code = getattr(func, "__code__", None)
     if isinstance(code, types.CodeType):
@@ -88,7 +92,8 @@ def code_token(func: Callable) -> str:
     try:
         return _hash(func)
     except Exception:
-        return _hash(f"{getattr(func, '__module__', None)}.{func_name(func)}")
+        # Not its name: two partials of different local functions share one.
+        return _hash(f"{type(func).__qualname__}@{id(func)}:{func!r}")
 
 
 def _source(func: Callable, code: types.CodeType) -> tuple[str, str, int] | None:

@@ -17,12 +17,27 @@ import os
 import re
 import tokenize
 import types
+import warnings
 from itertools import islice
 from typing import Callable, NamedTuple
 
+from .exceptions import JobLibCollisionWarning
 from .hashing import hash as _hash
 
-__all__ = ["CodeInfo", "bind_arguments", "code_info", "code_token", "func_id", "func_name"]
+__all__ = [
+    "FIRST_LINE_TEXT",
+    "CodeInfo",
+    "bind_arguments",
+    "code_info",
+    "code_token",
+    "extract_first_line",
+    "func_id",
+    "func_name",
+    "warn_collision",
+]
+
+#: The header of a stored ``func_code.py`` (joblib's).
+FIRST_LINE_TEXT = "# first line:"
 
 
 class CodeInfo(NamedTuple):
@@ -161,3 +176,52 @@ def bind_arguments(signature: inspect.Signature, func: Callable, args: tuple, kw
         ) from None
     bound.apply_defaults()
     return bound.arguments
+
+
+def extract_first_line(stored: str) -> tuple[str, int]:
+    """``(source, first line)`` from a ``func_code.py`` (-1 when it has no header)."""
+    if stored.startswith(FIRST_LINE_TEXT):
+        header, _, source = stored.partition("\n")
+        try:
+            return source, int(header[len(FIRST_LINE_TEXT) :])
+        except ValueError:
+            return source, -1
+    return stored, -1
+
+
+def warn_collision(
+    func: Callable, info: CodeInfo, old_source: str, old_first_line: int, stacklevel: int
+) -> None:
+    """joblib's ``JobLibCollisionWarning`` s, where joblib gives them."""
+    name = func_name(func)
+    if old_first_line == info.first_line == -1 or name == "<lambda>":
+        described = name
+        if info.first_line != -1:
+            described = f"{name} ({info.source_file}:{info.first_line})"
+        warnings.warn(
+            JobLibCollisionWarning(f"Cannot detect name collisions for function '{described}'"),
+            stacklevel=stacklevel,
+        )
+    if old_first_line == info.first_line or info.source_file is None:
+        return
+    # Same name, other place: if the old place still holds the old source, these are
+    # two functions sharing a name, not one that was edited.
+    if os.path.exists(info.source_file):
+        lines = old_source.count("\n")
+        try:
+            with tokenize.open(info.source_file) as f:
+                on_disk = "".join(f.readlines()[old_first_line - 1 : old_first_line - 1 + lines])
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            return
+        collision = on_disk.rstrip() == old_source.rstrip()
+    else:
+        collision = info.source_file.startswith("<doctest ")
+    if collision:
+        where = f"{info.source_file}:{old_first_line}"
+        warnings.warn(
+            JobLibCollisionWarning(
+                f"Possible name collisions between functions '{name}' ({where}) and "
+                f"'{name}' ({info.source_file}:{info.first_line})"
+            ),
+            stacklevel=stacklevel,
+        )

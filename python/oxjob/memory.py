@@ -9,19 +9,33 @@ container format; see ``docs/memory.md``.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import inspect
 import logging
 import os
 import pprint
 import time
-import tokenize
 import traceback
 import warnings
 from typing import Any, Callable
 
-from ._func_inspect import CodeInfo, bind_arguments, code_info, func_id, func_name
+from ._func_inspect import (
+    FIRST_LINE_TEXT,
+    CodeInfo,
+    bind_arguments,
+    code_info,
+    extract_first_line,
+    func_id,
+    func_name,
+    warn_collision,
+)
+from ._memory_results import (
+    AsyncNotMemorizedFunc,
+    MemorizedResult,
+    NotMemorizedFunc,
+    NotMemorizedResult,
+    expires_after,
+)
 from .exceptions import CacheWarning, JobLibCollisionWarning
 from .hashing import hash as _hash
 from .store import StoreBackendBase, register_store_backend, store_backend_factory
@@ -41,7 +55,6 @@ __all__ = [
 
 _logger = logging.getLogger("oxjob")
 _STORE_DIRNAME = "oxjob"
-_FIRST_LINE_TEXT = "# first line:"
 
 # (store, func_id) -> the source this process last found or wrote in the func_code.py
 # beside those entries: a call whose function has that source skips reading the file.
@@ -54,50 +67,6 @@ _UNSET = object()
 def _store_key(store: Any) -> Any:
     location = getattr(store, "location", None)
     return location if isinstance(location, str) else id(store)
-
-
-def expires_after(
-    days: float = 0,
-    seconds: float = 0,
-    microseconds: float = 0,
-    milliseconds: float = 0,
-    minutes: float = 0,
-    hours: float = 0,
-    weeks: float = 0,
-) -> Callable[[dict], bool]:
-    """A ``cache_validation_callback`` that expires results after a delay.
-
-    Parameters
-    ----------
-    days, seconds, microseconds, milliseconds, minutes, hours, weeks : float
-        The delay, as for :class:`datetime.timedelta`.
-
-    Returns
-    -------
-    callable
-        ``callback(metadata) -> bool``: True while the result is younger than the delay.
-
-    Examples
-    --------
-    >>> memory = Memory("/tmp/cache", verbose=0)
-    >>> @memory.cache(cache_validation_callback=expires_after(minutes=5))
-    ... def fetch(url):
-    ...     return len(url)
-    """
-    delta = datetime.timedelta(
-        days=days,
-        seconds=seconds,
-        microseconds=microseconds,
-        milliseconds=milliseconds,
-        minutes=minutes,
-        hours=hours,
-        weeks=weeks,
-    ).total_seconds()
-
-    def cache_validation_callback(metadata: dict) -> bool:
-        return time.time() - metadata["time"] < delta
-
-    return cache_validation_callback
 
 
 def _format_arg(arg: Any) -> str:
@@ -125,169 +94,8 @@ def _format_call(func: Callable, args: tuple, kwargs: dict) -> str:
     return f"{80 * '_'}\n[Memory] Calling {dotted}...\n{_signature_text(func, args, kwargs)}"
 
 
-def _extract_first_line(stored: str) -> tuple[str, int]:
-    """``(source, first line)`` from a ``func_code.py`` (-1 when it has no header)."""
-    if stored.startswith(_FIRST_LINE_TEXT):
-        header, _, source = stored.partition("\n")
-        try:
-            return source, int(header[len(_FIRST_LINE_TEXT) :])
-        except ValueError:
-            return source, -1
-    return stored, -1
-
-
 def _format_time(seconds: float) -> str:
     return f"{seconds:.1f}s, {seconds / 60:.1f}min"
-
-
-class NotMemorizedResult:
-    """The result of ``call_and_shelve`` when caching is off: holds the value."""
-
-    __slots__ = ("value", "valid")
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-        self.valid = True
-
-    def get(self) -> Any:
-        """The value; ``KeyError`` after :meth:`clear`."""
-        if self.valid:
-            return self.value
-        raise KeyError("No value stored.")
-
-    def clear(self) -> None:
-        """Forget the value."""
-        self.valid = False
-        self.value = None
-
-    def __repr__(self) -> str:
-        if self.valid:
-            return f"{type(self).__name__}({pprint.pformat(self.value)})"
-        return f"{type(self).__name__} with no value"
-
-    def __getstate__(self) -> dict:
-        return {"valid": self.valid, "value": self.value}
-
-    def __setstate__(self, state: dict) -> None:
-        self.valid = state["valid"]
-        self.value = state["value"]
-
-
-class NotMemorizedFunc:
-    """What ``Memory(location=None).cache`` returns: calls the function, stores nothing.
-
-    Parameters
-    ----------
-    func : callable
-        The function.
-    """
-
-    def __init__(self, func: Callable) -> None:
-        self.func = func
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.func(*args, **kwargs)
-
-    def call_and_shelve(self, *args: Any, **kwargs: Any) -> NotMemorizedResult:
-        """Call and wrap the result in a :class:`NotMemorizedResult`."""
-        return NotMemorizedResult(self.func(*args, **kwargs))
-
-    def call(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
-        """Call; returns ``(output, {})``."""
-        return self.func(*args, **kwargs), {}
-
-    def check_call_in_cache(self, *args: Any, **kwargs: Any) -> bool:
-        """Always False: nothing is cached."""
-        return False
-
-    def clear(self, warn: bool = True) -> None:
-        """Nothing to clear."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(func={self.func})"
-
-
-class AsyncNotMemorizedFunc(NotMemorizedFunc):
-    """What ``Memory(location=None).cache`` returns for an ``async def`` function.
-
-    Calling it returns the coroutine; :meth:`call_and_shelve` is awaited.
-    """
-
-    async def call_and_shelve(self, *args: Any, **kwargs: Any) -> NotMemorizedResult:  # type: ignore[override]
-        """Await the call and wrap the result in a :class:`NotMemorizedResult`."""
-        return NotMemorizedResult(await self.func(*args, **kwargs))
-
-
-class MemorizedResult:
-    """A handle on a cached result, from ``call_and_shelve``: small and picklable.
-
-    Parameters
-    ----------
-    location : str or StoreBackendBase
-        The store holding the result.
-    call_id : tuple of str
-        ``(func_id, args_id)``.
-    backend : str, default='local'
-        Store backend name, when ``location`` is a path.
-    mmap_mode : {None, 'r', 'r+', 'c'}, optional
-        How :meth:`get` maps arrays.
-    verbose : int, default=0
-    timestamp : float, optional
-    metadata : dict, optional
-    """
-
-    def __init__(
-        self,
-        location: Any,
-        call_id: tuple[str, str],
-        backend: str = "local",
-        mmap_mode: str | None = None,
-        verbose: int = 0,
-        timestamp: float | None = None,
-        metadata: dict | None = None,
-    ) -> None:
-        self.store_backend = store_backend_factory(
-            backend, location, verbose=verbose, backend_options={"mmap_mode": mmap_mode}
-        )
-        self.mmap_mode = mmap_mode
-        self.func, self.args_id = call_id
-        self._call_id = tuple(call_id)
-        self.verbose = verbose
-        self.timestamp = time.time() if timestamp is None else timestamp
-        self.metadata = metadata if metadata is not None else {}
-
-    @property
-    def func_id(self) -> str:
-        """Where the function's entries live: ``module/.../name`` (as joblib's)."""
-        return self._call_id[0]
-
-    @property
-    def argument_hash(self) -> str:
-        """The hash of the call's arguments and the function's code (``args_id``)."""
-        return self.args_id
-
-    def get(self) -> Any:
-        """Load the result; ``KeyError`` if it was cleared."""
-        try:
-            return self.store_backend.load_item(self._call_id, mmap_mode=self.mmap_mode)
-        except KeyError as exc:
-            raise KeyError(
-                f"Non-existing item (may have been cleared).\nItem {self._call_id} does not exist"
-            ) from exc
-
-    def clear(self) -> None:
-        """Remove the result from the store."""
-        self.store_backend.clear_item(self._call_id)
-
-    def __repr__(self) -> str:
-        return '{}(location="{}", func="{}", args_id="{}")'.format(
-            type(self).__name__, self.store_backend.location, *self._call_id
-        )
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["timestamp"] = None
-        return state
 
 
 class MemorizedFunc:
@@ -403,7 +211,7 @@ class MemorizedFunc:
 
     def _write_func_code(self, info: CodeInfo) -> None:
         self.store_backend.store_cached_func_code(
-            self.func_id, f"{_FIRST_LINE_TEXT} {info.first_line}\n{info.source}"
+            self.func_id, f"{FIRST_LINE_TEXT} {info.first_line}\n{info.source}"
         )
         _VERIFIED_CODE[(_store_key(self.store_backend), self.func_id)] = info.source
 
@@ -421,56 +229,17 @@ class MemorizedFunc:
         except (OSError, KeyError):
             self._write_func_code(info)
             return False
-        old_source, old_first_line = _extract_first_line(stored)
+        old_source, old_first_line = extract_first_line(stored)
         if old_source == info.source:
             _VERIFIED_CODE[(_store_key(self.store_backend), self.func_id)] = info.source
             return True
-        self._warn_collision(info, old_source, old_first_line, stacklevel + 1)
+        warn_collision(self.func, info, old_source, old_first_line, stacklevel + 1)
         if self._verbose > 10:
             self.warn(
                 f"Function {func_name(self.func)} (identified by {self.func_id}) has changed."
             )
         self.clear(warn=True)
         return False
-
-    def _warn_collision(
-        self, info: CodeInfo, old_source: str, old_first_line: int, stacklevel: int
-    ) -> None:
-        """joblib's ``JobLibCollisionWarning`` s, where joblib gives them."""
-        name = func_name(self.func)
-        if old_first_line == info.first_line == -1 or name == "<lambda>":
-            described = name
-            if info.first_line != -1:
-                described = f"{name} ({info.source_file}:{info.first_line})"
-            warnings.warn(
-                JobLibCollisionWarning(f"Cannot detect name collisions for function '{described}'"),
-                stacklevel=stacklevel,
-            )
-        if old_first_line == info.first_line or info.source_file is None:
-            return
-        # Same name, other place: if the old place still holds the old source, these are
-        # two functions sharing a name, not one that was edited.
-        if os.path.exists(info.source_file):
-            lines = old_source.count("\n")
-            try:
-                with tokenize.open(info.source_file) as f:
-                    on_disk = "".join(
-                        f.readlines()[old_first_line - 1 : old_first_line - 1 + lines]
-                    )
-            except (OSError, SyntaxError, UnicodeDecodeError):
-                return
-            collision = on_disk.rstrip() == old_source.rstrip()
-        else:
-            collision = info.source_file.startswith("<doctest ")
-        if collision:
-            where = f"{info.source_file}:{old_first_line}"
-            warnings.warn(
-                JobLibCollisionWarning(
-                    f"Possible name collisions between functions '{name}' ({where}) and "
-                    f"'{name}' ({info.source_file}:{info.first_line})"
-                ),
-                stacklevel=stacklevel,
-            )
 
     def clear(self, warn: bool = True) -> None:
         """Remove every cached result of this function."""

@@ -217,3 +217,16 @@ def test_partial_of_a_module_function_is_found_by_another_process(tmp_path):
         for _ in range(2)
     ]
     assert [r.stdout.split() for r in runs] == [["False", "11"], ["True", "11"]], runs[0].stderr
+
+
+def test_messages_name_nested_functions_as_joblib(tmp_path, capsys):
+    def outer():
+        def inner(x):
+            return x
+
+        return inner
+
+    oxjob.Memory(tmp_path, verbose=1).cache(outer())(3)
+    out = capsys.readouterr().out
+    assert "\ninner(3)\n" in out
+    assert out.rstrip().endswith("_inner - 0.0s, 0.0min")

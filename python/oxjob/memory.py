@@ -84,8 +84,7 @@ def _signature_text(func: Callable, args: tuple, kwargs: dict) -> str:
         previous = len(formatted)
         pieces.append(formatted)
     pieces.extend(f"{k}={_format_arg(v)}" for k, v in kwargs.items())
-    name = func_id(func).rsplit("/", 1)[-1]
-    return f"{name}({', '.join(pieces)})"
+    return f"{func_name(func)}({', '.join(pieces)})"  # joblib's: the name, not the path
 
 
 def _format_call(func: Callable, args: tuple, kwargs: dict) -> str:
@@ -388,7 +387,7 @@ class MemorizedFunc:
         return False
 
     def _print_duration(self, duration: float, context: str = "") -> None:
-        name = self.func_id.rsplit("/", 1)[-1]
+        name = func_name(self.func)  # joblib prints the name, not the path
         msg = f"{name} {context}- {_format_time(duration)}"
         print(max(0, 80 - len(msg)) * "_" + msg)
 

@@ -1,6 +1,9 @@
+import os
+import pickle
 import subprocess
 import sys
 from collections import OrderedDict
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -17,6 +20,19 @@ def module_function(a):
     return a
 
 
+class Node:
+    def __init__(self, name, parent=None):
+        self.name, self.parent, self.children = name, parent, []
+
+
+class CachedMethodOwner:
+    def __init__(self, location):
+        self.f = oxjob.Memory(location, verbose=0).cache(self.f)
+
+    def f(self, x):
+        return x
+
+
 def test_pinned_values():
     # These values are part of the cache format: a change invalidates users' caches.
     assert oxjob.hash({"a": 1, "b": [1.5, "two", None]}) == "7dc254c7a667d7a7f5f01fce8a4975d6"
@@ -31,6 +47,11 @@ def test_pinned_values_md5_and_sha1_lengths():
     assert oxjob.hash([1, 2], hash_name="md5") != oxjob.hash([1, 2])
 
 
+def _import_path():
+    # The child must import the oxjob under test, not whichever one is installed.
+    return {"PYTHONPATH": os.path.dirname(os.path.dirname(oxjob.__file__))}
+
+
 def test_stable_across_processes():
     code = (
         "import oxjob, numpy as np; "
@@ -42,7 +63,7 @@ def test_stable_across_processes():
             capture_output=True,
             text=True,
             check=True,
-            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+            env={"PYTHONHASHSEED": str(seed), "PATH": "", **_import_path()},
         ).stdout
         for seed in (1, 2, 3)
     }
@@ -97,9 +118,10 @@ def test_array_details():
     assert oxjob.hash(a) != oxjob.hash(changed)
     assert oxjob.hash(a) != oxjob.hash(a.astype(np.float32))
     assert oxjob.hash(a) != oxjob.hash(a.reshape(20, 5))
-    # Non-contiguous views hash like their C-contiguous copy, C and F order differ.
+    # Non-contiguous views hash apart from their copies (joblib's rule); C and F differ.
     view = a[::2, 1::3]
-    assert oxjob.hash(view) == oxjob.hash(np.ascontiguousarray(view))
+    assert oxjob.hash(view) != oxjob.hash(np.ascontiguousarray(view))
+    assert oxjob.hash(view) == oxjob.hash(a.copy()[::2, 1::3])
     assert oxjob.hash(a) != oxjob.hash(np.asfortranarray(a))
     assert oxjob.hash(a.T) == oxjob.hash(np.asfortranarray(a.T))
 
@@ -118,8 +140,21 @@ def test_array_details():
     ids=["0d", "empty", "datetime", "structured", "object", "strided2d", "strided3d"],
 )
 def test_many_dtypes_are_stable(array):
-    assert oxjob.hash(array) == oxjob.hash(array.copy())
-    assert oxjob.hash(array, hash_name="md5") == oxjob.hash(array.copy(), hash_name="md5")
+    same = _same_layout_copy(array)
+    assert same.strides == array.strides and same.ctypes.data != array.ctypes.data
+    assert oxjob.hash(array) == oxjob.hash(same)
+    assert oxjob.hash(array, hash_name="md5") == oxjob.hash(same, hash_name="md5")
+
+
+def _same_layout_copy(array):
+    """An equal array in new memory with the same strides (views keep being views)."""
+    if array.flags.c_contiguous or array.flags.f_contiguous or array.base is None:
+        return array.copy(order="K")
+    base = array.base.copy(order="K")
+    offset = array.ctypes.data - array.base.ctypes.data
+    return np.lib.stride_tricks.as_strided(
+        base.reshape(-1)[offset // base.itemsize :], array.shape, array.strides
+    )
 
 
 def test_memmap_coercion(tmp_path):
@@ -133,8 +168,75 @@ def test_memmap_coercion(tmp_path):
 
 def test_functions_and_lambdas():
     assert oxjob.hash(module_function) == oxjob.hash(module_function)
-    assert oxjob.hash(lambda x: x + 1) == oxjob.hash(lambda x: x + 1)
-    assert oxjob.hash(lambda x: x + 1) != oxjob.hash(lambda x: x + 2)
+    assert oxjob.hash(module_function) != oxjob.hash(Point)
+
+
+def _make_local(k):
+    def scaled(x):
+        return x * k
+
+    class Local:
+        pass
+
+    return scaled, Local
+
+
+@pytest.mark.parametrize("which", ["function", "lambda", "class", "instance"])
+def test_what_pickle_cannot_name_is_a_pickling_error(which):
+    # As joblib: a local function hashed by its code alone would give two closures over
+    # different values the same hash, so a cached call could return the other's result.
+    scaled, local_class = _make_local(2)
+    obj = {
+        "function": scaled,
+        "lambda": lambda x: x + 1,
+        "class": local_class,
+        "instance": local_class(),
+    }[which]
+    with pytest.raises(pickle.PicklingError, match="PicklingError while hashing"):
+        oxjob.hash({"arg": obj})
+
+
+def test_object_that_refers_to_itself():
+    class_level = Node("root")
+    class_level.children.append(Node("leaf", parent=class_level))
+    again = Node("root")
+    again.children.append(Node("leaf", parent=again))
+    assert oxjob.hash(class_level) == oxjob.hash(again)
+    again.children[0].name = "other"
+    assert oxjob.hash(class_level) != oxjob.hash(again)
+    ring = Node("ring")
+    ring.parent = ring  # a self-reference straight through the instance state
+    assert oxjob.hash(ring) == oxjob.hash(ring)
+
+
+def test_memorized_method_stored_on_its_instance(tmp_path):
+    # obj.f = memory.cache(obj.f): the instance refers to itself through the bound method.
+    first, second = CachedMethodOwner(tmp_path), CachedMethodOwner(tmp_path)
+    assert oxjob.hash(first) == oxjob.hash(second)
+    assert first.f(3) == 3
+
+
+def test_sets_with_values_that_do_not_order():
+    nan = Decimal("NaN")
+    assert oxjob.hash({Decimal(0), nan}) == oxjob.hash({nan, Decimal(0)})
+    assert oxjob.hash({Decimal(0), nan}) != oxjob.hash({Decimal(1), nan})
+    fnan = float("nan")
+    assert oxjob.hash([{fnan, 1.0, 0.5}]) == oxjob.hash([{0.5, 1.0, fnan}])
+    small, big = frozenset({1}), frozenset({2})  # subset order is partial
+    assert oxjob.hash({small, big, frozenset()}) == oxjob.hash({frozenset(), big, small})
+    assert oxjob.hash({Decimal(0): 1, nan: 2}) == oxjob.hash({nan: 2, Decimal(0): 1})
+
+
+def test_non_contiguous_view_differs_from_its_copies():
+    # joblib's rule: the strides of a non-contiguous array are part of its hash.
+    view = np.asarray(np.arange(6000).reshape((1000, 2, 3)), order="F")[:, :1, :]
+    assert not (view.flags.c_contiguous or view.flags.f_contiguous)
+    assert oxjob.hash(view) != oxjob.hash(np.ascontiguousarray(view))
+    assert oxjob.hash(view) != oxjob.hash(np.asfortranarray(view))
+    again = np.asarray(np.arange(6000).reshape((1000, 2, 3)), order="F")[:, :1, :]
+    assert oxjob.hash(view) == oxjob.hash(again)
+    shifted = np.asarray(np.arange(6000).reshape((1000, 2, 3)) + 1, order="F")[:, :1, :]
+    assert oxjob.hash(view) != oxjob.hash(shifted)  # same strides, other values
 
 
 def test_cycles():

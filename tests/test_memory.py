@@ -132,10 +132,17 @@ def test_numpy_results_and_mmap(tmp_path):
         return {"a": np.arange(n, dtype=np.float64)}
 
     first = make(100_000)
-    assert not isinstance(first["a"], np.memmap)
+    assert isinstance(first["a"], np.memmap)  # as joblib: the first call maps the entry too
     second = make(100_000)
     assert isinstance(second["a"], np.memmap) and not second["a"].flags.writeable
     np.testing.assert_array_equal(first["a"], second["a"])
+
+
+def test_shelved_result_rebuilt_from_its_location_keeps_mmap_mode(memory):
+    shelved = memory.cache(np.arange).call_and_shelve(200_000)
+    rebuilt = oxjob.MemorizedResult(shelved.store_backend.location, shelved._call_id, mmap_mode="r")
+    assert rebuilt.store_backend.mmap_mode == "r"
+    assert isinstance(rebuilt.get(), np.memmap)
 
 
 def test_array_arguments_are_hashed(memory):
@@ -217,15 +224,16 @@ def test_coroutine_functions(memory):
     assert CALLS == [4]
 
 
+class Scaler:
+    def __init__(self, k):
+        self.k = k
+
+    def scale(self, x):
+        CALLS.append(x)
+        return self.k * x
+
+
 def test_methods_include_the_instance(memory):
-    class Scaler:
-        def __init__(self, k):
-            self.k = k
-
-        def scale(self, x):
-            CALLS.append(x)
-            return self.k * x
-
     assert memory.cache(Scaler(2).scale)(3) == 6
     assert memory.cache(Scaler(5).scale)(3) == 15
 

@@ -1,7 +1,8 @@
 """The ``python -m oxjob`` command line.
 
 ``demo``
-    Runs oxjob's main job on this machine and prints the timings.
+    Runs oxjob's main jobs on this machine and prints the timings, joblib's beside
+    them when joblib is installed; needs no numpy.
 ``inspect FILE``
     Shows the sections of a file written by ``oxjob.dump``.
 ``cache info|ls|prune|clear LOCATION``
@@ -13,71 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import sys
-import tempfile
 import time
-from typing import Any, Callable
 
-from . import _engine, dump, hash, load
+from . import _engine
 
 __all__ = ["main"]
 
 
-def _time(func: Callable[[], Any], repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def demo(size_mb: int = 256) -> None:
-    """Dump, load and hash a large array, and print how long each step takes."""
-    import numpy as np
+    """Time oxjob's main jobs here (joblib's beside them when installed); see ``_demo``."""
+    from ._demo import run
 
-    n = size_mb * (1 << 20) // 8
-    # Rounded measurements: realistic data that compresses a few times over.
-    rng = np.random.default_rng(0)
-    data = np.round(np.cumsum(rng.standard_normal(n)), 2)
-    gb = data.nbytes / 1e9
-    print(f"oxjob demo: one float64 array of {data.nbytes / 1e6:.0f} MB, medians of 3 runs")
-    with tempfile.TemporaryDirectory() as tmp:
-        raw, packed = os.path.join(tmp, "raw.oxjob"), os.path.join(tmp, "packed.oxjob")
-        rows = [
-            ("hash (xxh3-128)", _time(lambda: hash(data)), None),
-            ("dump, uncompressed", _time(lambda: dump(data, raw)), raw),
-            ("load, uncompressed", _time(lambda: load(raw)), None),
-            ("load, mmap_mode='r'", _time(lambda: load(raw, mmap_mode="r")), None),
-            ("dump, compress=3 (zstd)", _time(lambda: dump(data, packed, compress=3)), packed),
-            ("load, compressed", _time(lambda: load(packed)), None),
-        ]
-        assert np.array_equal(load(packed), data)
-        for name, seconds, path in rows:
-            size = f"  file {os.path.getsize(path) / 1e6:7.1f} MB" if path else ""
-            print(f"  {name:<26} {seconds * 1e3:8.1f} ms  {gb / seconds:7.2f} GB/s{size}")
-
-
-def _sum_of_squares(chunk: Any) -> int:
-    return int((chunk.astype("int64") ** 2).sum())
-
-
-def demo_parallel() -> None:
-    """Sum of squares over chunks on two worker processes, with joblib's messages."""
-    import numpy as np
-
-    from .parallel import Parallel, delayed
-
-    numbers = np.arange(2_000_000)  # the sum of squares fits in int64
-    chunks = np.array_split(numbers, 8)  # 2 MB each: above max_nbytes, so in shared memory
-    print(f"\nParallel: sum of squares of {numbers.size:,} integers in {len(chunks)} chunks")
-    sys.stdout.flush()
-    start = time.perf_counter()
-    total = sum(Parallel(n_jobs=2, verbose=1)(delayed(_sum_of_squares)(c) for c in chunks))
-    elapsed = time.perf_counter() - start
-    assert total == _sum_of_squares(numbers)
-    print(f"  total {total:,} in {elapsed * 1e3:.1f} ms, worker start-up included")
+    run(size_mb)
 
 
 def inspect(path: str) -> None:
@@ -87,6 +35,16 @@ def inspect(path: str) -> None:
     print(f"  pickle stream: {len(stream)} bytes")
     for i, (codec, offset, length) in enumerate(buffers):
         print(f"  buffer {i}: {length} bytes, codec {codec}, data at offset {offset}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: a positive number of MB")
+    return value
 
 
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -168,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m oxjob", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run_demo = commands.add_parser("demo", help="run the main job and print timings")
-    run_demo.add_argument("--size-mb", type=int, default=256, help="array size (default 256)")
+    run_demo.add_argument(
+        "--size-mb", type=_positive_int, default=256, help="data size in MB (default 256)"
+    )
     run_inspect = commands.add_parser("inspect", help="show the layout of a dump file")
     run_inspect.add_argument("file")
     run_cache = commands.add_parser("cache", help="inspect, prune or clear a Memory cache")
@@ -182,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.size_mb)
-        demo_parallel()
     elif args.command == "cache":
         try:
             return cache_command(args)

@@ -1,7 +1,15 @@
 """Every exception oxjob raises that is not a Python built-in, in one place."""
 
-from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import TimeoutError
+
+try:
+    from concurrent.futures.process import BrokenProcessPool
+except ImportError:  # no _multiprocessing (Pyodide, WASI): keep the same class tree
+    from concurrent.futures import BrokenExecutor
+
+    class BrokenProcessPool(BrokenExecutor):  # type: ignore[no-redef]
+        """Stand-in for ``concurrent.futures.process.BrokenProcessPool``."""
+
 
 from ._engine import CorruptFileError
 

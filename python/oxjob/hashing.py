@@ -22,6 +22,7 @@ __all__ = ["hash"]
 
 _HASH_NAMES = ("xxh3", "md5", "sha1")
 _ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None), type(Ellipsis)})
+_TOTALLY_ORDERED = frozenset({int, float, str, bytes})
 # Bytes of a non-contiguous array hashed per step: bounds the temporary copy.
 _STRIDED_STEP = 1 << 22
 
@@ -49,14 +50,6 @@ def _array_token(*fields: Any) -> None:
     """Named in the stream in place of a hashed numpy array; never called."""
 
 
-def _class_token(*fields: Any) -> None:
-    """Named in the stream in place of a class that cannot be pickled by name."""
-
-
-def _function_token(*fields: Any) -> None:
-    """Named in the stream in place of a function that cannot be pickled by name."""
-
-
 class _Canonicaliser:
     """Rewrites containers so that equal objects give equal pickle streams."""
 
@@ -69,10 +62,14 @@ class _Canonicaliser:
         return _digest(item, self.hash_name)
 
     def ordered(self, items: list) -> list:
-        try:
-            return sorted(items)
-        except TypeError:
-            return sorted(items, key=self.sort_key_fallback)
+        # Natural order only where it is total; otherwise (NaN, Decimal('NaN'), which
+        # raises, frozensets ordered by inclusion, mixed types) equal sets could come
+        # out in different orders, so elements are ordered by their own digest.
+        kinds = {type(item) for item in items}
+        if len(kinds) == 1 and kinds <= _TOTALLY_ORDERED:
+            if float not in kinds or all(item == item for item in items):
+                return sorted(items)
+        return sorted(items, key=self.sort_key_fallback)
 
     def __call__(self, obj: Any) -> Any:
         kind = type(obj)
@@ -107,11 +104,6 @@ def _importable(func: Any) -> bool:
     return target is func
 
 
-def _code_fields(code: types.CodeType) -> tuple:
-    consts = tuple(_code_fields(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
-    return (code.co_code, consts, code.co_names)
-
-
 class _HashPickler(pickle.Pickler):
     def __init__(self, file: Any, hash_name: str, coerce_mmap: bool) -> None:
         super().__init__(file, protocol=4)
@@ -121,14 +113,16 @@ class _HashPickler(pickle.Pickler):
         self.canonical = _Canonicaliser(hash_name)
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, type):
+        if isinstance(obj, (type, types.FunctionType)):
             if _importable(obj):
                 return NotImplemented
-            return _class_token, (obj.__module__, obj.__qualname__)
-        if isinstance(obj, types.FunctionType):
-            if _importable(obj):
-                return NotImplemented
-            return _function_token, (obj.__module__, obj.__qualname__, _code_fields(obj.__code__))
+            # As joblib: what pickle cannot name is refused. Hashing a local function by
+            # its code would give closures over different values one hash, and a cached
+            # call could then return another closure's result.
+            raise pickle.PicklingError(
+                f"Can't pickle {obj!r}: it's not found as "
+                f"{getattr(obj, '__module__', None)}.{getattr(obj, '__qualname__', None)}"
+            )
         np = sys.modules.get("numpy")
         if np is not None and isinstance(obj, np.ndarray):
             return self.reduce_array(np, obj)
@@ -159,7 +153,9 @@ class _HashPickler(pickle.Pickler):
             if array.size:
                 hasher.update(array.ravel(order="K").view(np.uint8))
         else:
-            order = "C"  # hashed in C order: equal to its C-contiguous copy
+            # joblib's rule: a non-contiguous view does not hash like its copies, so
+            # its strides are part of the hash; the data is read in C order.
+            order = ("strided", array.strides)
             rows = max(1, _STRIDED_STEP // max(1, array.itemsize))
             flat = array.reshape(-1) if array.ndim == 1 else None
             if flat is not None:
@@ -191,7 +187,18 @@ def _stream(obj: Any, hash_name: str, coerce_mmap: bool) -> bytes:
     canonical = pickler.canonical(obj)
     if pickler.canonical.cyclic:
         pickler.fast = False  # cycles need the memo to terminate
-    pickler.dump(canonical)
+    try:
+        pickler.dump(canonical)
+    except (RecursionError, ValueError) as exc:
+        # A cycle through instance state (an object holding a bound method of itself,
+        # a node pointing at its parent) is only seen while pickling: fast mode refuses
+        # it or the recursion runs out. Pickled again with the memo, it terminates.
+        if not pickler.fast or not (isinstance(exc, RecursionError) or "cyclic" in str(exc)):
+            raise
+        buffer = io.BytesIO()
+        pickler = _HashPickler(buffer, hash_name, coerce_mmap)
+        pickler.fast = False
+        pickler.dump(pickler.canonical(obj))
     return buffer.getvalue()
 
 
@@ -207,8 +214,8 @@ def hash(obj: Any, hash_name: str = "xxh3", coerce_mmap: bool = False) -> str:
     Same signature as :func:`joblib.hash`, with the faster ``'xxh3'`` (128-bit
     XXH3) as default. Equal dicts and sets hash equally whatever their order;
     numpy arrays hash by class, dtype, shape, memory order and data, with the data
-    read in Rust without copies (non-contiguous arrays are hashed in C order, in
-    bounded steps, so they hash like their C-contiguous copy).
+    read in Rust without copies (non-contiguous arrays are read in C order, in
+    bounded steps, and their strides are hashed too, as joblib does).
 
     The values differ from joblib's, so cache keys are not shared with joblib.
 
@@ -231,6 +238,9 @@ def hash(obj: Any, hash_name: str = "xxh3", coerce_mmap: bool = False) -> str:
     ------
     ValueError
         If ``hash_name`` is not one of the accepted names.
+    pickle.PicklingError
+        If ``obj`` holds a function or class that pickle cannot refer to by name
+        (a lambda, a local function or class), as joblib does.
 
     Examples
     --------
@@ -242,6 +252,10 @@ def hash(obj: Any, hash_name: str = "xxh3", coerce_mmap: bool = False) -> str:
         raise ValueError(
             f"Valid options for 'hash_name' are {_HASH_NAMES}. Got hash_name={hash_name!r} instead."
         )
+    try:
+        stream = _stream(obj, hash_name, coerce_mmap)
+    except pickle.PicklingError as exc:
+        raise pickle.PicklingError(f"PicklingError while hashing {obj!r}: {exc}") from exc
     hasher = _new_hasher(hash_name)
-    hasher.update(_stream(obj, hash_name, coerce_mmap))
+    hasher.update(stream)
     return hasher.hexdigest()

@@ -9,7 +9,6 @@ container format; see ``docs/memory.md``.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import inspect
 import logging
@@ -20,99 +19,54 @@ import traceback
 import warnings
 from typing import Any, Callable
 
+from ._func_inspect import (
+    FIRST_LINE_TEXT,
+    CodeInfo,
+    bind_arguments,
+    code_info,
+    extract_first_line,
+    func_id,
+    func_name,
+    warn_collision,
+)
+from ._memory_results import (
+    AsyncNotMemorizedFunc,
+    MemorizedResult,
+    NotMemorizedFunc,
+    NotMemorizedResult,
+    expires_after,
+)
 from .exceptions import CacheWarning, JobLibCollisionWarning
 from .hashing import hash as _hash
-from .store import StoreBackendBase, store_backend_factory
+from .store import StoreBackendBase, register_store_backend, store_backend_factory
 
 __all__ = [
     "Memory",
     "MemorizedFunc",
     "AsyncMemorizedFunc",
     "NotMemorizedFunc",
+    "AsyncNotMemorizedFunc",
     "MemorizedResult",
     "NotMemorizedResult",
+    "JobLibCollisionWarning",
     "expires_after",
+    "register_store_backend",
 ]
 
 _logger = logging.getLogger("oxjob")
 _STORE_DIRNAME = "oxjob"
 
-
-def expires_after(
-    days: float = 0,
-    seconds: float = 0,
-    microseconds: float = 0,
-    milliseconds: float = 0,
-    minutes: float = 0,
-    hours: float = 0,
-    weeks: float = 0,
-) -> Callable[[dict], bool]:
-    """A ``cache_validation_callback`` that expires results after a delay.
-
-    Parameters
-    ----------
-    days, seconds, microseconds, milliseconds, minutes, hours, weeks : float
-        The delay, as for :class:`datetime.timedelta`.
-
-    Returns
-    -------
-    callable
-        ``callback(metadata) -> bool``: True while the result is younger than the delay.
-
-    Examples
-    --------
-    >>> memory = Memory("/tmp/cache", verbose=0)
-    >>> @memory.cache(cache_validation_callback=expires_after(minutes=5))
-    ... def fetch(url):
-    ...     return len(url)
-    """
-    delta = datetime.timedelta(
-        days=days,
-        seconds=seconds,
-        microseconds=microseconds,
-        milliseconds=milliseconds,
-        minutes=minutes,
-        hours=hours,
-        weeks=weeks,
-    ).total_seconds()
-
-    def cache_validation_callback(metadata: dict) -> bool:
-        return time.time() - metadata["time"] < delta
-
-    return cache_validation_callback
+# (store, func_id) -> the source this process last found or wrote in the func_code.py
+# beside those entries: a call whose function has that source skips reading the file.
+# Another function of the same name (a second lambda, an exec'd function) has other
+# source, so it reads the file again, as joblib does.
+_VERIFIED_CODE: dict[tuple[Any, str], str] = {}
+_UNSET = object()
 
 
-def _func_id(func: Callable) -> str:
-    """``module/.../name``: where a function's entries live (joblib's layout)."""
-    module = getattr(func, "__module__", None) or "__main__"
-    parts = module.split(".")
-    if module == "__main__":
-        try:
-            source = inspect.getsourcefile(func)
-        except TypeError:
-            source = None
-        if source:
-            # Scripts all run as __main__: keep their files apart, as joblib does.
-            stem = os.path.splitext(os.path.abspath(source))[0]
-            parts = ["__main__" + stem.replace(os.sep, "-").replace("<", "-").replace(">", "-")]
-    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
-    name = name.replace("<", "-").replace(">", "-")
-    return "/".join([*parts, name])
-
-
-def _func_code(func: Callable) -> tuple[str, str | None, int]:
-    """``(source, file, first line)``; falls back to the bytecode when there is no source."""
-    try:
-        lines, first_line = inspect.getsourcelines(func)
-        return "".join(lines), inspect.getsourcefile(func), first_line
-    except (OSError, TypeError):
-        code = getattr(func, "__code__", None)
-        if code is not None:
-            return repr(code.co_code), None, -1
-        # Builtins and C-level wrappers have no code to compare: their name stands in
-        # (never repr(), whose address changes from process to process).
-        name = getattr(func, "__qualname__", None) or type(func).__qualname__
-        return f"{getattr(func, '__module__', None)}.{name}", None, -1
+def _store_key(store: Any) -> Any:
+    location = getattr(store, "location", None)
+    return location if isinstance(location, str) else id(store)
 
 
 def _format_arg(arg: Any) -> str:
@@ -120,10 +74,8 @@ def _format_arg(arg: Any) -> str:
     return f"{formatted[:700]}..." if len(formatted) > 1500 else formatted
 
 
-def _format_call(func: Callable, args: tuple, kwargs: dict) -> str:
-    """joblib's ``[Memory] Calling ...`` banner."""
-    func_id = _func_id(func).replace("/", ".")
-    name = func_id.rsplit(".", 1)[-1]
+def _signature_text(func: Callable, args: tuple, kwargs: dict) -> str:
+    """``name(arg, ..., key=value)`` as joblib's messages show a call."""
     pieces, previous = [], 0
     for arg in args:
         formatted = _format_arg(arg)
@@ -132,143 +84,17 @@ def _format_call(func: Callable, args: tuple, kwargs: dict) -> str:
         previous = len(formatted)
         pieces.append(formatted)
     pieces.extend(f"{k}={_format_arg(v)}" for k, v in kwargs.items())
-    return f"{80 * '_'}\n[Memory] Calling {func_id}...\n{name}({', '.join(pieces)})"
+    return f"{func_name(func)}({', '.join(pieces)})"  # joblib's: the name, not the path
+
+
+def _format_call(func: Callable, args: tuple, kwargs: dict) -> str:
+    """joblib's ``[Memory] Calling ...`` banner."""
+    dotted = func_id(func).replace("/", ".")
+    return f"{80 * '_'}\n[Memory] Calling {dotted}...\n{_signature_text(func, args, kwargs)}"
 
 
 def _format_time(seconds: float) -> str:
     return f"{seconds:.1f}s, {seconds / 60:.1f}min"
-
-
-class NotMemorizedResult:
-    """The result of ``call_and_shelve`` when caching is off: holds the value."""
-
-    __slots__ = ("value", "valid")
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-        self.valid = True
-
-    def get(self) -> Any:
-        """The value; ``KeyError`` after :meth:`clear`."""
-        if self.valid:
-            return self.value
-        raise KeyError("No value stored.")
-
-    def clear(self) -> None:
-        """Forget the value."""
-        self.valid = False
-        self.value = None
-
-    def __repr__(self) -> str:
-        if self.valid:
-            return f"{type(self).__name__}({pprint.pformat(self.value)})"
-        return f"{type(self).__name__} with no value"
-
-    def __getstate__(self) -> dict:
-        return {"valid": self.valid, "value": self.value}
-
-    def __setstate__(self, state: dict) -> None:
-        self.valid = state["valid"]
-        self.value = state["value"]
-
-
-class NotMemorizedFunc:
-    """What ``Memory(location=None).cache`` returns: calls the function, stores nothing.
-
-    Parameters
-    ----------
-    func : callable
-        The function.
-    """
-
-    def __init__(self, func: Callable) -> None:
-        self.func = func
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.func(*args, **kwargs)
-
-    def call_and_shelve(self, *args: Any, **kwargs: Any) -> NotMemorizedResult:
-        """Call and wrap the result in a :class:`NotMemorizedResult`."""
-        return NotMemorizedResult(self.func(*args, **kwargs))
-
-    def call(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
-        """Call; returns ``(output, {})``."""
-        return self.func(*args, **kwargs), {}
-
-    def check_call_in_cache(self, *args: Any, **kwargs: Any) -> bool:
-        """Always False: nothing is cached."""
-        return False
-
-    def clear(self, warn: bool = True) -> None:
-        """Nothing to clear."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(func={self.func})"
-
-
-class MemorizedResult:
-    """A handle on a cached result, from ``call_and_shelve``: small and picklable.
-
-    Parameters
-    ----------
-    location : str or StoreBackendBase
-        The store holding the result.
-    call_id : tuple of str
-        ``(func_id, args_id)``.
-    backend : str, default='local'
-        Store backend name, when ``location`` is a path.
-    mmap_mode : {None, 'r', 'r+', 'c'}, optional
-        How :meth:`get` maps arrays.
-    verbose : int, default=0
-    timestamp : float, optional
-    metadata : dict, optional
-    """
-
-    def __init__(
-        self,
-        location: Any,
-        call_id: tuple[str, str],
-        backend: str = "local",
-        mmap_mode: str | None = None,
-        verbose: int = 0,
-        timestamp: float | None = None,
-        metadata: dict | None = None,
-    ) -> None:
-        self.store_backend = store_backend_factory(backend, location, verbose=verbose)
-        self.mmap_mode = mmap_mode
-        self.func, self.args_id = call_id
-        self._call_id = tuple(call_id)
-        self.verbose = verbose
-        self.timestamp = time.time() if timestamp is None else timestamp
-        self.metadata = metadata if metadata is not None else {}
-
-    @property
-    def argument_hash(self) -> str:
-        """The arguments' hash (same as ``args_id``)."""
-        return self.args_id
-
-    def get(self) -> Any:
-        """Load the result; ``KeyError`` if it was cleared."""
-        try:
-            return self.store_backend.load_item(self._call_id, mmap_mode=self.mmap_mode)
-        except KeyError as exc:
-            raise KeyError(
-                f"Non-existing item (may have been cleared).\nItem {self._call_id} does not exist"
-            ) from exc
-
-    def clear(self) -> None:
-        """Remove the result from the store."""
-        self.store_backend.clear_item(self._call_id)
-
-    def __repr__(self) -> str:
-        return '{}(location="{}", func="{}", args_id="{}")'.format(
-            type(self).__name__, self.store_backend.location, *self._call_id
-        )
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["timestamp"] = None
-        return state
 
 
 class MemorizedFunc:
@@ -326,8 +152,9 @@ class MemorizedFunc:
         self.store_backend = store_backend_factory(
             backend, location, verbose=verbose, backend_options={"compress": compress}
         )
-        self.func_id = _func_id(func)
-        self._code_checked = False
+        self.func_id = func_id(func)
+        self._code_info: CodeInfo | None = None
+        self._code_object: Any = _UNSET
         signature = self._signature()
         unknown = [name for name in ignore if name not in signature.parameters]
         if unknown:
@@ -347,9 +174,7 @@ class MemorizedFunc:
         return signature
 
     def _arguments(self, args: tuple, kwargs: dict) -> dict:
-        bound = self._signature().bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = bound.arguments
+        arguments = bind_arguments(self._signature(), self.func, args, kwargs)
         for name in self.ignore:
             arguments.pop(name, None)
         owner = getattr(self.func, "__self__", None)
@@ -358,42 +183,61 @@ class MemorizedFunc:
         return arguments
 
     def _call_id(self, args: tuple, kwargs: dict) -> tuple[str, str]:
-        return self.func_id, _hash(self._arguments(args, kwargs))
+        # The code's identity is hashed with the arguments: an entry written by other
+        # code under the same name (another lambda, an exec'd function, an older
+        # __code__) has another key, whatever func_code.py says.
+        key = (self.func_code_info.token, self._arguments(args, kwargs))
+        return self.func_id, _hash(key, coerce_mmap=self.mmap_mode is not None)
 
     # ---- code-change detection ----------------------------------------------------------
 
-    def _write_func_code(self, func_code: str, first_line: int) -> None:
-        self.store_backend.store_cached_func_code(
-            self.func_id, f"# first line: {first_line}\n{func_code}"
-        )
+    @property
+    def func_code_info(self) -> CodeInfo:
+        """The function's :class:`~oxjob._func_inspect.CodeInfo`, read again when
+        ``func.__code__`` is replaced."""
+        code = getattr(self.func, "__code__", None)
+        if self._code_info is not None:
+            if code is self._code_object:
+                return self._code_info
+            if self._code_object is _UNSET:
+                # Unpickled in another process, where the source may not be found:
+                # the introspection done where the function was defined holds.
+                self._code_object = code
+                return self._code_info
+        self._code_info = code_info(self.func)
+        self._code_object = code
+        return self._code_info
 
-    def _check_previous_func_code(self) -> bool:
-        """True when the stored code matches; otherwise clears the function's entries."""
-        if self._code_checked:
+    def _write_func_code(self, info: CodeInfo) -> None:
+        self.store_backend.store_cached_func_code(
+            self.func_id, f"{FIRST_LINE_TEXT} {info.first_line}\n{info.source}"
+        )
+        _VERIFIED_CODE[(_store_key(self.store_backend), self.func_id)] = info.source
+
+    def _check_previous_func_code(self, stacklevel: int = 2) -> bool:
+        """True when the stored code matches; otherwise clears the function's entries.
+
+        joblib's rules and warnings: a differing source means the function changed (or
+        another function of the same name was cached), and its entries are removed.
+        """
+        info = self.func_code_info
+        if _VERIFIED_CODE.get((_store_key(self.store_backend), self.func_id)) == info.source:
             return True
-        func_code, source_file, first_line = _func_code(self.func)
         try:
             stored = self.store_backend.get_cached_func_code(self.func_id)
         except (OSError, KeyError):
-            self._write_func_code(func_code, first_line)
-            self._code_checked = True
+            self._write_func_code(info)
             return False
-        header, _, old_code = stored.partition("\n")
-        old_first_line = int(header.rsplit(":", 1)[-1]) if header.startswith("# first") else -1
-        if old_code == func_code:
-            self._code_checked = True
+        old_source, old_first_line = extract_first_line(stored)
+        if old_source == info.source:
+            _VERIFIED_CODE[(_store_key(self.store_backend), self.func_id)] = info.source
             return True
-        if old_first_line == first_line == -1 or self.func_id.endswith("-lambda-"):
-            warnings.warn(
-                JobLibCollisionWarning(
-                    f"Cannot detect name collisions for function '{self.func_id}'"
-                ),
-                stacklevel=4,
-            )
+        warn_collision(self.func, info, old_source, old_first_line, stacklevel + 1)
         if self._verbose > 10:
-            self.warn(f"Function {self.func_id} has changed.")
+            self.warn(
+                f"Function {func_name(self.func)} (identified by {self.func_id}) has changed."
+            )
         self.clear(warn=True)
-        self._code_checked = True
         return False
 
     def clear(self, warn: bool = True) -> None:
@@ -401,8 +245,7 @@ class MemorizedFunc:
         if self._verbose > 0 and warn:
             self.warn(f"Clearing function cache identified by {self.func_id}")
         self.store_backend.clear_path(self.func_id)
-        func_code, _, first_line = _func_code(self.func)
-        self._write_func_code(func_code, first_line)
+        self._write_func_code(self.func_code_info)
 
     def warn(self, msg: str) -> None:
         """Log ``msg`` as joblib does (logger ``oxjob``, level WARNING)."""
@@ -411,7 +254,7 @@ class MemorizedFunc:
     # ---- calls --------------------------------------------------------------------------
 
     def _is_in_cache_and_valid(self, call_id: tuple[str, str]) -> bool:
-        if not self._check_previous_func_code():
+        if not self._check_previous_func_code(stacklevel=4):
             return False
         if not self.store_backend.contains_item(call_id):
             return False
@@ -424,7 +267,9 @@ class MemorizedFunc:
 
     def _cached_call(self, args: tuple, kwargs: dict, shelving: bool = False) -> Any:
         call_id = self._call_id(args, kwargs)
-        code_ok = self._check_previous_func_code()
+        if self._verbose >= 20:
+            self._log_query(call_id, args, kwargs)
+        code_ok = self._check_previous_func_code(stacklevel=4)
         if code_ok and self.cache_validation_callback is not None:
             code_ok = self._is_in_cache_and_valid(call_id)
         if code_ok:
@@ -453,8 +298,26 @@ class MemorizedFunc:
                         self._print_duration(time.time() - start, context="cache loaded ")
                     return output, {}
         if self._verbose > 10:
-            self.warn(f"Computing func {self.func_id}, argument hash {call_id[1]}")
+            self.warn(
+                f"Computing func {func_name(self.func)}, argument hash {call_id[1]} "
+                f"in location {self._location()}"
+            )
         return self._call(call_id, args, kwargs, shelving)
+
+    def _location(self) -> str:
+        return os.path.join(str(self.store_backend.location), self.func_id)
+
+    def _log_query(self, call_id: tuple[str, str], args: tuple, kwargs: dict) -> None:
+        """joblib's "Querying ..." message, logged at INFO level from verbose=20."""
+        logging.basicConfig(level=logging.INFO)  # as joblib: the message is seen unconfigured
+        _logger.info(
+            "[%s]: %s",
+            self,
+            f"\nQuerying {func_name(self.func)} with signature\n"
+            f"{_signature_text(self.func, args, kwargs)}.\n\n"
+            f"(argument hash {call_id[1]})\n\n"
+            f"The store location is {self._location()}.\n",
+        )
 
     def _memorized_result(self, call_id: tuple[str, str], metadata: dict | None = None) -> Any:
         return MemorizedResult(
@@ -499,6 +362,13 @@ class MemorizedFunc:
             if stored:
                 return self._memorized_result(call_id, metadata), metadata
             return NotMemorizedResult(output), metadata
+        if stored and self.mmap_mode is not None:
+            # As joblib: the first call returns what later calls will, the stored
+            # result memory-mapped, not the arrays just computed.
+            try:
+                output = self.store_backend.load_item(call_id, mmap_mode=self.mmap_mode)
+            except Exception:
+                pass  # the computed value is right too; the next call reads the entry
         return output, metadata
 
     def _store(self, call_id: tuple[str, str], output: Any, metadata: dict) -> bool:
@@ -517,7 +387,7 @@ class MemorizedFunc:
         return False
 
     def _print_duration(self, duration: float, context: str = "") -> None:
-        name = self.func_id.rsplit("/", 1)[-1]
+        name = func_name(self.func)  # joblib prints the name, not the path
         msg = f"{name} {context}- {_format_time(duration)}"
         print(max(0, 80 - len(msg)) * "_" + msg)
 
@@ -527,7 +397,7 @@ class MemorizedFunc:
     def call(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
         """Run the function whatever the cache holds, store and return ``(output, metadata)``."""
         call_id = self._call_id(args, kwargs)
-        self._check_previous_func_code()
+        self._check_previous_func_code(stacklevel=3)
         return self._call(call_id, args, kwargs, shelving=False)
 
     def call_and_shelve(self, *args: Any, **kwargs: Any) -> Any:
@@ -539,11 +409,16 @@ class MemorizedFunc:
         return self._is_in_cache_and_valid(self._call_id(args, kwargs))
 
     def __getstate__(self) -> dict:
+        _ = self.func_code_info  # introspect here: the source may not be found where it goes
         state = self.__dict__.copy()
         state.pop("_signature_cache", None)
         state["timestamp"] = None
-        state["_code_checked"] = False
+        state["_code_object"] = _UNSET
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._code_object = _UNSET
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(func={self.func}, location={self.store_backend.location})"
@@ -564,7 +439,7 @@ class AsyncMemorizedFunc(MemorizedFunc):
 
     async def call(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         call_id = self._call_id(args, kwargs)
-        self._check_previous_func_code()
+        self._check_previous_func_code(stacklevel=3)
         return await self._call(call_id, args, kwargs, shelving=False)
 
     async def _call(  # type: ignore[override]
@@ -695,6 +570,8 @@ class Memory:
                 cache_validation_callback=cache_validation_callback,
             )
         if self.store_backend is None:
+            if inspect.iscoroutinefunction(func):
+                return AsyncNotMemorizedFunc(func)
             return NotMemorizedFunc(func)
         if verbose is None:
             verbose = self._verbose
@@ -721,6 +598,10 @@ class Memory:
             self.warn("Flushing completely the cache")
         if self.store_backend is not None:
             self.store_backend.clear()
+            # func_code.py files are gone with the entries: check them again.
+            key = _store_key(self.store_backend)
+            for verified in [k for k in _VERIFIED_CODE if k[0] == key]:
+                del _VERIFIED_CODE[verified]
 
     def reduce_size(
         self, bytes_limit: Any = None, items_limit: Any = None, age_limit: Any = None

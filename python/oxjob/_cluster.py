@@ -1,0 +1,351 @@
+"""What the Dask and Ray backends share: large arguments sent once, batches run in
+cluster workers, outcomes handed to ``Parallel``, timeouts.
+
+``Parallel`` talks to these backends through ``apply_async(func, callback)``, where
+``func`` is a closure over the batch (``parallel.BatchedCalls``). The backends take the
+batch's calls out of it, so that large arguments can be replaced by references to
+data already on the cluster (:class:`SharedArgs`) and the batch can run in a worker
+through :func:`run_batch`.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import threading
+import time
+import traceback
+import weakref
+from typing import Any, Callable
+
+from . import backends as _backends
+from .exceptions import RemoteTraceback, TimeoutError
+
+#: Where an exception raised in a cluster worker carries its formatted traceback.
+_TB_ATTR = "_oxjob_remote_traceback"
+
+
+def batched_calls_of(func: Callable) -> list | None:
+    """The ``(func, args, kwargs)`` calls of the batch ``func`` runs, or None when
+    ``func`` is not a closure over a ``BatchedCalls`` (then it is sent as it is)."""
+    from .parallel import BatchedCalls
+
+    for cell in getattr(func, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(value, BatchedCalls):
+            return value.items
+    return None
+
+
+class Slot:
+    """Stands for the ``index``-th reference passed to :func:`run_batch`."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self) -> tuple:
+        return Slot, (self.index,)
+
+
+def run_batch(calls: list, level: int, *values: Any) -> tuple[list, float]:
+    """Run a batch in a cluster worker; returns its results and compute seconds.
+
+    ``values`` are the batch's large arguments, resolved by the scheduler (Dask
+    futures, Ray object refs); ``calls`` refer to them through :class:`Slot`. Nested
+    ``Parallel`` calls see nesting level ``level + 1``: threads, then sequential, and
+    never a local process pool inside a cluster worker. An exception is re-raised
+    with its traceback text attached (replaced by a ``RuntimeError`` carrying it when
+    it cannot be pickled).
+    """
+    local = _backends._local
+    saved = getattr(local, "nesting", 0)
+    local.nesting = saved + level + 1
+    try:
+        start = time.perf_counter()
+        results = []
+        for func, args, kwargs in calls:
+            if values:
+                args = [values[a.index] if type(a) is Slot else a for a in args]
+                kwargs = {k: values[v.index] if type(v) is Slot else v for k, v in kwargs.items()}
+            results.append(func(*args, **kwargs))
+        return results, time.perf_counter() - start
+    except BaseException as exc:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        try:
+            import cloudpickle
+
+            cloudpickle.loads(cloudpickle.dumps(exc))
+        except Exception:
+            exc = RuntimeError(f"{type(exc).__name__}: {exc} (the exception could not be pickled)")
+        setattr(exc, _TB_ATTR, f"{tb}(in process {os.getpid()})")
+        raise exc from None
+    finally:
+        local.nesting = saved
+
+
+def with_remote_traceback(exc: BaseException) -> BaseException:
+    """``exc`` with the worker's traceback as ``__cause__``, as the process engine does."""
+    tb = getattr(exc, _TB_ATTR, None)
+    if tb is not None:
+        exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
+    return exc
+
+
+# ---- large arguments ---------------------------------------------------------------------
+
+
+def content_key(obj: Any, max_nbytes: int) -> tuple | None:
+    """A key naming ``obj``'s type, layout and bytes (xxh3-128) when it is a numpy array
+    or bytes-like object of at least ``max_nbytes``; None otherwise."""
+    from . import _engine
+
+    if isinstance(obj, (bytes, bytearray)):
+        if len(obj) < max_nbytes:
+            return None
+        hasher = _engine.StreamHasher()
+        hasher.update(obj)
+        return (type(obj).__name__, hasher.digest())
+    np = _numpy()
+    if np is None or type(obj) is not np.ndarray or obj.dtype.hasobject:
+        return None
+    if obj.nbytes < max_nbytes:
+        return None
+    layout = (obj.dtype.str, obj.shape, obj.flags.c_contiguous, obj.flags.f_contiguous)
+    if obj.flags.c_contiguous or obj.flags.f_contiguous:
+        hasher = _engine.StreamHasher()
+        hasher.update(obj.reshape(-1, order="A").view(np.uint8))
+        return ("ndarray", layout, hasher.digest())
+    from .hashing import hash as oxjob_hash
+
+    return ("ndarray", layout, oxjob_hash(obj))
+
+
+def _numpy() -> Any:
+    import sys
+
+    return sys.modules.get("numpy")  # an array argument means numpy is imported already
+
+
+class SharedArgs:
+    """Large arguments sent to the cluster once and referenced by every task using them.
+
+    Within a call an object is sent once (found by ``id``). Across calls, numpy arrays
+    and bytes-like objects are found by content: an argument equal in bytes to one sent
+    earlier reuses the reference while some object it was sent for is alive and the
+    total stays under ``cache_nbytes`` (least recently used dropped first).
+
+    Parameters
+    ----------
+    put : callable
+        Sends one object, returns its reference (``client.scatter``, ``ray.put``).
+    size_of : callable, optional
+        Size of other objects; those at least ``max_nbytes`` are sent once per call.
+    cache_nbytes : int
+        Bound of what is kept across calls; 0 keeps nothing.
+    """
+
+    def __init__(
+        self, put: Callable, size_of: Callable | None = None, cache_nbytes: int = 1 << 30
+    ) -> None:
+        self.put = put
+        self.size_of = size_of
+        self.cache_nbytes = cache_nbytes
+        self.lock = threading.Lock()
+        self.by_content: collections.OrderedDict = collections.OrderedDict()
+        self.nbytes = 0
+
+    def reference(self, obj: Any, max_nbytes: int, call_refs: dict) -> Any:
+        """The reference standing for ``obj``, or None when it travels by value."""
+        found = call_refs.get(id(obj))
+        if found is not None:
+            return found[1]
+        if obj is None or isinstance(obj, (int, float, complex, str, bool)):
+            return None
+        key = content_key(obj, max_nbytes)
+        if key is not None:
+            ref = self._by_content(key, obj)
+        elif self.size_of is not None and _weakrefable(obj) and self.size_of(obj) >= max_nbytes:
+            ref = self.put(obj)
+        else:
+            return None
+        call_refs[id(obj)] = (obj, ref)  # obj kept alive: its id stays unique in the call
+        return ref
+
+    def _by_content(self, key: tuple, obj: Any) -> Any:
+        with self.lock:
+            entry = self.by_content.get(key)
+            if entry is not None and entry.usable():
+                self.by_content.move_to_end(key)
+                entry.keep_for(obj, self._forget, key)
+                return entry.ref
+        nbytes = obj.nbytes if hasattr(obj, "nbytes") else len(obj)
+        ref = self.put(obj)
+        if nbytes > self.cache_nbytes:
+            return ref
+        entry = _Entry(ref, nbytes)
+        with self.lock:
+            old = self.by_content.pop(key, None)
+            if old is not None:
+                self.nbytes -= old.nbytes
+            self.by_content[key] = entry
+            self.nbytes += nbytes
+            while self.nbytes > self.cache_nbytes:
+                _, dropped = self.by_content.popitem(last=False)
+                self.nbytes -= dropped.nbytes
+        entry.keep_for(obj, self._forget, key)
+        return ref
+
+    def _forget(self, key: tuple, entry: _Entry) -> None:
+        with self.lock:
+            if self.by_content.get(key) is entry:
+                del self.by_content[key]
+                self.nbytes -= entry.nbytes
+
+    def clear(self) -> None:
+        """Drop every reference kept across calls."""
+        with self.lock:
+            self.by_content.clear()
+            self.nbytes = 0
+
+
+class _Entry:
+    """A reference kept while some object it was sent for is alive."""
+
+    __slots__ = ("ref", "nbytes", "owners", "__weakref__")
+
+    def __init__(self, ref: Any, nbytes: int) -> None:
+        self.ref, self.nbytes, self.owners = ref, nbytes, {}  # id(weakref) -> weakref
+
+    def usable(self) -> bool:
+        status = getattr(self.ref, "status", "finished")  # Dask futures; Ray refs have none
+        return status in ("finished", "pending")
+
+    def keep_for(self, obj: Any, forget: Callable, key: tuple) -> None:
+        if not _weakrefable(obj):
+            return  # bytes: reused across calls until evicted by the bound
+        me = weakref.ref(self)
+
+        def dead(owner: weakref.ref) -> None:
+            entry = me()
+            if entry is not None:
+                entry.owners.pop(id(owner), None)
+                if not entry.owners:
+                    forget(key, entry)
+
+        owner = weakref.ref(obj, dead)  # not hashable: arrays are not
+        self.owners[id(owner)] = owner
+
+
+def _weakrefable(obj: Any) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def prepare(calls: list, shared: SharedArgs, max_nbytes: int, call_refs: dict) -> tuple:
+    """``calls`` with large arguments replaced by :class:`Slot`, and the references."""
+    refs: list = []
+    slots: dict[int, Slot] = {}
+
+    def swap(value: Any) -> Any:
+        ref = shared.reference(value, max_nbytes, call_refs)
+        if ref is None:
+            return value
+        slot = slots.get(id(ref))
+        if slot is None:
+            slot = slots[id(ref)] = Slot(len(refs))
+            refs.append(ref)
+        return slot
+
+    out = []
+    for func, args, kwargs in calls:
+        out.append((func, [swap(a) for a in args], {k: swap(v) for k, v in kwargs.items()}))
+    return out, refs
+
+
+# ---- outcomes and deadlines ----------------------------------------------------------------
+
+
+class Job:
+    """What ``apply_async`` returns: ``get()`` gives ``(ok, value, seconds)``."""
+
+    __slots__ = ("callback", "outcome", "done", "started", "handle")
+
+    def __init__(self, callback: Callable | None, handle: Any = None) -> None:
+        self.callback = callback
+        self.outcome: tuple | None = None
+        self.done = threading.Event()
+        self.started: float | None = None
+        self.handle = handle
+
+    def finish(self, outcome: tuple) -> bool:
+        """Record the first outcome and tell ``Parallel``; later ones are ignored."""
+        if self.done.is_set():
+            return False
+        self.outcome = outcome
+        self.done.set()
+        if self.callback is not None:
+            self.callback(outcome)
+        return True
+
+    def get(self, timeout: float | None = None) -> tuple:
+        if not self.done.wait(timeout):
+            raise TimeoutError("the batch has not finished")
+        return self.outcome
+
+
+class Deadlines:
+    """Fails a batch that has run longer than ``timeout`` seconds.
+
+    A cluster does not say when a queued batch starts, so a batch's clock starts when
+    fewer than ``n_workers`` batches submitted before it are still running (the
+    scheduler runs a call's batches about in submission order).
+    """
+
+    def __init__(self, timeout: float, n_workers: int) -> None:
+        self.timeout = timeout
+        self.n_workers = max(1, n_workers)
+        self.jobs: collections.OrderedDict = collections.OrderedDict()
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True, name="oxjob-deadlines")
+        self.thread.start()
+
+    def add(self, job: Job) -> None:
+        with self.lock:
+            self.jobs[id(job)] = job
+
+    def _watch(self) -> None:
+        tick = min(0.05, self.timeout / 4)
+        while not self.stopped.wait(tick):
+            now = time.monotonic()
+            late = []
+            with self.lock:
+                for key in [k for k, job in self.jobs.items() if job.done.is_set()]:
+                    del self.jobs[key]
+                for job in itertools.islice(self.jobs.values(), self.n_workers):
+                    if job.started is None:
+                        job.started = now
+                    elif now - job.started >= self.timeout:
+                        late.append(job)
+            for job in late:
+                job.finish(
+                    (
+                        False,
+                        TimeoutError(
+                            f"A task has failed to return in less than {self.timeout} seconds"
+                        ),
+                        0.0,
+                    )
+                )
+
+    def stop(self) -> None:
+        self.stopped.set()

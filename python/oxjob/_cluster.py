@@ -76,17 +76,34 @@ def run_batch(calls: list, level: int, *values: Any) -> tuple[list, float]:
             results.append(func(*args, **kwargs))
         return results, time.perf_counter() - start
     except BaseException as exc:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        try:
-            import cloudpickle
-
-            cloudpickle.loads(cloudpickle.dumps(exc))
-        except Exception:
-            exc = RuntimeError(f"{type(exc).__name__}: {exc} (the exception could not be pickled)")
-        setattr(exc, _TB_ATTR, f"{tb}(in process {os.getpid()})")
-        raise exc from None
+        failure = _sendable(exc)
     finally:
         local.nesting = saved
+    raise failure  # outside the except block: no unpicklable __context__ attached
+
+
+def _sendable(exc: BaseException) -> BaseException:
+    """``exc``, or a ``RuntimeError`` naming it when it cannot be pickled; with its
+    traceback text attached and its chain cut where a link cannot be pickled."""
+    import cloudpickle
+
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        cloudpickle.loads(cloudpickle.dumps(exc))
+    except Exception:
+        exc = RuntimeError(f"{type(exc).__name__}: {exc} (the exception could not be pickled)")
+    link = exc
+    while link is not None:  # the chain travels too (dask pickles it with tblib)
+        for name in ("__cause__", "__context__"):
+            linked = getattr(link, name)
+            if linked is not None:
+                try:
+                    cloudpickle.dumps(linked)
+                except Exception:
+                    setattr(link, name, None)
+        link = link.__cause__ or link.__context__
+    setattr(exc, _TB_ATTR, f"{tb}(in process {os.getpid()})")
+    return exc
 
 
 def with_remote_traceback(exc: BaseException) -> BaseException:

@@ -135,13 +135,12 @@ class DaskBackend(ParallelBackendBase):
         """Submit one batch; ``callback(outcome)`` runs when it is done."""
         calls = _cluster.batched_calls_of(func)
         level = self.nesting_level or 0
+        job = _cluster.Job(callback)
         if calls is None:
-            job = _cluster.Job(callback)
             future = self.client.submit(func, pure=False, **self.submit_kwargs)
             opaque = True
         else:
             calls, refs = _cluster.prepare(calls, self.shared, self.max_nbytes, self.call_refs)
-            job = _cluster.Job(callback)
             name = getattr(calls[0][0], "__name__", "call") if calls else "empty"
             future = self.client.submit(
                 _cluster.run_batch,
@@ -153,7 +152,6 @@ class DaskBackend(ParallelBackendBase):
                 **self.submit_kwargs,
             )
             opaque = False
-        job.handle = future
         self.futures[future.key] = future
         if self.deadlines is not None:
             self.deadlines.add(job)
@@ -161,6 +159,8 @@ class DaskBackend(ParallelBackendBase):
         return job
 
     def _finished(self, future: Any, job: _cluster.Job, opaque: bool) -> None:
+        # Only self.futures refers to a batch's future: once done and read, the
+        # cluster forgets it (an aborted call's traceback keeps nothing there).
         self.futures.pop(future.key, None)
         if future.status == "cancelled":
             return  # the call was aborted: nobody waits for it

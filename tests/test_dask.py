@@ -253,6 +253,26 @@ def test_scatter_option_sends_up_front(client, scatters):
             Parallel()
 
 
+def test_shared_arrays_are_read_only_in_tasks(client):
+    x = np.zeros(500_000)
+    with pytest.raises(ValueError, match="read-only"):
+        Parallel(backend="dask")(delayed(tasks.write_into)(x, i) for i in range(4))
+    small = np.zeros(1000)  # sent with its batch: the task's own copy
+    assert (
+        Parallel(backend="dask")(delayed(tasks.write_into)(small, i) for i in range(4))
+        == [-1.0] * 4
+    )
+    assert not x.any() and not small.any()
+
+
+def test_scatter_option_sends_any_object_once(client, scatters):
+    table = {i: str(i) for i in range(1000)}
+    with parallel_config(backend="dask", scatter=[table]):
+        out = Parallel(batch_size=1)(delayed(tasks.lookup)(table, i) for i in range(6))
+    assert out == [str(i) for i in range(6)]
+    assert scatters == [id(table)]
+
+
 def test_large_results_come_back(client):
     out = Parallel(backend="dask")(delayed(tasks.make_array)(1_500_000, i) for i in range(4))
     for i, arr in enumerate(out):

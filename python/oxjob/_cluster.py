@@ -59,10 +59,13 @@ def run_batch(calls: list, level: int, *values: Any) -> tuple[list, float]:
     ``values`` are the batch's large arguments, resolved by the scheduler (Dask
     futures, Ray object refs); ``calls`` refer to them through :class:`Slot`. Nested
     ``Parallel`` calls see nesting level ``level + 1``: threads, then sequential, and
-    never a local process pool inside a cluster worker. An exception is re-raised
+    never a local process pool inside a cluster worker. Arrays among ``values`` are
+    shared by the worker's tasks, so they are given read-only. An exception is re-raised
     with its traceback text attached (replaced by a ``RuntimeError`` carrying it when
     it cannot be pickled).
     """
+    if values:
+        values = tuple(_read_only(v) for v in values)
     local = _backends._local
     saved = getattr(local, "nesting", 0)
     local.nesting = saved + level + 1
@@ -80,6 +83,16 @@ def run_batch(calls: list, level: int, *values: Any) -> tuple[list, float]:
     finally:
         local.nesting = saved
     raise failure  # outside the except block: no unpicklable __context__ attached
+
+
+def _read_only(value: Any) -> Any:
+    """A read-only view of an array the worker shares between tasks: a task writing
+    into it gets an error rather than changing the next task's input."""
+    np = _numpy()
+    if np is not None and isinstance(value, np.ndarray) and value.flags.writeable:
+        value = value.view()
+        value.flags.writeable = False
+    return value
 
 
 def _sendable(exc: BaseException) -> BaseException:
@@ -119,15 +132,15 @@ def with_remote_traceback(exc: BaseException) -> BaseException:
 
 def content_key(obj: Any, max_nbytes: int) -> tuple | None:
     """A key naming ``obj``'s type, layout and bytes (xxh3-128) when it is a numpy array
-    or bytes-like object of at least ``max_nbytes``; None otherwise."""
+    or ``bytes`` of at least ``max_nbytes``; None otherwise."""
     from . import _engine
 
-    if isinstance(obj, (bytes, bytearray)):
+    if type(obj) is bytes:  # immutable: tasks may share one copy
         if len(obj) < max_nbytes:
             return None
         hasher = _engine.StreamHasher()
         hasher.update(obj)
-        return (type(obj).__name__, hasher.digest())
+        return ("bytes", hasher.digest())
     np = _numpy()
     if np is None or type(obj) is not np.ndarray or obj.dtype.hasobject:
         return None
@@ -152,26 +165,22 @@ def _numpy() -> Any:
 class SharedArgs:
     """Large arguments sent to the cluster once and referenced by every task using them.
 
-    Within a call an object is sent once (found by ``id``). Across calls, numpy arrays
-    and bytes-like objects are found by content: an argument equal in bytes to one sent
-    earlier reuses the reference while some object it was sent for is alive and the
-    total stays under ``cache_nbytes`` (least recently used dropped first).
+    Numpy arrays and ``bytes`` of at least ``max_nbytes`` are found by content: one
+    equal in bytes to one sent earlier (in this call or an earlier one) reuses its
+    reference while some object it was sent for is alive and the total stays under
+    ``cache_nbytes`` (least recently used dropped first). Other objects travel with
+    each batch unless :meth:`send` was asked for them.
 
     Parameters
     ----------
     put : callable
         Sends one object, returns its reference (``client.scatter``, ``ray.put``).
-    size_of : callable, optional
-        Size of other objects; those at least ``max_nbytes`` are sent once per call.
     cache_nbytes : int
         Bound of what is kept across calls; 0 keeps nothing.
     """
 
-    def __init__(
-        self, put: Callable, size_of: Callable | None = None, cache_nbytes: int = 1 << 30
-    ) -> None:
+    def __init__(self, put: Callable, cache_nbytes: int = 1 << 30) -> None:
         self.put = put
-        self.size_of = size_of
         self.cache_nbytes = cache_nbytes
         self.lock = threading.Lock()
         self.by_content: collections.OrderedDict = collections.OrderedDict()
@@ -185,14 +194,17 @@ class SharedArgs:
         if obj is None or isinstance(obj, (int, float, complex, str, bool)):
             return None
         key = content_key(obj, max_nbytes)
-        if key is not None:
-            ref = self._by_content(key, obj)
-        elif self.size_of is not None and _weakrefable(obj) and self.size_of(obj) >= max_nbytes:
-            ref = self.put(obj)
-        else:
+        if key is None:
             return None
+        ref = self._by_content(key, obj)
         call_refs[id(obj)] = (obj, ref)  # obj kept alive: its id stays unique in the call
         return ref
+
+    def send(self, obj: Any, call_refs: dict) -> None:
+        """Send ``obj`` now; arguments that are ``obj`` (by identity) use the reference."""
+        key = content_key(obj, 0)
+        ref = self._by_content(key, obj) if key is not None else self.put(obj)
+        call_refs[id(obj)] = (obj, ref)
 
     def _by_content(self, key: tuple, obj: Any) -> Any:
         with self.lock:

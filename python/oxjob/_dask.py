@@ -11,7 +11,6 @@ from typing import Any
 
 try:
     import distributed
-    from dask.sizeof import sizeof
 except ImportError as exc:  # pragma: no cover - exercised without dask installed
     raise ImportError(
         "backend='dask' needs dask.distributed: install dask[distributed] "
@@ -85,7 +84,7 @@ class DaskBackend(ParallelBackendBase):
             shared = _shared_args.get(client.id)
             if shared is None:
                 shared = _shared_args[client.id] = _cluster.SharedArgs(
-                    lambda obj: client.scatter(obj, hash=False), sizeof
+                    lambda obj: client.scatter(obj, hash=False)
                 )
         shared.cache_nbytes = _parse_cache_nbytes(cache_nbytes)
         self.shared = shared
@@ -94,7 +93,7 @@ class DaskBackend(ParallelBackendBase):
         self._scatter = list(scatter or ())
         self._scatter_refs: dict = {}
         for obj in self._scatter:
-            self.shared.reference(obj, 0, self._scatter_refs)
+            self.shared.send(obj, self._scatter_refs)
         self._start_call(None, 1)
 
     def effective_n_jobs(self, n_jobs: int) -> int:

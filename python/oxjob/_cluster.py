@@ -271,6 +271,15 @@ class _Entry:
         self.owners[id(owner)] = owner
 
 
+def parse_nbytes(value: Any) -> int:
+    """``'1G'``, ``'500M'`` or a number of bytes."""
+    if isinstance(value, str):
+        from .store import parse_bytes_limit
+
+        return parse_bytes_limit(value)
+    return int(value)
+
+
 def _weakrefable(obj: Any) -> bool:
     try:
         weakref.ref(obj)

@@ -28,14 +28,6 @@ _clients: dict[str, distributed.Client] = {}
 _lock = threading.Lock()
 
 
-def _parse_cache_nbytes(value: Any) -> int:
-    if isinstance(value, str):
-        from .store import parse_bytes_limit
-
-        return parse_bytes_limit(value)
-    return int(value)
-
-
 class DaskBackend(ParallelBackendBase):
     """Run ``Parallel`` batches on a ``dask.distributed`` cluster.
 
@@ -86,7 +78,7 @@ class DaskBackend(ParallelBackendBase):
                 shared = _shared_args[client.id] = _cluster.SharedArgs(
                     lambda obj: client.scatter(obj, hash=False)
                 )
-        shared.cache_nbytes = _parse_cache_nbytes(cache_nbytes)
+        shared.cache_nbytes = _cluster.parse_nbytes(cache_nbytes)
         self.shared = shared
         if scatter is not None and not isinstance(scatter, (list, tuple)):
             raise TypeError(f"scatter must be a list/tuple, got `{type(scatter).__name__}`")

@@ -46,6 +46,10 @@ class DaskBackend(ParallelBackendBase):
         Seconds to wait for a first worker when the cluster has none.
     cache_nbytes : int or str, default='1G'
         Bound of the large arguments kept on the cluster across calls (0: none kept).
+    direct : bool, default=True
+        Send large arguments to the workers and read results from them directly, not
+        through the scheduler (one network hop instead of two). False where the client
+        cannot reach the workers (behind a gateway).
     **submit_kwargs
         Passed to ``client.submit`` (``resources``, ``retries``, ``priority``...).
     """
@@ -64,6 +68,7 @@ class DaskBackend(ParallelBackendBase):
         loop: Any = None,
         wait_for_workers_timeout: float = 10,
         cache_nbytes: Any = "1G",
+        direct: bool = True,
         **submit_kwargs: Any,
     ) -> None:
         super().__init__(nesting_level=nesting_level)
@@ -76,9 +81,10 @@ class DaskBackend(ParallelBackendBase):
             shared = _shared_args.get(client.id)
             if shared is None:
                 shared = _shared_args[client.id] = _cluster.SharedArgs(
-                    lambda obj: client.scatter(obj, hash=False)
+                    lambda obj: client.scatter(obj, hash=False, direct=shared.direct)
                 )
         shared.cache_nbytes = _cluster.parse_nbytes(cache_nbytes)
+        shared.direct = self.direct = direct
         self.shared = shared
         if scatter is not None and not isinstance(scatter, (list, tuple)):
             raise TypeError(f"scatter must be a list/tuple, got `{type(scatter).__name__}`")
@@ -157,7 +163,7 @@ class DaskBackend(ParallelBackendBase):
             return  # the call was aborted: nobody waits for it
         try:
             if future.status == "finished":
-                value = future.result()
+                value = self.client.gather(future, direct=self.direct)
                 outcome = value if opaque else (True, value[0], value[1])
             else:
                 outcome = (False, _cluster.with_remote_traceback(future.exception()), 0.0)

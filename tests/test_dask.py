@@ -86,6 +86,31 @@ def test_parallel_config_with_an_explicit_client(client, batch_size):
     assert [r for _, r in out] == [i * i for i in range(30)]
 
 
+def test_client_given_to_parallel_is_used(client):
+    cluster = _cluster()
+    try:
+        with distributed.Client(cluster, set_as_default=False) as other:
+            other_pids = set(other.run(os.getpid).values())
+            out = Parallel(backend="dask", client=other)(
+                delayed(tasks.pid_square)(i) for i in range(10)
+            )
+            assert {pid for pid, _ in out} <= other_pids
+    finally:
+        cluster.close()
+
+
+def test_a_function_that_is_not_a_batch_is_sent_as_it_is(client):
+    from oxjob._dask import DaskBackend
+
+    backend = DaskBackend(client=client)
+    backend.configure(parallel=None)
+    outcomes = []
+    job = backend.apply_async(lambda: (True, [os.getpid()], 0.0), callback=outcomes.append)
+    ok, value, _ = job.get(timeout=30)
+    assert ok and value[0] in set(client.run(os.getpid).values())
+    assert outcomes == [(ok, value, 0.0)]
+
+
 def test_effective_n_jobs_is_the_cluster_threads(client):
     from oxjob._dask import DaskBackend
 

@@ -72,6 +72,16 @@ class DaskBackend(ParallelBackendBase):
         **submit_kwargs: Any,
     ) -> None:
         super().__init__(nesting_level=nesting_level)
+        self._options = dict(
+            scheduler_host=scheduler_host,
+            scatter=scatter,
+            client=client,
+            loop=loop,
+            wait_for_workers_timeout=wait_for_workers_timeout,
+            cache_nbytes=cache_nbytes,
+            direct=direct,
+            **submit_kwargs,
+        )
         if client is None:
             client = _client_for(scheduler_host, loop)
         self.client = client
@@ -114,6 +124,8 @@ class DaskBackend(ParallelBackendBase):
         return max(total, 2)
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_args: Any) -> int:
+        if backend_args:  # Parallel(backend="dask", client=...): the call's own options
+            self.__init__(self.nesting_level, **{**self._options, **backend_args})
         self.parallel = parallel
         n_workers = self.effective_n_jobs(n_jobs)
         self._start_call(parallel, n_workers)
@@ -124,7 +136,8 @@ class DaskBackend(ParallelBackendBase):
 
         self.max_nbytes = getattr(parallel, "max_nbytes", DEFAULT_MAX_NBYTES)
         self.call_refs = dict(self._scatter_refs)
-        self.futures: dict = {}
+        self.futures: dict = {}  # key -> future of the call's batches not yet done
+        self.lock = threading.Lock()
         timeout = getattr(parallel, "timeout", None)
         self.deadlines = _cluster.Deadlines(timeout, n_workers) if timeout else None
 
@@ -149,7 +162,8 @@ class DaskBackend(ParallelBackendBase):
                 **self.submit_kwargs,
             )
             opaque = False
-        self.futures[future.key] = future
+        with self.lock:
+            self.futures[future.key] = future
         if self.deadlines is not None:
             self.deadlines.add(job)
         future.add_done_callback(lambda fut: self._finished(fut, job, opaque))
@@ -158,7 +172,8 @@ class DaskBackend(ParallelBackendBase):
     def _finished(self, future: Any, job: _cluster.Job, opaque: bool) -> None:
         # Only self.futures refers to a batch's future: once done and read, the
         # cluster forgets it (an aborted call's traceback keeps nothing there).
-        self.futures.pop(future.key, None)
+        with self.lock:
+            self.futures.pop(future.key, None)
         if future.status == "cancelled":
             return  # the call was aborted: nobody waits for it
         try:
@@ -173,8 +188,9 @@ class DaskBackend(ParallelBackendBase):
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         """Cancel every batch of the call still queued or running."""
-        futures = list(self.futures.values())
-        self.futures.clear()
+        with self.lock:
+            futures = list(self.futures.values())
+            self.futures.clear()
         if futures:
             self.client.cancel(futures)
         self._end_call()

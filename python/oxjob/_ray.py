@@ -59,6 +59,7 @@ class RayBackend(ParallelBackendBase):
         **remote_options: Any,
     ) -> None:
         super().__init__(nesting_level=nesting_level)
+        self._options = dict(address=address, cache_nbytes=cache_nbytes, **remote_options)
         if not ray.is_initialized():
             ray.init(address=address)
         with _lock:
@@ -83,6 +84,8 @@ class RayBackend(ParallelBackendBase):
         return max(int(ray.cluster_resources().get("CPU", 1)), 2)
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_args: Any) -> int:
+        if backend_args:  # Parallel(backend="ray", num_cpus=...): the call's own options
+            self.__init__(self.nesting_level, **{**self._options, **backend_args})
         self.parallel = parallel
         n_workers = self.effective_n_jobs(n_jobs)
         self._start_call(parallel, n_workers)
@@ -93,7 +96,8 @@ class RayBackend(ParallelBackendBase):
 
         self.max_nbytes = getattr(parallel, "max_nbytes", DEFAULT_MAX_NBYTES)
         self.call_refs: dict = {}
-        self.refs: dict = {}
+        self.refs: dict = {}  # id -> object ref of the call's batches not yet done
+        self.lock = threading.Lock()
         timeout = getattr(parallel, "timeout", None)
         self.deadlines = _cluster.Deadlines(timeout, n_workers) if timeout else None
 
@@ -108,7 +112,8 @@ class RayBackend(ParallelBackendBase):
             calls, refs = _cluster.prepare(calls, self.shared, self.max_nbytes, self.call_refs)
             ref = self.remote.remote(calls, self.nesting_level or 0, *refs)
             opaque = False
-        self.refs[id(ref)] = ref
+        with self.lock:
+            self.refs[id(ref)] = ref
         if self.deadlines is not None:
             self.deadlines.add(job)
         key = id(ref)
@@ -116,7 +121,9 @@ class RayBackend(ParallelBackendBase):
         return job
 
     def _finished(self, future: Any, key: int, job: _cluster.Job, opaque: bool) -> None:
-        if self.refs.pop(key, None) is None:
+        with self.lock:
+            ref = self.refs.pop(key, None)
+        if ref is None:
             return  # cancelled: the call was aborted
         try:
             value = future.result()
@@ -130,8 +137,9 @@ class RayBackend(ParallelBackendBase):
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         """Cancel every batch of the call still queued or running."""
-        refs = list(self.refs.values())
-        self.refs.clear()
+        with self.lock:
+            refs = list(self.refs.values())
+            self.refs.clear()
         for ref in refs:
             try:
                 ray.cancel(ref)

@@ -30,7 +30,7 @@ def _cluster(**config):
             processes=True,
             threads_per_worker=1,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
         )
 
 

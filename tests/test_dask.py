@@ -241,7 +241,7 @@ def test_small_arguments_are_not_scattered(client, scatters):
 def test_kept_while_the_array_lives(client, scatters):
     from oxjob import _dask
 
-    shared = _dask._shared_args[client.id]
+    shared = _dask._caches[client.id]
     shared.clear()
     x = np.full(500_000, 2.0)
     Parallel(backend="dask")(delayed(tasks.array_sum)(x, i) for i in range(2))

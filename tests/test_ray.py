@@ -34,7 +34,7 @@ def puts(monkeypatch):
 
     sent = []
     Parallel(backend="ray")  # makes the session's cache
-    shared = _ray._shared_args[_ray._session()]
+    shared = _ray._caches[_ray._session()]
     real = shared.put
 
     def counting(obj):

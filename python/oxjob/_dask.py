@@ -17,13 +17,13 @@ except ImportError as exc:  # pragma: no cover - exercised without dask installe
         "(pip install 'dask[distributed]' or 'oxjob[dask]')"
     ) from exc
 
-from . import _cluster
+from . import _cluster, _shared_args
 from .backends import ParallelBackendBase, ThreadingBackend
 
 __all__ = ["DaskBackend"]
 
 #: Scatter caches by client id: arrays sent in one call are found again in the next.
-_shared_args: dict[str, _cluster.SharedArgs] = {}
+_caches: dict[str, _shared_args.SharedArgs] = {}
 _clients: dict[str, distributed.Client] = {}
 _lock = threading.Lock()
 
@@ -88,12 +88,12 @@ class DaskBackend(ParallelBackendBase):
         self.wait_for_workers_timeout = wait_for_workers_timeout
         self.submit_kwargs = submit_kwargs
         with _lock:
-            shared = _shared_args.get(client.id)
+            shared = _caches.get(client.id)
             if shared is None:
-                shared = _shared_args[client.id] = _cluster.SharedArgs(
+                shared = _caches[client.id] = _shared_args.SharedArgs(
                     lambda obj: client.scatter(obj, hash=False, direct=shared.direct)
                 )
-        shared.cache_nbytes = _cluster.parse_nbytes(cache_nbytes)
+        shared.cache_nbytes = _shared_args.parse_nbytes(cache_nbytes)
         shared.direct = self.direct = direct
         self.shared = shared
         if scatter is not None and not isinstance(scatter, (list, tuple)):
@@ -150,7 +150,7 @@ class DaskBackend(ParallelBackendBase):
             future = self.client.submit(func, pure=False, **self.submit_kwargs)
             opaque = True
         else:
-            calls, refs = _cluster.prepare(calls, self.shared, self.max_nbytes, self.call_refs)
+            calls, refs = _shared_args.prepare(calls, self.shared, self.max_nbytes, self.call_refs)
             name = getattr(calls[0][0], "__name__", "call") if calls else "empty"
             future = self.client.submit(
                 _cluster.run_batch,

@@ -15,13 +15,13 @@ except ImportError as exc:  # pragma: no cover - exercised without ray installed
         "backend='ray' needs ray: install ray (pip install 'ray' or 'oxjob[ray]')"
     ) from exc
 
-from . import _cluster
+from . import _cluster, _shared_args
 from .backends import ParallelBackendBase, ThreadingBackend
 
 __all__ = ["RayBackend"]
 
 #: ``ray.put`` caches by (node, job): object refs do not outlive their driver's job.
-_shared_args: dict[tuple, _cluster.SharedArgs] = {}
+_caches: dict[tuple, _shared_args.SharedArgs] = {}
 _lock = threading.Lock()
 _remote_batch: list = []
 
@@ -64,14 +64,14 @@ class RayBackend(ParallelBackendBase):
             ray.init(address=address)
         with _lock:
             session = _session()
-            shared = _shared_args.get(session)
+            shared = _caches.get(session)
             if shared is None:
-                for old in [k for k in _shared_args if k[0] != session[0] or k[1] != session[1]]:
-                    del _shared_args[old]  # refs of an earlier Ray session are dead
-                shared = _shared_args[session] = _cluster.SharedArgs(ray.put)
+                for old in [k for k in _caches if k[0] != session[0] or k[1] != session[1]]:
+                    del _caches[old]  # refs of an earlier Ray session are dead
+                shared = _caches[session] = _shared_args.SharedArgs(ray.put)
             if not _remote_batch:
                 _remote_batch.append(ray.remote(_cluster.run_batch))
-        shared.cache_nbytes = _cluster.parse_nbytes(cache_nbytes)
+        shared.cache_nbytes = _shared_args.parse_nbytes(cache_nbytes)
         self.shared = shared
         self.remote = _remote_batch[0].options(**{"num_cpus": 1, **remote_options})
         self._start_call(None, 1)
@@ -109,7 +109,7 @@ class RayBackend(ParallelBackendBase):
             ref = ray.remote(func).options(num_cpus=1).remote()
             opaque = True
         else:
-            calls, refs = _cluster.prepare(calls, self.shared, self.max_nbytes, self.call_refs)
+            calls, refs = _shared_args.prepare(calls, self.shared, self.max_nbytes, self.call_refs)
             ref = self.remote.remote(calls, self.nesting_level or 0, *refs)
             opaque = False
         with self.lock:

@@ -207,6 +207,21 @@ BACKENDS: dict[str, Callable[..., ParallelBackendBase]] = {
     "threading": ThreadingBackend,
     "sequential": SequentialBackend,
 }
+
+
+def _cluster_backend(module: str, name: str) -> Callable[..., ParallelBackendBase]:
+    # Imported on first use: ``import oxjob`` must not import dask or ray.
+    def factory(*args: Any, **kwargs: Any) -> ParallelBackendBase:
+        import importlib
+
+        return getattr(importlib.import_module(module, __package__), name)(*args, **kwargs)
+
+    return factory
+
+
+BACKENDS.update(
+    dask=_cluster_backend("._dask", "DaskBackend"), ray=_cluster_backend("._ray", "RayBackend")
+)
 DEFAULT_BACKEND = "loky"
 DEFAULT_THREAD_BACKEND = "threading"
 _default_backend = [DEFAULT_BACKEND]

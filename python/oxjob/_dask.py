@@ -1,0 +1,233 @@
+"""``Parallel(backend="dask")``: batches as tasks of a ``dask.distributed`` cluster.
+
+See ``docs/distributed.md``. Imported only when the ``'dask'`` backend is first used.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+try:
+    import distributed
+except ImportError as exc:  # pragma: no cover - exercised without dask installed
+    raise ImportError(
+        "backend='dask' needs dask.distributed: install dask[distributed] "
+        "(pip install 'dask[distributed]' or 'oxjob[dask]')"
+    ) from exc
+
+from . import _cluster, _shared_args
+from .backends import ParallelBackendBase, ThreadingBackend
+
+__all__ = ["DaskBackend"]
+
+#: Scatter caches by client id: arrays sent in one call are found again in the next.
+_caches: dict[str, _shared_args.SharedArgs] = {}
+_clients: dict[str, distributed.Client] = {}
+_lock = threading.Lock()
+
+
+class DaskBackend(ParallelBackendBase):
+    """Run ``Parallel`` batches on a ``dask.distributed`` cluster.
+
+    Parameters
+    ----------
+    nesting_level : int, optional
+    scheduler_host : str, optional
+        Address of a scheduler to connect to (one client per address is kept).
+    scatter : list or tuple, optional
+        Objects to send to the cluster now; calls using them send nothing more.
+    client : distributed.Client, optional
+        The client to use; by default the current one (``distributed.get_client()``).
+    loop : optional
+        Event loop of the client made for ``scheduler_host``.
+    wait_for_workers_timeout : float, default=10
+        Seconds to wait for a first worker when the cluster has none.
+    cache_nbytes : int or str, default='1G'
+        Bound of the large arguments kept on the cluster across calls (0: none kept).
+    direct : bool, default=True
+        Send large arguments to the workers and read results from them directly, not
+        through the scheduler (one network hop instead of two). False where the client
+        cannot reach the workers (behind a gateway).
+    **submit_kwargs
+        Passed to ``client.submit`` (``resources``, ``retries``, ``priority``...).
+    """
+
+    default_n_jobs = -1
+    supports_timeout = True
+    supports_sharedmem = False
+    supports_return_generator = True
+
+    def __init__(
+        self,
+        nesting_level: int | None = None,
+        scheduler_host: str | None = None,
+        scatter: Any = None,
+        client: Any = None,
+        loop: Any = None,
+        wait_for_workers_timeout: float = 10,
+        cache_nbytes: Any = "1G",
+        direct: bool = True,
+        **submit_kwargs: Any,
+    ) -> None:
+        super().__init__(nesting_level=nesting_level)
+        self._options = dict(
+            scheduler_host=scheduler_host,
+            scatter=scatter,
+            client=client,
+            loop=loop,
+            wait_for_workers_timeout=wait_for_workers_timeout,
+            cache_nbytes=cache_nbytes,
+            direct=direct,
+            **submit_kwargs,
+        )
+        if client is None:
+            client = _client_for(scheduler_host, loop)
+        self.client = client
+        self.wait_for_workers_timeout = wait_for_workers_timeout
+        self.submit_kwargs = submit_kwargs
+        with _lock:
+            shared = _caches.get(client.id)
+            if shared is None:
+                shared = _caches[client.id] = _shared_args.SharedArgs(
+                    lambda obj: client.scatter(obj, hash=False, direct=shared.direct)
+                )
+        shared.cache_nbytes = _shared_args.parse_nbytes(cache_nbytes)
+        shared.direct = self.direct = direct
+        self.shared = shared
+        if scatter is not None and not isinstance(scatter, (list, tuple)):
+            raise TypeError(f"scatter must be a list/tuple, got `{type(scatter).__name__}`")
+        self._scatter = list(scatter or ())
+        self._scatter_refs: dict = {}
+        for obj in self._scatter:
+            self.shared.send(obj, self._scatter_refs)
+        self._start_call(None, 1)
+
+    def effective_n_jobs(self, n_jobs: int) -> int:
+        """The cluster's worker threads (``n_jobs`` is ignored, as in joblib).
+
+        At least 2: ``Parallel`` runs a single-worker call in the caller.
+        """
+        total = sum(self.client.nthreads().values())
+        if total == 0 and self.wait_for_workers_timeout:
+            try:
+                self.client.wait_for_workers(1, timeout=self.wait_for_workers_timeout)
+            except (TimeoutError, distributed.TimeoutError) as exc:
+                raise TimeoutError(
+                    f"DaskBackend has no worker after {self.wait_for_workers_timeout} seconds. "
+                    "Make sure that workers are started and can connect to the scheduler, "
+                    "or wait longer with parallel_config(backend='dask', "
+                    f"wait_for_workers_timeout={max(10, 2 * self.wait_for_workers_timeout)})"
+                ) from exc
+            total = sum(self.client.nthreads().values())
+        return max(total, 2)
+
+    def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_args: Any) -> int:
+        if backend_args:  # Parallel(backend="dask", client=...): the call's own options
+            self.__init__(self.nesting_level, **{**self._options, **backend_args})
+        self.parallel = parallel
+        n_workers = self.effective_n_jobs(n_jobs)
+        self._start_call(parallel, n_workers)
+        return n_workers
+
+    def _start_call(self, parallel: Any, n_workers: int) -> None:
+        from ._protocol import DEFAULT_MAX_NBYTES
+
+        self.max_nbytes = getattr(parallel, "max_nbytes", DEFAULT_MAX_NBYTES)
+        self.call_refs = dict(self._scatter_refs)
+        self.futures: dict = {}  # key -> future of the call's batches not yet done
+        self.lock = threading.Lock()
+        timeout = getattr(parallel, "timeout", None)
+        self.deadlines = _cluster.Deadlines(timeout, n_workers) if timeout else None
+
+    def apply_async(self, func: Any, callback: Any = None) -> _cluster.Job:
+        """Submit one batch; ``callback(outcome)`` runs when it is done."""
+        calls = _cluster.batched_calls_of(func)
+        level = self.nesting_level or 0
+        job = _cluster.Job(callback)
+        if calls is None:
+            future = self.client.submit(func, pure=False, **self.submit_kwargs)
+            opaque = True
+        else:
+            calls, refs = _shared_args.prepare(calls, self.shared, self.max_nbytes, self.call_refs)
+            name = getattr(calls[0][0], "__name__", "call") if calls else "empty"
+            future = self.client.submit(
+                _cluster.run_batch,
+                calls,
+                level,
+                *refs,
+                key=f"oxjob-{name}-{uuid.uuid4().hex}",
+                pure=False,
+                **self.submit_kwargs,
+            )
+            opaque = False
+        with self.lock:
+            self.futures[future.key] = future
+        if self.deadlines is not None:
+            self.deadlines.add(job)
+        future.add_done_callback(lambda fut: self._finished(fut, job, opaque))
+        return job
+
+    def _finished(self, future: Any, job: _cluster.Job, opaque: bool) -> None:
+        # Only self.futures refers to a batch's future: once done and read, the
+        # cluster forgets it (an aborted call's traceback keeps nothing there).
+        with self.lock:
+            self.futures.pop(future.key, None)
+        if future.status == "cancelled":
+            return  # the call was aborted: nobody waits for it
+        try:
+            if future.status == "finished":
+                value = self.client.gather(future, direct=self.direct)
+                outcome = value if opaque else (True, value[0], value[1])
+            else:
+                outcome = (False, _cluster.with_remote_traceback(future.exception()), 0.0)
+        except BaseException as exc:  # noqa: BLE001 - the client lost the result
+            outcome = (False, exc, 0.0)
+        job.finish(outcome)
+
+    def abort_everything(self, ensure_ready: bool = True) -> None:
+        """Cancel every batch of the call still queued or running."""
+        with self.lock:
+            futures = list(self.futures.values())
+            self.futures.clear()
+        if futures:
+            self.client.cancel(futures)
+        self._end_call()
+
+    def terminate(self) -> None:
+        self._end_call()
+
+    def _end_call(self) -> None:
+        if self.deadlines is not None:
+            self.deadlines.stop()
+            self.deadlines = None
+        self.call_refs = dict(self._scatter_refs)
+
+    def get_nested_backend(self) -> tuple[ParallelBackendBase, int | None]:
+        return ThreadingBackend(nesting_level=(self.nesting_level or 0) + 1), None
+
+    def __repr__(self) -> str:
+        return f"DaskBackend(client={self.client!r})"
+
+
+def _client_for(scheduler_host: str | None, loop: Any) -> Any:
+    if scheduler_host:
+        with _lock:
+            client = _clients.get(scheduler_host)
+            if client is None or client.status not in ("running", "connecting", "newly-created"):
+                client = _clients[scheduler_host] = distributed.Client(
+                    scheduler_host, loop=loop, set_as_default=False
+                )
+            return client
+    try:
+        return distributed.get_client()
+    except ValueError as exc:
+        raise ValueError(
+            "backend='dask' needs a Dask client: create one first\n\n"
+            "    from dask.distributed import Client\n"
+            "    client = Client()  # a LocalCluster\n"
+            "or\n"
+            "    client = Client('scheduler-address:8786')\n\n"
+            "or pass parallel_config(backend='dask', client=...) or scheduler_host=..."
+        ) from exc

@@ -35,7 +35,7 @@ impl Buffer {
     /// filled even where the kernel would hand out the address space).
     pub fn zeroed(len: usize, purpose: &str) -> Result<Buffer> {
         let no_memory = || Error::no_memory(len as u64, purpose);
-        if len as u64 > memory_ceiling() {
+        if len as u64 > memory_ceiling().min(LIMIT.get()) {
             return Err(no_memory());
         }
         if len >= HUGE_ABOVE {
@@ -90,6 +90,24 @@ pub fn zeroed_vec(len: usize) -> Option<Vec<u8>> {
     data.try_reserve_exact(len).ok()?;
     data.resize(len, 0);
     Some(data)
+}
+
+thread_local! {
+    static LIMIT: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
+}
+
+/// Run `f` with [`Buffer::zeroed`] refusing, on this thread, buffers larger than
+/// `limit` bytes, as if memory ran out there: how tests and the fuzzers reach the
+/// out-of-memory paths without starving the machine.
+pub fn with_limit<T>(limit: u64, f: impl FnOnce() -> T) -> T {
+    struct Restore(u64);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LIMIT.set(self.0);
+        }
+    }
+    let _restore = Restore(LIMIT.replace(limit));
+    f()
 }
 
 /// Physical memory plus swap: no buffer larger than this can ever be filled.
@@ -223,6 +241,17 @@ mod tests {
                 assert_eq!(buffer.as_ptr() as usize % HUGE_PAGE, 0);
             }
         }
+    }
+
+    #[test]
+    fn a_limit_refuses_on_its_thread_only() {
+        with_limit(1000, || {
+            assert!(Buffer::zeroed(1000, "x").is_ok());
+            assert!(matches!(Buffer::zeroed(1001, "x"), Err(Error::Memory(_))));
+            let other = std::thread::spawn(|| Buffer::zeroed(1001, "x").is_ok()).join();
+            assert!(matches!(other, Ok(true)));
+        });
+        assert!(Buffer::zeroed(1001, "x").is_ok());
     }
 
     #[test]

@@ -164,15 +164,15 @@ pub fn read_file(
     Ok((layout, decoded))
 }
 
-fn chunk_seed(section: usize, chunk: u64) -> u64 {
+pub(crate) fn chunk_seed(section: usize, chunk: u64) -> u64 {
     ((section as u64) << 40) ^ chunk
 }
 
-fn header_seed(section: usize) -> u64 {
+pub(crate) fn header_seed(section: usize) -> u64 {
     HEADER_SEED ^ section as u64
 }
 
-fn padding_for(offset: u64) -> u64 {
+pub(crate) fn padding_for(offset: u64) -> u64 {
     (ALIGN - offset % ALIGN) % ALIGN
 }
 

@@ -219,3 +219,33 @@ pub fn recv(sock: &UnixStream) -> io::Result<Option<Frame>> {
     reader.read_exact(&mut body)?;
     Ok(Some(Frame { header, body, fds }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::memfd;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_frame_beyond_memory_is_skipped_and_the_stream_goes_on() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let payload = memfd::from_bytes(&[1u8; 100]).expect("memfd");
+        let big = vec![9u8; 300_000];
+        let sender = std::thread::spawn(move || {
+            send(&a, Kind::Result, 5, &big, &[payload.as_fd()], 0).expect("send");
+            send(&a, Kind::Result, 6, b"small", &[], 0).expect("send");
+        });
+        let first = crate::buffer::with_limit(1000, || recv(&b));
+        let err = first.expect_err("the big frame cannot be kept");
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+        let lost = dropped(&err).expect("a dropped frame");
+        assert_eq!(
+            (lost.header.kind, lost.header.tag, lost.header.len),
+            (Kind::Result, 5, 300_000)
+        );
+        assert_eq!(lost.reason, "cannot allocate 300000 bytes for a frame body");
+        let next = recv(&b).expect("recv").expect("frame");
+        assert_eq!((next.header.tag, &next.body[..]), (6, &b"small"[..]));
+        sender.join().expect("join");
+    }
+}

@@ -31,6 +31,7 @@ from ._process_pool import ProcessPool, describe_exit
 from ._protocol import (
     BATCH,
     END_CALL,
+    ERROR,
     FUNCTION,
     INIT,
     READY,
@@ -589,6 +590,11 @@ class TaskEngine:
         while not self.stopping:
             try:
                 event = self.pool.engine.next_event(0.1)
+            except MemoryError as exc:  # a result that could not be received
+                with self.lock:
+                    self._frame_failed(exc)
+                    self.changed.notify_all()
+                continue
             except Exception:  # noqa: BLE001 - e.g. a signal check in a dying interpreter
                 continue
             if event is None:
@@ -608,12 +614,18 @@ class TaskEngine:
                 continue
             with self.lock:
                 # With it, whatever else has arrived: one wake-up for a burst of results.
-                for ready in [event, *self.pool.engine.ready_events(_BURST)]:
+                try:
+                    burst = [event, *self.pool.engine.ready_events(_BURST)]
+                except MemoryError as exc:
+                    burst = [event]
+                    self._frame_failed(exc)
+                for ready in burst:
                     try:
                         self._handle(ready)
                     except Exception:  # noqa: BLE001 - a bug must not leave callers waiting
                         sys.excepthook(*sys.exc_info())
                 self.changed.notify_all()
+                del burst
             # Events hold their results' buffers: keep none while waiting for more.
             del event, ready
 
@@ -656,6 +668,25 @@ class TaskEngine:
         self.completed[worker] += 1
         if self.max_tasks and self.completed[worker] >= self.max_tasks and not queue:
             self._respawn(worker)  # retired after max_tasks_per_child tasks
+        self._dispatch()
+
+    def _frame_failed(self, exc: MemoryError) -> None:
+        """A frame whose memory could not be had (the engine dropped it, the worker
+        lives on): the task it answered fails with the MemoryError."""
+        worker, tag = getattr(exc, "worker", None), getattr(exc, "tag", None)
+        if worker is None or getattr(exc, "generation", None) != self.pool.generations[worker]:
+            return
+        queue = self.inflight[worker]
+        task = next((t for t in queue if t.id == tag), None)
+        if task is None or getattr(exc, "kind", None) not in (RESULT, ERROR):
+            return
+        queue.remove(task)
+        if queue and queue[0].started is None:
+            queue[0].started = time.monotonic()
+        task.released = False  # unknown: never refill its inputs
+        self._segments_returned(task)
+        self._finished(task)
+        _deliver(task, False, exc)
         self._dispatch()
 
     def _worker_died(self, worker: int, code: int | None, sig: int | None) -> None:

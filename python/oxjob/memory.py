@@ -282,6 +282,8 @@ class MemorizedFunc:
                     output = self.store_backend.load_item(call_id, mmap_mode=self.mmap_mode)
                 except KeyError:
                     pass  # not cached
+                except MemoryError:
+                    raise  # the entry is intact: the memory to load it is what is missing
                 except Exception:
                     warnings.warn(
                         f"Exception while loading results for {self.func_id}; the entry is "

@@ -5,7 +5,11 @@
 //! mapped 2 MiB-aligned with `MADV_HUGEPAGE` (as numpy does for its own arrays),
 //! which makes that 512 times fewer faults. Anonymous mappings are already zero,
 //! so no pass is spent clearing them.
+//!
+//! Every allocation here is fallible: the sizes come from files and frames, and an
+//! infallible allocation that fails aborts the whole process.
 
+use crate::error::{Error, Result};
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
@@ -26,8 +30,14 @@ unsafe impl Send for Buffer {}
 unsafe impl Sync for Buffer {}
 
 impl Buffer {
-    /// `len` zero bytes.
-    pub fn zeroed(len: usize) -> std::io::Result<Buffer> {
+    /// `len` zero bytes, or [`Error::Memory`] naming `purpose` when they cannot be had
+    /// (including sizes beyond the machine's memory and swap, which could never be
+    /// filled even where the kernel would hand out the address space).
+    pub fn zeroed(len: usize, purpose: &str) -> Result<Buffer> {
+        let no_memory = || Error::no_memory(len as u64, purpose);
+        if len as u64 > memory_ceiling().min(LIMIT.get()) {
+            return Err(no_memory());
+        }
         if len >= HUGE_ABOVE {
             if let Some(ptr) = map_huge(len) {
                 return Ok(Buffer {
@@ -37,7 +47,9 @@ impl Buffer {
                 });
             }
         }
-        Ok(Buffer::from(vec![0u8; len]))
+        // Small, or no room for the aligned mapping's extra 2 MiB: the heap's turn.
+        let data = zeroed_vec(len).ok_or_else(no_memory)?;
+        Ok(Buffer::from(data))
     }
 
     /// The bytes.
@@ -70,6 +82,49 @@ impl From<Vec<u8>> for Buffer {
             mapped: false,
         }
     }
+}
+
+/// `len` zero bytes on the heap, or None when the allocator refuses them.
+pub fn zeroed_vec(len: usize) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    data.try_reserve_exact(len).ok()?;
+    data.resize(len, 0);
+    Some(data)
+}
+
+thread_local! {
+    static LIMIT: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
+}
+
+/// Run `f` with [`Buffer::zeroed`] refusing, on this thread, buffers larger than
+/// `limit` bytes, as if memory ran out there: how tests and the fuzzers reach the
+/// out-of-memory paths without starving the machine.
+pub fn with_limit<T>(limit: u64, f: impl FnOnce() -> T) -> T {
+    struct Restore(u64);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LIMIT.set(self.0);
+        }
+    }
+    let _restore = Restore(LIMIT.replace(limit));
+    f()
+}
+
+/// Physical memory plus swap: no buffer larger than this can ever be filled.
+fn memory_ceiling() -> u64 {
+    static CEILING: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *CEILING.get_or_init(|| {
+        // SAFETY: an all-zero sysinfo struct is a valid value of it.
+        let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+        // SAFETY: sysinfo only fills the struct it is given; the result is checked.
+        if unsafe { libc::sysinfo(&mut info) } != 0 {
+            return u64::MAX;
+        }
+        let unit = u64::from(info.mem_unit.max(1));
+        (info.totalram as u64)
+            .saturating_add(info.totalswap as u64)
+            .saturating_mul(unit)
+    })
 }
 
 fn map_huge(len: usize) -> Option<NonNull<u8>> {
@@ -174,7 +229,7 @@ mod tests {
     #[test]
     fn small_and_huge_buffers_are_zeroed_and_writable() {
         for len in [0, 1, 4095, HUGE_ABOVE, HUGE_ABOVE * 3 + 17] {
-            let mut buffer = Buffer::zeroed(len).expect("alloc");
+            let mut buffer = Buffer::zeroed(len, "a test").expect("alloc");
             assert_eq!(buffer.len(), len);
             assert!(buffer.iter().all(|&b| b == 0));
             if len > 1 {
@@ -185,6 +240,26 @@ mod tests {
             if len >= HUGE_ABOVE {
                 assert_eq!(buffer.as_ptr() as usize % HUGE_PAGE, 0);
             }
+        }
+    }
+
+    #[test]
+    fn a_limit_refuses_on_its_thread_only() {
+        with_limit(1000, || {
+            assert!(Buffer::zeroed(1000, "x").is_ok());
+            assert!(matches!(Buffer::zeroed(1001, "x"), Err(Error::Memory(_))));
+            let other = std::thread::spawn(|| Buffer::zeroed(1001, "x").is_ok()).join();
+            assert!(matches!(other, Ok(true)));
+        });
+        assert!(Buffer::zeroed(1001, "x").is_ok());
+    }
+
+    #[test]
+    fn impossible_sizes_are_memory_errors() {
+        for len in [usize::MAX, usize::MAX / 2, 1 << 50] {
+            let err = Buffer::zeroed(len, "section 1").err();
+            let msg = format!("cannot allocate {len} bytes for section 1");
+            assert!(matches!(err, Some(Error::Memory(m)) if m == msg));
         }
     }
 }

@@ -79,6 +79,20 @@ impl Codec {
         }
     }
 
+    /// The most stored bytes this codec ever writes for a chunk of `raw_len` bytes.
+    /// The decoder refuses a chunk that claims to store more, so that a chunk
+    /// record cannot make it reserve gigabytes for a chunk of a few megabytes.
+    pub fn max_stored(self, raw_len: u64) -> u64 {
+        match self {
+            Codec::Raw => raw_len,
+            // zstd and lz4 fall back to stored blocks: well under 1/64 of overhead.
+            Codec::Zstd | Codec::Lz4 => raw_len + raw_len / 64 + 1024,
+            // Fast deflate levels may code noise with the fixed Huffman table, where
+            // half the byte values take 9 bits: up to 1/8 more.
+            Codec::Zlib | Codec::Gzip => raw_len + raw_len / 4 + 1024,
+        }
+    }
+
     /// Check `level` against the codec's range (lz4 accepts any level and ignores it).
     pub fn check_level(self, level: i32) -> Result<()> {
         let ok = match self {
@@ -134,8 +148,17 @@ impl Codec {
                 out.copy_from_slice(stored);
             }
             Codec::Zstd => {
-                let written = zstd::bulk::decompress_to_buffer(stored, out)
-                    .map_err(|e| Error::corrupt(format!("zstd chunk: {e}")))?;
+                // `zstd::bulk` would panic if the context cannot be allocated.
+                let mut context = zstd::zstd_safe::DCtx::try_create()
+                    .ok_or_else(|| Error::Memory("cannot allocate a zstd decoder".into()))?;
+                let written = context.decompress(out, stored).map_err(|code| {
+                    let name = zstd::zstd_safe::get_error_name(code);
+                    if name.contains("memory") {
+                        Error::Memory(format!("zstd chunk: {name}"))
+                    } else {
+                        Error::corrupt(format!("zstd chunk: {name}"))
+                    }
+                })?;
                 if written != out.len() {
                     return Err(wrong_size());
                 }
@@ -197,6 +220,7 @@ mod tests {
                 (data.len() as u64) <= (stored.len() as u64).max(1) * codec.max_expansion(),
                 "{codec:?} exceeds its own expansion bound"
             );
+            assert!(stored.len() as u64 <= codec.max_stored(data.len() as u64));
         }
     }
 
@@ -212,6 +236,31 @@ mod tests {
                     data.len(),
                     stored.len()
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn incompressible_chunks_stay_within_stored_bound() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..(2 << 20) + 77)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        for codec in ALL {
+            for len in [0, 1, 100, 4096, noise.len()] {
+                for level in [1, 9] {
+                    let stored = codec.compress(&noise[..len], level).expect("compress");
+                    assert!(
+                        stored.len() as u64 <= codec.max_stored(len as u64),
+                        "{codec:?} stores {} bytes for {len}",
+                        stored.len()
+                    );
+                }
             }
         }
     }

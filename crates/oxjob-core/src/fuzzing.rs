@@ -1,8 +1,14 @@
 //! The parser properties shared by the libFuzzer targets (`fuzz/`) and the bounded
 //! mutation runs of `cargo test` (`tests/fuzz_parsers.rs`).
 
+mod hostile;
+
+pub use hostile::hostile_container;
+
+use crate::buffer::with_limit;
 use crate::codec::Codec;
 use crate::container::{parse, read_all};
+use crate::error::Error;
 use crate::pool::dropped;
 use crate::pool::frame::{Header, HEADER_LEN};
 
@@ -21,6 +27,60 @@ pub fn check_decoder(data: &[u8]) {
         for (section, bytes) in layout.sections.iter().zip(&decoded) {
             assert_eq!(section.raw_len, bytes.len() as u64);
         }
+    }
+}
+
+/// How far a built container got through the decoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Refused by the structure checks.
+    Rejected,
+    /// Parsed, then refused while decoding (a chunk, or the memory limit).
+    Parsed,
+    /// Decoded completely.
+    Decoded,
+    /// Decoded completely, and refused as out of memory under the small limit.
+    Large,
+}
+
+/// Largest section the hostile checks let the decoder allocate.
+pub const HOSTILE_LIMIT: u64 = 32 << 20;
+
+/// Build a container with valid checksums and hostile sizes from `data` (see
+/// [`hostile_container`]) and decode it: no panic, no abort; claims checked
+/// against the input's size; failures only ever `Corrupt` or `Memory`. It is
+/// decoded twice: with buffers up to [`HOSTILE_LIMIT`], and with a 64 KiB limit
+/// that sends larger sections down the out-of-memory path.
+pub fn check_hostile(data: &[u8]) -> Outcome {
+    let file = hostile_container(data);
+    with_limit(HOSTILE_LIMIT, || check_decoder(&file));
+    let Ok(layout) = parse(&file[..]) else {
+        return Outcome::Rejected;
+    };
+    let outcome = with_limit(HOSTILE_LIMIT, || read_all(&file[..], 2));
+    let small = with_limit(1 << 16, || read_all(&file[..], 1));
+    for result in [&outcome, &small] {
+        if let Err(err) = result {
+            assert!(
+                matches!(err, Error::Corrupt(_) | Error::Memory(_)),
+                "a built container failed with {err:?}"
+            );
+        }
+    }
+    let largest = layout.sections.iter().map(|s| s.raw_len).max().unwrap_or(0);
+    match (&outcome, &small) {
+        (Ok(_), Ok(_)) => assert!(largest <= 1 << 16),
+        (Ok(_), Err(err)) => assert!(
+            largest > 1 << 16 && matches!(err, Error::Memory(_)),
+            "decodes with room, yet {err:?} without"
+        ),
+        (Err(_), Ok(_)) => panic!("fails with room, decodes without"),
+        (Err(_), Err(_)) => {}
+    }
+    match (outcome, small) {
+        (Ok(_), Ok(_)) => Outcome::Decoded,
+        (Ok(_), Err(_)) => Outcome::Large,
+        _ => Outcome::Parsed,
     }
 }
 

@@ -37,31 +37,40 @@ where
     }
     let queue = Mutex::new(Some(items));
     let first_error: Mutex<Option<E>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let next = {
-                    let mut guard = match queue.lock() {
-                        Ok(guard) => guard,
-                        Err(poisoned) => poisoned.into_inner(),
-                    };
-                    guard.as_mut().and_then(Iterator::next)
-                };
-                let Some(item) = next else { break };
-                if let Err(err) = work(item) {
-                    let mut slot = match first_error.lock() {
-                        Ok(slot) => slot,
-                        Err(poisoned) => poisoned.into_inner(),
-                    };
-                    slot.get_or_insert(err);
-                    // Drain the queue so the other threads stop too.
-                    if let Ok(mut guard) = queue.lock() {
-                        *guard = None;
-                    }
-                    break;
-                }
-            });
+    let run = || loop {
+        let next = {
+            let mut guard = match queue.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            guard.as_mut().and_then(Iterator::next)
+        };
+        let Some(item) = next else { break };
+        if let Err(err) = work(item) {
+            let mut slot = match first_error.lock() {
+                Ok(slot) => slot,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            slot.get_or_insert(err);
+            // Drain the queue so the other threads stop too.
+            if let Ok(mut guard) = queue.lock() {
+                *guard = None;
+            }
+            break;
         }
+    };
+    std::thread::scope(|scope| {
+        // A thread that cannot be started (no memory for its stack) is simply one
+        // helper fewer: the calling thread works through the queue too.
+        for _ in 1..threads {
+            if std::thread::Builder::new()
+                .spawn_scoped(scope, run)
+                .is_err()
+            {
+                break;
+            }
+        }
+        run();
     });
     let slot = first_error
         .into_inner()

@@ -1,5 +1,6 @@
 //! A bounded mutation fuzzer for the parsers (container decoder, frame headers,
-//! `Forget` bodies), run by `cargo test`.
+//! `Forget` bodies), and a generator of containers with valid checksums and
+//! hostile sizes, run by `cargo test`.
 //!
 //! The toolchain on CI cannot be assumed to run `cargo fuzz` (nightly + sanitizers),
 //! so this harness mutates the committed corpus with a seeded PRNG for a bounded
@@ -8,7 +9,7 @@
 
 use oxjob_core::codec::Codec;
 use oxjob_core::container::{write, Section, SectionKind, WriteOptions};
-use oxjob_core::fuzzing::{check_decoder, check_frame};
+use oxjob_core::fuzzing::{check_decoder, check_frame, check_hostile, Outcome};
 use oxjob_core::pool::dropped;
 use oxjob_core::pool::frame::{Header, Kind};
 use std::time::{Duration, Instant};
@@ -134,7 +135,7 @@ fn fuzz(seeds: &[Vec<u8>], share: f64, check: fn(&[u8])) -> u64 {
 
 #[test]
 fn mutated_containers_never_crash_or_overallocate() {
-    let runs = fuzz(&corpus(), 0.8, check_decoder);
+    let runs = fuzz(&corpus(), 0.5, check_decoder);
     println!("{runs} mutated containers decoded without a crash");
 }
 
@@ -156,4 +157,28 @@ fn mutated_frames_never_crash_and_decode_canonically() {
     ];
     let runs = fuzz(&seeds, 0.2, check_frame);
     println!("{runs} mutated frames decoded without a crash");
+}
+
+#[test]
+fn containers_with_valid_checksums_and_hostile_sizes_fail_cleanly() {
+    let seconds: f64 = std::env::var("OXJOB_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds * 0.3);
+    let mut rng = Rng(0x0DDB_A11C_0FFE_E000);
+    let mut seen = [0u64; 4];
+    while seen.iter().sum::<u64>() < 2000 || Instant::now() < deadline {
+        let len = rng.below(160);
+        let input: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let outcome = check_hostile(&input);
+        seen[outcome as usize] += 1;
+    }
+    println!("hostile containers: {seen:?} (rejected, parsed, decoded, too large)");
+    // The generator must get past the structure checks, or it tests nothing new.
+    let total = seen.iter().sum::<u64>();
+    assert!(seen[Outcome::Parsed as usize] * 20 > total, "{seen:?}");
+    assert!(seen[Outcome::Decoded as usize] * 50 > total, "{seen:?}");
+    // ... and some must take the out-of-memory path with a valid file behind it.
+    assert!(seen[Outcome::Large as usize] * 200 > total, "{seen:?}");
 }

@@ -214,8 +214,7 @@ pub fn layout_file(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyTuple>
             let src = FileSource::new(File::open(&path)?)?;
             let layout = container::parse(&src)?;
             let first = &layout.sections[0];
-            let mut pickle = Buffer::zeroed(first.raw_len as usize)?;
-            container::read_section(&src, first, &mut pickle, 1)?;
+            let pickle = container::decode_section(&src, first, 0, 1)?;
             let buffers: Vec<(&'static str, u64, u64)> = layout.sections[1..]
                 .iter()
                 .map(|s| (s.codec.name(), s.data_offset, s.raw_len))

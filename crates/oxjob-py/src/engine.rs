@@ -2,14 +2,15 @@
 //! caller's side, `WorkerChannel` inside a worker.
 
 use crate::buffer::{Borrowed, OwnedBuffer};
+use crate::errors::os_error;
 use crate::segment::Segment;
 use oxjob_core::pool::channel::{self, Frame};
 use oxjob_core::pool::dropped;
-use oxjob_core::pool::frame::Kind;
+use oxjob_core::pool::frame::{Header, Kind};
 use oxjob_core::pool::memfd::{MapMode, Mapping};
 use oxjob_core::pool::spares;
 use oxjob_core::pool::{Event, Events, Supervisor, WorkerSpec};
-use pyo3::exceptions::{PyEOFError, PyValueError};
+use pyo3::exceptions::{PyEOFError, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 use std::collections::HashMap;
@@ -36,10 +37,31 @@ fn map_mode(name: &str) -> PyResult<MapMode> {
     }
 }
 
-/// The matching OSError subclass (BrokenPipeError for EPIPE...), so callers can tell a
-/// dead peer from other failures.
-fn os_error(err: std::io::Error) -> PyErr {
-    PyErr::from(err)
+/// Tag a frame's failure with where it came from (`worker`, `generation`, `kind`,
+/// `tag` attributes), so that a dispatcher can fail the one batch it belongs to.
+fn from_frame(
+    py: Python<'_>,
+    err: PyErr,
+    worker: Option<usize>,
+    generation: Option<u64>,
+    kind: u8,
+    tag: u64,
+) -> PyErr {
+    let value = err.value(py);
+    // Best effort: an exception that takes no attributes is raised as it is.
+    let _ = value.setattr("worker", worker);
+    let _ = value.setattr("generation", generation);
+    let _ = value.setattr("kind", kind);
+    let _ = value.setattr("tag", tag);
+    err
+}
+
+/// A frame that was skipped because its body's memory could not be had.
+fn dropped_error(header: &Header, from: &str, reason: &str) -> PyErr {
+    PyMemoryError::new_err(format!(
+        "a {:?} frame of {} bytes from {from} could not be received: {reason}",
+        header.kind, header.len
+    ))
 }
 
 fn segment_fds<'a>(segments: &'a [PyRef<'a, Segment>]) -> Vec<BorrowedFd<'a>> {
@@ -72,7 +94,7 @@ fn frame_parts<'py>(
         .detach(|| {
             fds.into_iter()
                 .map(|fd| {
-                    let mapping = Mapping::new(&fd, mode)?;
+                    let mapping = Mapping::new(&fd, mode).map_err(|err| map_failed(&fd, err))?;
                     if in_worker {
                         mapping.populate_read();
                     }
@@ -106,6 +128,20 @@ fn frame_parts<'py>(
         PyList::new(py, regular)?,
         PyList::new(py, shared)?,
     ))
+}
+
+/// Name the size of a buffer that could not be mapped (the kind, ENOMEM above all, stays).
+fn map_failed(fd: &OwnedFd, err: std::io::Error) -> std::io::Error {
+    let len = fd
+        .try_clone()
+        .ok()
+        .map(std::fs::File::from)
+        .and_then(|file| file.metadata().ok())
+        .map_or_else(|| "a buffer".to_string(), |m| format!("{} bytes", m.len()));
+    std::io::Error::new(
+        err.kind(),
+        format!("cannot map {len} sent over a worker's socket: {err}"),
+    )
 }
 
 /// Most shared segments a worker keeps mapped (each holds a descriptor, and `ulimit -n`
@@ -165,9 +201,25 @@ pub struct Engine {
     supervisor: Mutex<Supervisor>,
     events: Events,
     map_mode: MapMode,
+    /// The failure of an event met by `ready_events` after others it returned:
+    /// raised by the next call, so that neither it nor they are lost.
+    pending: Mutex<Option<PyErr>>,
 }
 
 impl Engine {
+    fn pending_slot(&self) -> std::sync::MutexGuard<'_, Option<PyErr>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn raise_pending(&self) -> PyResult<()> {
+        match self.pending_slot().take() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Supervisor> {
         self.supervisor
             .lock()
@@ -183,9 +235,12 @@ impl Engine {
                 generation,
                 frame,
             } => {
+                let (kind, tag) = (frame.header.kind as u8, frame.header.tag);
                 // Results are left to fault in lazily: callers often keep them unread.
                 let (kind, tag, body, buffers, shared) =
-                    frame_parts(py, frame, self.map_mode, false, None)?;
+                    frame_parts(py, frame, self.map_mode, false, None).map_err(|err| {
+                        from_frame(py, err, Some(worker), Some(generation), kind, tag)
+                    })?;
                 vec![
                     "frame".into_pyobject(py)?.into_any(),
                     worker.into_pyobject(py)?.into_any(),
@@ -196,6 +251,23 @@ impl Engine {
                     buffers.into_any(),
                     shared.into_any(),
                 ]
+            }
+            Event::Dropped {
+                worker,
+                generation,
+                header,
+                reason,
+            } => {
+                let err = dropped_error(&header, &format!("worker {worker}"), &reason);
+                let (kind, tag) = (header.kind as u8, header.tag);
+                return Err(from_frame(
+                    py,
+                    err,
+                    Some(worker),
+                    Some(generation),
+                    kind,
+                    tag,
+                ));
             }
             Event::Exited {
                 worker,
@@ -233,6 +305,7 @@ impl Engine {
             events: supervisor.events(),
             supervisor: Mutex::new(supervisor),
             map_mode: map_mode(result_mode)?,
+            pending: Mutex::new(None),
         })
     }
 
@@ -269,13 +342,26 @@ impl Engine {
 
     /// Up to `limit` events that are already waiting (none: an empty list), in the
     /// form of `next_event`'s; handling a burst at once saves a wake-up per event.
+    ///
+    /// An event that cannot be turned into Python objects (a result too large for
+    /// memory: `MemoryError`, with `worker`, `generation`, `kind` and `tag` attributes
+    /// naming its frame) is raised, here or, after events already taken, by the next
+    /// call of this method or of `next_event`.
     fn ready_events<'py>(&self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyList>> {
+        self.raise_pending()?;
         let mut events = Vec::new();
         while events.len() < limit {
             let Some(event) = self.events.try_next() else {
                 break;
             };
-            events.push(self.event_tuple(py, event)?);
+            match self.event_tuple(py, event) {
+                Ok(event) => events.push(event),
+                Err(err) if events.is_empty() => return Err(err),
+                Err(err) => {
+                    *self.pending_slot() = Some(err);
+                    break;
+                }
+            }
         }
         PyList::new(py, events)
     }
@@ -283,13 +369,14 @@ impl Engine {
     /// The next event, or None after `timeout` seconds (None: wait for ever).
     ///
     /// `("frame", worker, generation, kind, tag, body, [buffers], [shared segments])` or
-    /// `("exit", worker, generation, exit_code, signal)`.
+    /// `("exit", worker, generation, exit_code, signal)`; raises as `ready_events` does.
     #[pyo3(signature = (timeout=None))]
     fn next_event<'py>(
         &self,
         py: Python<'py>,
         timeout: Option<f64>,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        self.raise_pending()?;
         let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
         loop {
             let slice = match deadline {
@@ -368,7 +455,9 @@ impl WorkerChannel {
     }
 
     /// `(kind, tag, body, [buffers], [shared segments])`, or None after `timeout` seconds; EOFError
-    /// when the supervisor closed the socket.
+    /// when the supervisor closed the socket. A frame too large for this process's
+    /// memory raises `MemoryError` (with `kind` and `tag` attributes); the channel
+    /// stays usable.
     #[pyo3(signature = (timeout=None))]
     fn recv<'py>(
         &self,
@@ -391,8 +480,10 @@ impl WorkerChannel {
                 let kept =
                     matches!(frame.header.kind, Kind::Batch | Kind::Init).then_some(&self.kept);
                 // Task inputs are read whole, as a rule: map their pages in bulk.
+                let (kind, tag) = (frame.header.kind as u8, frame.header.tag);
                 let (kind, tag, body, buffers, shared) =
-                    frame_parts(py, frame, self.map_mode, true, kept)?;
+                    frame_parts(py, frame, self.map_mode, true, kept)
+                        .map_err(|err| from_frame(py, err, None, None, kind, tag))?;
                 let items: Vec<Bound<'py, PyAny>> = vec![
                     kind.into_pyobject(py)?.into_any(),
                     tag.into_pyobject(py)?.into_any(),
@@ -411,7 +502,15 @@ impl WorkerChannel {
             {
                 Ok(None)
             }
-            Err(err) => Err(os_error(err)),
+            Err(err) => match channel::dropped(&err) {
+                // The stream is still in step: the worker may report the batch failed.
+                Some(lost) => {
+                    let (kind, tag) = (lost.header.kind as u8, lost.header.tag);
+                    let err = dropped_error(&lost.header, "the caller", &lost.reason);
+                    Err(from_frame(py, err, None, None, kind, tag))
+                }
+                None => Err(os_error(err)),
+            },
         }
     }
 

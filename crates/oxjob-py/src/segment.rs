@@ -2,6 +2,7 @@
 //! view through the buffer protocol (mapped shared and writable on first use).
 
 use crate::buffer::{fill_byte_view, Borrowed};
+use crate::errors::os_error;
 use oxjob_core::pool::dropped;
 use oxjob_core::pool::memfd::{self, MapMode, Mapping};
 use pyo3::exceptions::{PyBufferError, PyOSError, PyValueError};
@@ -76,17 +77,19 @@ impl Segment {
         if let Some(mapping) = self.mapping.get() {
             return Ok(mapping);
         }
-        let mapping = Mapping::new(&self.fd, MapMode::Shared).map_err(os_error)?;
+        let mapping = Mapping::new(&self.fd, MapMode::Shared).map_err(|err| {
+            let len = self.len;
+            os_error(std::io::Error::new(
+                err.kind(),
+                format!("cannot map a shared segment of {len} bytes: {err}"),
+            ))
+        })?;
         // Two threads may race here: the loser's mapping is simply unmapped.
         let _ = self.mapping.set(mapping);
         self.mapping
             .get()
             .ok_or_else(|| PyOSError::new_err("segment could not be mapped"))
     }
-}
-
-fn os_error(err: std::io::Error) -> PyErr {
-    PyOSError::new_err(err.to_string())
 }
 
 #[pymethods]

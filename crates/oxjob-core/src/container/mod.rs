@@ -20,7 +20,9 @@
 //! Every byte is checked: headers by their checksums, chunks by an xxh3-64 of their
 //! stored bytes seeded with their section and chunk numbers (so swapped chunks are
 //! caught), padding by being zero, the end by its magic and length. Sizes are
-//! checked against the bytes present before anything is allocated.
+//! checked against the bytes present (and each codec's largest expansion) before
+//! anything is allocated, and every allocation is fallible: a size the file can
+//! justify but memory cannot hold is [`crate::Error::Memory`], never an abort.
 //!
 //! The one exception: `load(mmap_mode='r+')` lets users write into the stored
 //! arrays, so before mapping it sets the `unverified` flag (bit 0 of `flags`) of the
@@ -30,7 +32,8 @@ mod read;
 mod write;
 
 pub use read::{
-    mark_unverified, parse, read_section, ChunkInfo, FileSource, Layout, SectionLayout, Source,
+    mark_unverified, parse, read_section, verify_stored, ChunkInfo, FileSource, Layout,
+    SectionLayout, Source,
 };
 pub use write::{write, WriteOptions};
 
@@ -97,17 +100,40 @@ pub fn read_all<S: Source + ?Sized>(
     threads: usize,
 ) -> crate::Result<(Layout, Vec<crate::buffer::Buffer>)> {
     let layout = parse(src)?;
-    let mut decoded = Vec::with_capacity(layout.sections.len());
-    for section in &layout.sections {
-        // `parse` has checked raw_len against the bytes present, so this allocation
-        // is bounded by the file size times the codec's largest expansion.
-        let len = usize::try_from(section.raw_len)
-            .map_err(|_| crate::Error::corrupt("section larger than the address space"))?;
-        let mut out = crate::buffer::Buffer::zeroed(len)?;
-        read_section(src, section, &mut out, threads)?;
-        decoded.push(out);
+    let mut decoded = Vec::new();
+    decoded
+        .try_reserve_exact(layout.sections.len())
+        .map_err(|_| crate::Error::no_memory(layout.sections.len() as u64, "section list"))?;
+    for (index, section) in layout.sections.iter().enumerate() {
+        decoded.push(decode_section(src, section, index, threads)?);
     }
     Ok((layout, decoded))
+}
+
+/// Decode one section into a buffer of its own.
+///
+/// `parse` has checked raw_len against the bytes present, so the size is one the
+/// file can justify, yet it can exceed the memory at hand. Then the section's
+/// stored checksums are checked before saying so: a damaged file is reported as
+/// corrupt (what it is), and only an intact one as too large for this process.
+pub fn decode_section<S: Source + ?Sized>(
+    src: &S,
+    section: &SectionLayout,
+    index: usize,
+    threads: usize,
+) -> crate::Result<crate::buffer::Buffer> {
+    let purpose = format!("section {index}");
+    let len = usize::try_from(section.raw_len)
+        .map_err(|_| crate::Error::no_memory(section.raw_len, &purpose))?;
+    let mut out = match crate::buffer::Buffer::zeroed(len, &purpose) {
+        Ok(out) => out,
+        Err(err) => {
+            verify_stored(src, section)?;
+            return Err(err);
+        }
+    };
+    read_section(src, section, &mut out, threads)?;
+    Ok(out)
 }
 
 /// Files up to this size are read with one system call and decoded from memory.
@@ -123,7 +149,8 @@ pub fn read_file(
     let src = FileSource::new(file)?;
     let size = Source::size(&src);
     let (layout, decoded) = if size <= SMALL_FILE {
-        let mut whole = vec![0u8; size as usize];
+        let mut whole = crate::buffer::zeroed_vec(size as usize)
+            .ok_or_else(|| crate::Error::no_memory(size, "the file"))?;
         src.read_at(0, &mut whole)?;
         read_all(&whole[..], threads)?
     } else {
@@ -137,15 +164,15 @@ pub fn read_file(
     Ok((layout, decoded))
 }
 
-fn chunk_seed(section: usize, chunk: u64) -> u64 {
+pub(crate) fn chunk_seed(section: usize, chunk: u64) -> u64 {
     ((section as u64) << 40) ^ chunk
 }
 
-fn header_seed(section: usize) -> u64 {
+pub(crate) fn header_seed(section: usize) -> u64 {
     HEADER_SEED ^ section as u64
 }
 
-fn padding_for(offset: u64) -> u64 {
+pub(crate) fn padding_for(offset: u64) -> u64 {
     (ALIGN - offset % ALIGN) % ALIGN
 }
 

@@ -136,6 +136,23 @@ impl<S: Source + ?Sized> Cursor<'_, S> {
     }
 }
 
+/// Push onto a vector whose length the input decides, failing instead of aborting.
+fn push<T>(vec: &mut Vec<T>, item: T, what: &str) -> Result<()> {
+    if vec.try_reserve(1).is_err() {
+        let bytes = (vec.len() as u64 + 1).saturating_mul(std::mem::size_of::<T>() as u64);
+        return Err(Error::no_memory(bytes, what));
+    }
+    vec.push(item);
+    Ok(())
+}
+
+fn zeroed(len: u64, what: &str) -> Result<Vec<u8>> {
+    usize::try_from(len)
+        .ok()
+        .and_then(crate::buffer::zeroed_vec)
+        .ok_or_else(|| Error::no_memory(len, what))
+}
+
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
@@ -194,9 +211,11 @@ pub fn parse<S: Source + ?Sized>(src: &S) -> Result<Layout> {
             "section count {n_sections} does not fit the file"
         )));
     }
-    let mut sections = Vec::with_capacity(n_sections as usize);
+    // Grown as sections are found, not reserved from the claimed count.
+    let mut sections = Vec::new();
     for index in 0..n_sections as usize {
-        sections.push(parse_section(&mut cur, index)?);
+        let section = parse_section(&mut cur, index)?;
+        push(&mut sections, section, "the section table")?;
     }
     let end: [u8; END_LEN as usize] = cur.take()?;
     if end[..8] != END_MAGIC {
@@ -257,9 +276,12 @@ fn parse_section<S: Source + ?Sized>(
             .checked_mul(8)
             .filter(|len| len.saturating_add(8).saturating_add(raw_len) <= cur.remaining())
             .ok_or_else(|| what(&format!("raw length {raw_len} does not fit the file")))?;
-        let mut table = vec![0u8; table_len as usize];
+        let mut table = zeroed(table_len, "a checksum table")?;
         cur.src.read_at(cur.pos, &mut table)?;
         cur.pos += table_len;
+        hashed
+            .try_reserve_exact(table.len())
+            .map_err(|_| Error::no_memory(table_len, "a checksum table"))?;
         hashed.extend_from_slice(&table);
         check_header(cur, &hashed, index, &what)?;
         let expected_padding = match kind {
@@ -279,12 +301,13 @@ fn parse_section<S: Source + ?Sized>(
         for (c, sum) in table.chunks_exact(8).enumerate() {
             let raw_offset = c as u64 * chunk_size as u64;
             let len = (raw_len - raw_offset).min(chunk_size as u64) as u32;
-            layout.chunks.push(ChunkInfo {
+            let chunk = ChunkInfo {
                 offset: cur.pos + raw_offset,
                 stored_len: len,
                 raw_len: len,
                 checksum: u64_at(sum, 0),
-            });
+            };
+            push(&mut layout.chunks, chunk, "a chunk table")?;
         }
         if cur.remaining() < raw_len {
             return Err(truncated(cur.pos, raw_len as usize));
@@ -314,12 +337,19 @@ fn parse_section<S: Source + ?Sized>(
                     codec.name()
                 )));
             }
-            layout.chunks.push(ChunkInfo {
+            if stored_len as u64 > codec.max_stored(len) {
+                return Err(what(&format!(
+                    "chunk {c} stores {stored_len} bytes for {len}, more than {} ever writes",
+                    codec.name()
+                )));
+            }
+            let chunk = ChunkInfo {
                 offset: cur.pos,
                 stored_len,
                 raw_len: len as u32,
                 checksum: u64_at(&record, 4),
-            });
+            };
+            push(&mut layout.chunks, chunk, "a chunk table")?;
             cur.pos += stored_len as u64;
             raw_offset += len;
         }
@@ -361,7 +391,10 @@ pub fn read_section<S: Source + ?Sized>(
             section.index
         ))
     };
-    let mut pieces = Vec::with_capacity(section.chunks.len());
+    let mut pieces = Vec::new();
+    pieces
+        .try_reserve_exact(section.chunks.len())
+        .map_err(|_| Error::no_memory(16 * section.chunks.len() as u64, "a chunk table"))?;
     let mut rest = out;
     for chunk in &section.chunks {
         let (piece, tail) = rest.split_at_mut(chunk.raw_len as usize);
@@ -378,7 +411,7 @@ pub fn read_section<S: Source + ?Sized>(
                 return Err(bad_chunk(c));
             }
         } else {
-            let mut stored = vec![0u8; chunk.stored_len as usize];
+            let mut stored = zeroed(chunk.stored_len as u64, "a stored chunk")?;
             src.read_at(chunk.offset, &mut stored)?;
             if checksum64(&stored, seed) != chunk.checksum {
                 return Err(bad_chunk(c));
@@ -386,12 +419,35 @@ pub fn read_section<S: Source + ?Sized>(
             section
                 .codec
                 .decompress_into(&stored, piece)
-                .map_err(|err| {
-                    Error::corrupt(format!("section {} chunk {c}: {err}", section.index))
+                .map_err(|err| match err {
+                    Error::Memory(_) => err,
+                    _ => Error::corrupt(format!("section {} chunk {c}: {err}", section.index)),
                 })?;
         }
         Ok(())
     })
+}
+
+/// Check the stored checksums of `section`'s chunks without decoding them, reading
+/// one chunk at a time: cheap (the stored bytes only) and small in memory, for
+/// telling a damaged file from a large one when a section's memory cannot be had.
+pub fn verify_stored<S: Source + ?Sized>(src: &S, section: &SectionLayout) -> Result<()> {
+    if section.codec == Codec::Raw && section.unverified {
+        return Ok(());
+    }
+    let largest = section.chunks.iter().map(|c| c.stored_len).max();
+    let mut scratch = zeroed(u64::from(largest.unwrap_or(0)), "a stored chunk")?;
+    for (c, chunk) in section.chunks.iter().enumerate() {
+        let stored = &mut scratch[..chunk.stored_len as usize];
+        src.read_at(chunk.offset, stored)?;
+        if checksum64(stored, chunk_seed(section.index, c as u64)) != chunk.checksum {
+            return Err(Error::corrupt(format!(
+                "section {} chunk {c} checksum mismatch",
+                section.index
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Mark every uncompressed buffer section of the container in `file` as
@@ -406,7 +462,7 @@ pub fn mark_unverified(file: &File) -> Result<()> {
             continue;
         }
         let hashed_len = SECTION_FIXED_LEN as usize + 8 * section.chunks.len();
-        let mut hashed = vec![0u8; hashed_len];
+        let mut hashed = zeroed(hashed_len as u64, "a checksum table")?;
         src.read_at(section.header_offset, &mut hashed)?;
         hashed[2..4].copy_from_slice(&FLAG_UNVERIFIED.to_le_bytes());
         let sum = checksum64(&hashed, header_seed(section.index));

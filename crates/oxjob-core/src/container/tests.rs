@@ -187,3 +187,54 @@ fn unverified_sections_skip_data_checksums_only() {
     assert!(matches!(read_all(&changed[..], 1), Err(Error::Corrupt(_))));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sections_beyond_memory_are_memory_errors_unless_damaged() {
+    let (pickle, buffers) = sample_buffers();
+    for codec in CODECS {
+        let bytes = encode(codec, &pickle, &buffers);
+        // The 5 MiB buffer (section 3) does not fit; the smaller ones do.
+        let err = crate::buffer::with_limit(1 << 20, || read_all(&bytes[..], 2)).err();
+        let want = format!("cannot allocate {} bytes for section 3", 5u32 << 20);
+        assert!(
+            matches!(&err, Some(Error::Memory(m)) if *m == want),
+            "{codec:?}: {err:?}"
+        );
+        // The same file with a damaged chunk in that section is reported as damaged.
+        let layout = parse(&bytes[..]).expect("parse");
+        let chunk = &layout.sections[3].chunks[1];
+        let mut bad = bytes.clone();
+        bad[chunk.offset as usize + 5] ^= 0x10;
+        let err = crate::buffer::with_limit(1 << 20, || read_all(&bad[..], 2)).err();
+        let want = "section 3 chunk 1 checksum mismatch";
+        assert!(
+            matches!(&err, Some(Error::Corrupt(m)) if m == want),
+            "{codec:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn chunks_storing_more_than_their_codec_writes_are_corrupt() {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let noise: Vec<u8> = (0..100_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let bytes = encode(Codec::Zstd, b"\x80\x05", &[vec![7u8; 10], noise]);
+    let layout = parse(&bytes[..]).expect("parse");
+    // Section 1 (10 bytes) has one chunk; claim it stores 50 000 bytes (which the
+    // file holds, as the next section follows), checksums kept valid.
+    let record = layout.sections[1].chunks[0].offset as usize - CHUNK_RECORD_LEN as usize;
+    let mut bad = bytes.clone();
+    bad[record..record + 4].copy_from_slice(&50_000u32.to_le_bytes());
+    let msg = parse(&bad[..])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("stores 50000 bytes for 10"), "{msg}");
+}

@@ -17,6 +17,34 @@ pub struct Frame {
     pub fds: Vec<OwnedFd>,
 }
 
+/// A frame that was read off the socket but could not be kept: its body's memory
+/// could not be had. The body was read and dropped and its descriptors closed, so
+/// the stream is still in step and the next frame can be received.
+#[derive(Debug)]
+pub struct Dropped {
+    /// The frame's header (kind, tag, length).
+    pub header: Header,
+    /// Why it was dropped.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} frame {} dropped: {}",
+            self.header.kind, self.header.tag, self.reason
+        )
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// The [`Dropped`] frame `err` reports, if it is one (see [`recv`]).
+pub fn dropped(err: &io::Error) -> Option<&Dropped> {
+    err.get_ref()?.downcast_ref::<Dropped>()
+}
+
 fn cmsg_space(n_fds: usize) -> usize {
     // SAFETY: CMSG_SPACE only computes a size.
     unsafe { libc::CMSG_SPACE((n_fds * std::mem::size_of::<RawFd>()) as u32) as usize }
@@ -103,6 +131,10 @@ pub fn send(
 }
 
 /// Receive one frame; `Ok(None)` when the peer closed the socket between frames.
+///
+/// A frame whose body cannot be allocated is skipped and reported as an error of
+/// kind `OutOfMemory` carrying a [`Dropped`] (see [`dropped`]); the socket stays
+/// usable. Any other error leaves the stream out of step.
 pub fn recv(sock: &UnixStream) -> io::Result<Option<Frame>> {
     let mut header = [0u8; HEADER_LEN];
     let mut got = 0usize;
@@ -165,8 +197,55 @@ pub fn recv(sock: &UnixStream) -> io::Result<Option<Frame>> {
             fds.len()
         )));
     }
-    let mut body = Buffer::zeroed(header.len as usize)?;
     let mut reader = sock;
+    let mut body = match Buffer::zeroed(header.len as usize, "a frame body") {
+        Ok(body) => body,
+        Err(err) => {
+            drop(fds);
+            let skipped = io::copy(&mut reader.take(header.len), &mut io::sink())?;
+            if skipped != header.len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed the socket inside a frame",
+                ));
+            }
+            let reason = err.to_string();
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                Dropped { header, reason },
+            ));
+        }
+    };
     reader.read_exact(&mut body)?;
     Ok(Some(Frame { header, body, fds }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::memfd;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_frame_beyond_memory_is_skipped_and_the_stream_goes_on() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let payload = memfd::from_bytes(&[1u8; 100]).expect("memfd");
+        let big = vec![9u8; 300_000];
+        let sender = std::thread::spawn(move || {
+            send(&a, Kind::Result, 5, &big, &[payload.as_fd()], 0).expect("send");
+            send(&a, Kind::Result, 6, b"small", &[], 0).expect("send");
+        });
+        let first = crate::buffer::with_limit(1000, || recv(&b));
+        let err = first.expect_err("the big frame cannot be kept");
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+        let lost = dropped(&err).expect("a dropped frame");
+        assert_eq!(
+            (lost.header.kind, lost.header.tag, lost.header.len),
+            (Kind::Result, 5, 300_000)
+        );
+        assert_eq!(lost.reason, "cannot allocate 300000 bytes for a frame body");
+        let next = recv(&b).expect("recv").expect("frame");
+        assert_eq!((next.header.tag, &next.body[..]), (6, &b"small"[..]));
+        sender.join().expect("join");
+    }
 }

@@ -21,6 +21,15 @@ fn memfd() -> io::Result<File> {
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(raw) }))
 }
 
+/// A memfd's pages are memory: running out of them (ENOSPC, or EFBIG for a size no
+/// file can have) is reported as what it is, ENOMEM.
+fn as_memory_error(err: io::Error) -> io::Error {
+    match err.raw_os_error() {
+        Some(libc::ENOSPC | libc::EFBIG) => io::Error::from_raw_os_error(libc::ENOMEM),
+        _ => err,
+    }
+}
+
 /// Copies at least this large are split across threads: allocating the segment's
 /// pages dominates, and it scales with cores.
 const PARALLEL_COPY_ABOVE: usize = 16 << 20;
@@ -28,6 +37,10 @@ const COPY_CHUNK: usize = 8 << 20;
 
 /// A new memfd holding a copy of `data` (the one copy on the sending side).
 pub fn from_bytes(data: &[u8]) -> io::Result<OwnedFd> {
+    fill_new(data).map_err(as_memory_error)
+}
+
+fn fill_new(data: &[u8]) -> io::Result<OwnedFd> {
     let mut file = memfd()?;
     if data.len() < PARALLEL_COPY_ABOVE {
         file.write_all(data)?;
@@ -44,6 +57,10 @@ pub fn from_bytes(data: &[u8]) -> io::Result<OwnedFd> {
 /// Overwrite the start of the memfd `fd` with `data`. Refilling a segment whose
 /// pages already exist costs a plain copy, several times less than a new one.
 pub fn write_at(fd: &OwnedFd, data: &[u8]) -> io::Result<()> {
+    refill(fd, data).map_err(as_memory_error)
+}
+
+fn refill(fd: &OwnedFd, data: &[u8]) -> io::Result<()> {
     let file = File::from(fd.try_clone()?);
     if data.len() < PARALLEL_COPY_ABOVE {
         return file.write_all_at(data, 0);
@@ -57,7 +74,7 @@ pub fn write_at(fd: &OwnedFd, data: &[u8]) -> io::Result<()> {
 /// A new zero-filled memfd of `len` bytes (its pages are allocated on first touch).
 pub fn create(len: u64) -> io::Result<OwnedFd> {
     let file = memfd()?;
-    file.set_len(len)?;
+    file.set_len(len).map_err(as_memory_error)?;
     Ok(OwnedFd::from(file))
 }
 

@@ -54,6 +54,18 @@ pub enum Event {
         /// The frame.
         frame: Frame,
     },
+    /// A frame arrived whose body could not be allocated: it was skipped (its
+    /// descriptors closed) and the worker's stream goes on.
+    Dropped {
+        /// Worker slot.
+        worker: usize,
+        /// Which incarnation of the slot sent it.
+        generation: u64,
+        /// The skipped frame's header.
+        header: frame::Header,
+        /// Why it could not be kept.
+        reason: String,
+    },
     /// The worker's process ended and was reaped.
     Exited {
         /// Worker slot.
@@ -279,7 +291,22 @@ impl Supervisor {
                                 break;
                             }
                         }
-                        Ok(None) | Err(_) => break,
+                        // A frame too large for memory is skipped: the stream goes on.
+                        Err(err) => {
+                            let Some(lost) = channel::dropped(&err) else {
+                                break;
+                            };
+                            let event = Event::Dropped {
+                                worker,
+                                generation,
+                                header: lost.header,
+                                reason: lost.reason.clone(),
+                            };
+                            if tx.send(event).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
                     }
                 }
                 // Closing our end makes a still-running worker see EOF and exit.
@@ -395,7 +422,7 @@ impl Supervisor {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.next(left) {
                 Some(Event::Exited { .. }) => running -= 1,
-                Some(Event::Frame { .. }) => {}
+                Some(Event::Frame { .. } | Event::Dropped { .. }) => {}
                 None => break,
             }
         }
@@ -467,7 +494,7 @@ mod tests {
         loop {
             match supervisor.next_event(Duration::from_secs(10)) {
                 Some(Event::Exited { code, signal, .. }) => return (code, signal),
-                Some(Event::Frame { .. }) => continue,
+                Some(Event::Frame { .. } | Event::Dropped { .. }) => continue,
                 None => panic!("no exit reported"),
             }
         }

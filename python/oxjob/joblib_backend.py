@@ -1,0 +1,339 @@
+"""A joblib backend on oxjob's engine, so code that calls joblib (scikit-learn's
+``n_jobs=``, ...) runs on oxjob's workers.
+
+``import oxjob`` registers it with joblib under the name ``"oxjob"`` (see
+``_joblib_hook.py``); ``joblib.parallel_config(backend="oxjob")`` turns it on for a
+block and :func:`use_as_joblib_default` for the whole program. See
+``docs/joblib-backend.md``.
+
+joblib drives the backend (``configure``, ``submit``, ``retrieve_result_callback``,
+auto batching, ``abort_everything``, timeouts); each ``Parallel`` call is one call of
+the shared task engine (``oxjob._tasks``), which runs joblib's ``BatchedCalls`` in
+reused worker processes and moves large arrays in shared memory both ways.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import warnings
+from typing import Any, Callable
+
+from joblib._parallel_backends import (
+    AutoBatchingMixin,
+    FallbackToBackend,
+    ParallelBackendBase,
+    SequentialBackend,
+    ThreadingBackend,
+)
+
+__all__ = ["OxjobBackend", "use_as_joblib_default"]
+
+#: Default ``max_nbytes`` of the engine: arrays from this size travel in shared memory.
+_DEFAULT_MAX_NBYTES = 1 << 20
+
+
+def _run_batch(batch: Callable[[], list]) -> list:
+    """Run one of joblib's ``BatchedCalls`` in a worker.
+
+    The batch travels as the argument of this (importable) function rather than as
+    the function itself: arguments go through the engine's shared-memory transport
+    and are dropped after the task; functions are kept for the call's lifetime.
+    """
+    return batch()
+
+
+def _run_batch_limited(batch: Callable[[], list], n_threads: int) -> list:
+    """Run a batch with native thread pools limited (``inner_max_num_threads``)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n_threads):
+        return batch()
+
+
+class _Callbacks:
+    """The thread that runs joblib's completion callbacks.
+
+    The engine reports outcomes on its dispatcher thread, possibly holding its own
+    lock, while joblib's callback takes the ``Parallel`` call's lock and submits the
+    next batch. The main thread does the opposite (takes the call's lock, then
+    submits). Running the callbacks here, as loky runs them on its own thread, keeps
+    the two lock orders from meeting.
+    """
+
+    def __init__(self) -> None:
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="oxjob-joblib", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            callback, job = self.inbox.get()
+            try:
+                callback(job)
+            except Exception:  # noqa: BLE001 - a bug must not stop later calls' callbacks
+                import sys
+
+                sys.excepthook(*sys.exc_info())
+            del callback, job
+
+
+_callbacks: list[_Callbacks] = []
+_callbacks_lock = threading.Lock()
+
+
+def _callback_thread() -> _Callbacks:
+    with _callbacks_lock:
+        if not _callbacks:
+            _callbacks.append(_Callbacks())
+        return _callbacks[0]
+
+
+def _forget_callback_thread() -> None:
+    # A child of os.fork() has no copy of the thread: it starts its own when needed.
+    global _callbacks_lock
+    _callbacks_lock = threading.Lock()
+    _callbacks.clear()
+
+
+os.register_at_fork(after_in_child=_forget_callback_thread)
+
+
+class _Job:
+    """The future-like object ``submit`` returns: one batch's outcome."""
+
+    __slots__ = ("_callback", "_event", "_ok", "_value")
+
+    def __init__(self, callback: Callable | None) -> None:
+        self._callback = callback
+        self._event = threading.Event()
+        self._ok = False
+        self._value: Any = None
+
+    def _done(self, ok: bool, value: Any) -> None:
+        self._ok, self._value = ok, value
+        self._event.set()
+        if self._callback is not None:
+            callback, self._callback = self._callback, None
+            _callback_thread().inbox.put((callback, self))
+
+    def result(self, timeout: float | None = None) -> list:
+        """The batch's list of results; raises the batch's exception."""
+        if not self._event.wait(timeout):
+            from .exceptions import TimeoutError
+
+            raise TimeoutError
+        if not self._ok:
+            raise self._value
+        return self._value[0]
+
+    get = result  # as multiprocessing's AsyncResult, for joblib's retrieve_result
+
+
+class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
+    """joblib's backend interface on oxjob's process engine.
+
+    Registered with joblib as ``"oxjob"`` by ``import oxjob``. Batches run in oxjob's
+    reused worker interpreters; arrays of at least ``max_nbytes`` bytes travel in
+    shared memory both ways. ``prefer="threads"`` and ``require="sharedmem"`` run on
+    joblib's threading backend instead; ``n_jobs=1`` runs in the caller.
+
+    Parameters
+    ----------
+    nesting_level : int, optional
+        Set by joblib: 0 in the main process, 1 inside a worker or a thread of a
+        parallel call.
+    inner_max_num_threads : int, optional
+        Limit of the native thread pools (BLAS, OpenMP) in each worker. By default
+        they get ``cpu_count() // n_jobs`` threads, as with loky.
+    idle_worker_timeout : float, default=300
+        Seconds after which idle workers exit.
+    **backend_kwargs
+        Kept as joblib's backends keep them.
+    """
+
+    supports_retrieve_callback = True
+    supports_inner_max_num_threads = True
+    supports_sharedmem = False
+    uses_threads = False
+
+    def __init__(
+        self,
+        nesting_level: int | None = None,
+        inner_max_num_threads: int | None = None,
+        idle_worker_timeout: float = 300,
+        **backend_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            nesting_level=nesting_level,
+            inner_max_num_threads=inner_max_num_threads,
+            **backend_kwargs,
+        )
+        self.idle_worker_timeout = idle_worker_timeout
+        self._engine: Any = None
+        self._call: Any = None
+        self._n_jobs = 1
+
+    def effective_n_jobs(self, n_jobs: int | None) -> int:
+        """The number of workers ``n_jobs`` means here (1 when nested)."""
+        from .backends import cpu_count, nesting_level
+
+        if n_jobs == 0:
+            raise ValueError("n_jobs == 0 in Parallel has no meaning")
+        if n_jobs is None:
+            return 1
+        if (self.nesting_level or 0) >= 1 or nesting_level() >= 1:
+            # Inside a worker or a thread of a parallel call: more processes would
+            # oversubscribe the machine (joblib's nested calls default to threads).
+            if n_jobs != 1:
+                warnings.warn(
+                    "Oxjob-backed parallel loops cannot be nested inside a worker or "
+                    "a thread of another parallel loop, setting n_jobs=1",
+                    stacklevel=3,
+                )
+            return 1
+        if n_jobs < 0:
+            return max(cpu_count() + 1 + n_jobs, 1)
+        return int(n_jobs)
+
+    def configure(
+        self,
+        n_jobs: int = 1,
+        parallel: Any = None,
+        prefer: str | None = None,
+        require: str | None = None,
+        idle_worker_timeout: float | None = None,
+        **backend_kwargs: Any,
+    ) -> int:
+        """Get the shared engine's workers ready; returns the number of workers."""
+        if require == "sharedmem" or prefer == "threads":
+            # The caller's functions need shared memory or release the GIL.
+            raise FallbackToBackend(ThreadingBackend(nesting_level=self.nesting_level))
+        n_jobs = self.effective_n_jobs(n_jobs)
+        if n_jobs == 1:
+            raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
+        options = {**self.backend_kwargs, **backend_kwargs}
+        if "timeout" in options:
+            raise ValueError(
+                "The 'timeout' parameter is not supported by the OxjobBackend. "
+                "Please use the `idle_worker_timeout` parameter instead."
+            )
+        if idle_worker_timeout is None:
+            idle_worker_timeout = self.idle_worker_timeout
+        mmap_mode, max_nbytes = _transport(options.get("mmap_mode"), options.get("max_nbytes"))
+        from ._tasks import shared_engine
+
+        self._engine = shared_engine(
+            n_jobs, mmap_mode=mmap_mode, max_nbytes=max_nbytes, idle_timeout=idle_worker_timeout
+        )
+        self._n_jobs = n_jobs
+        self.parallel = parallel
+        return n_jobs
+
+    def start_call(self) -> None:
+        """Open the engine call that this ``Parallel`` call's batches belong to."""
+        self._call = self._engine.open_call()
+
+    def stop_call(self) -> None:
+        """Close the engine call."""
+        call, self._call = self._call, None
+        if call is not None:
+            call.close()
+
+    def submit(self, func: Callable[[], list], callback: Callable | None = None) -> _Job:
+        """Run one batch (joblib's ``BatchedCalls``) in a worker."""
+        if self._call is None:
+            self.start_call()
+        job = _Job(callback)
+        if self.inner_max_num_threads is None:
+            self._call.submit(_run_batch, "map", [func], job._done)
+        else:
+            arguments = [(func, self.inner_max_num_threads)]
+            self._call.submit(_run_batch_limited, "starmap", arguments, job._done)
+        return job
+
+    apply_async = submit  # the name joblib 1.3 and 1.4 call
+
+    def retrieve_result_callback(self, out: _Job) -> list:
+        """The batch's results, or its exception raised."""
+        return out.result()
+
+    def retrieve_result(self, out: _Job, timeout: float | None = None) -> list:
+        """Wait for a batch's results (joblib's path for backends without callbacks)."""
+        return out.result(timeout)
+
+    def abort_everything(self, ensure_ready: bool = True) -> None:
+        """Drop the call's queued batches and kill the workers running its batches.
+
+        Only this call's tasks go: other calls on the same engine go on, and killed
+        workers are replaced. The next ``Parallel`` call opens a new engine call.
+        """
+        call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+            call.close()
+
+    def terminate(self) -> None:
+        """End of a ``Parallel`` call: the workers stay for the next one."""
+        self.reset_batch_stats()
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the engine's workers (empty before ``configure``)."""
+        return [] if self._engine is None else list(self._engine.pids())
+
+
+def _transport(mmap_mode: str | None, max_nbytes: int | None) -> tuple[str, int]:
+    """The engine's settings for joblib's ``mmap_mode`` and ``max_nbytes``.
+
+    joblib's ``'r'`` (its default) maps inputs read-only, as loky's memmaps are.
+    ``'r+'``, ``'w+'``, ``'c'`` and ``None`` all give a worker a private writable
+    view: with loky too, a worker's writes land in a temporary copy and never reach
+    the caller's array. ``max_nbytes=None`` (no memmapping in joblib) still sends
+    large arrays in shared memory: a copy in either case, only faster here.
+    """
+    if mmap_mode not in (None, "r", "r+", "w+", "c"):
+        raise ValueError(
+            f"mmap_mode={mmap_mode!r} is not valid, expected one of 'r', 'r+', 'w+', 'c' or None"
+        )
+    mode = "r" if mmap_mode == "r" else "c"
+    if max_nbytes is None:
+        return mode, _DEFAULT_MAX_NBYTES
+    if isinstance(max_nbytes, str):
+        from joblib.disk import memstr_to_bytes
+
+        max_nbytes = memstr_to_bytes(max_nbytes)
+    if max_nbytes < 0:
+        raise ValueError(f"max_nbytes={max_nbytes!r} must be a non-negative number of bytes")
+    return mode, int(max_nbytes)
+
+
+def register(make_default: bool = False) -> None:
+    """Register :class:`OxjobBackend` with joblib as ``"oxjob"``."""
+    import joblib
+
+    joblib.register_parallel_backend("oxjob", OxjobBackend, make_default=make_default)
+
+
+def use_as_joblib_default() -> None:
+    """Make oxjob joblib's default backend for the whole program.
+
+    Every ``joblib.Parallel`` that names no backend, including scikit-learn's
+    ``n_jobs=`` calls, then runs on oxjob's workers; ``prefer="threads"`` and
+    ``require="sharedmem"`` still get joblib's threads. Uses joblib's own
+    ``register_parallel_backend(..., make_default=True)``. A ``parallel_config``
+    block that names another backend still wins inside it.
+
+    Examples
+    --------
+    >>> import oxjob
+    >>> oxjob.use_as_joblib_default()
+    >>> import joblib
+    >>> joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(3))
+    [0, 1, 2]
+    >>> joblib.register_parallel_backend("loky", joblib.parallel.LokyBackend, make_default=True)
+    """
+    register(make_default=True)
+
+
+register()  # importing this module is enough to make "oxjob" known to joblib

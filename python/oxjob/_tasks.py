@@ -75,7 +75,16 @@ class _Call:
             )
             for worker, queue in enumerate(tasks.inflight):
                 if queue and getattr(queue[0].done, "call", None) is self:
+                    # Killed and replaced at once, as _TaskEngine does on an exit
+                    # event (whose late arrival it then ignores): the next submit
+                    # must not reach the dead worker.
                     tasks.engine.kill(worker)
+                    queue.popleft()
+                    tasks.pending.extendleft(reversed(queue))
+                    queue.clear()
+                    tasks.pool.respawn(worker)
+                    tasks._started(worker)
+            tasks._dispatch()
 
     def close(self) -> None:
         pass

@@ -246,11 +246,16 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
         if self._call is None:
             self.start_call()
         job = _Job(callback)
-        if self.inner_max_num_threads is None:
-            self._call.submit(_run_batch, "map", [func], job._done)
-        else:
-            arguments = [(func, self.inner_max_num_threads)]
-            self._call.submit(_run_batch_limited, "starmap", arguments, job._done)
+        try:
+            if self.inner_max_num_threads is None:
+                self._call.submit(_run_batch, "map", [func], job._done)
+            else:
+                arguments = [(func, self.inner_max_num_threads)]
+                self._call.submit(_run_batch_limited, "starmap", arguments, job._done)
+        except Exception as exc:  # noqa: BLE001 - reported as the batch's outcome
+            # joblib has registered the batch already: raising here (possibly on the
+            # callback thread) would leave the call waiting for it for ever.
+            job._done(False, exc)
         return job
 
     apply_async = submit  # the name joblib 1.3 and 1.4 call

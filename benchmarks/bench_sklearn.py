@@ -4,7 +4,8 @@ Run: ``python benchmarks/bench_sklearn.py [--repeat 3] [--only cold,input,result
 [--scale 0.5]``. Every measurement runs in a fresh interpreter (``--child``), loky and
 oxjob taking turns in each round, so that a noisy phase of the machine weighs on both
 and each run's peak RSS (caller, and the largest worker) is its own. Warm scenarios
-start the workers and import scikit-learn in them before the timed run.
+start the workers and import scikit-learn in them before the timed run, then time the
+call twice: the first call (fresh memory everywhere) and the same call again.
 
 Scenarios (issue 14, item 4):
 
@@ -131,12 +132,19 @@ def child(scenario: str, backend: str, scale: float) -> None:
         _run(scenario, X, y, n_jobs)
         end = time.perf_counter()
         workers = [_peak_mb(pid) for pid in _descendants(os.getpid())]
+        caller = _peak_mb(os.getpid())
+        again = None
+        if scenario != "cold":  # the same call once more: segments and pages reused
+            again_start = time.perf_counter()
+            _run(scenario, X, y, n_jobs)
+            again = time.perf_counter() - again_start
     print(
         json.dumps(
             {
                 "seconds": end - fit_start,
+                "again": again,
                 "interpreter": end - start,
-                "caller_mb": _peak_mb(os.getpid()),
+                "caller_mb": caller,
                 "worker_mb": max(workers, default=0.0),
             }
         )
@@ -154,6 +162,11 @@ def measure(scenario: str, backend: str, scale: float) -> dict:
         check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _median(runs: dict, backend: str, key: str) -> float:
+    values = [r[key] for r in runs[backend] if r[key] is not None]
+    return statistics.median(values) if values else float("nan")
 
 
 def main() -> None:
@@ -182,21 +195,25 @@ def main() -> None:
             for backend in backends:
                 runs[backend].append(measure(scenario, backend, args.scale))
         print(f"\n### {scenario}\n")
-        print("| run | median | loky / run | whole interpreter | caller peak | worker peak |")
-        print("|---|---:|---:|---:|---:|---:|")
-        loky = statistics.median(r["seconds"] for r in runs["loky"])
-        for backend, results in runs.items():
-            seconds = statistics.median(r["seconds"] for r in results)
-            whole = statistics.median(r["interpreter"] for r in results)
-            caller = statistics.median(r["caller_mb"] for r in results)
-            worker = statistics.median(r["worker_mb"] for r in results)
+        print(
+            "| run | first call | loky / run | call again | loky / run | whole interpreter "
+            "| caller peak | worker peak |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for backend in runs:
+            first, again = _median(runs, backend, "seconds"), _median(runs, backend, "again")
+            loky_first = _median(runs, "loky", "seconds")
+            loky_again = _median(runs, "loky", "again")
             print(
-                f"| {backend} | {seconds * 1e3:.0f} ms | {loky / seconds:.2f}× | "
-                f"{whole * 1e3:.0f} ms | {caller:.0f} MB | {worker:.0f} MB |"
+                f"| {backend} | {first * 1e3:.0f} ms | {loky_first / first:.2f}× "
+                f"| {again * 1e3:.0f} ms | {loky_again / again:.2f}× "
+                f"| {_median(runs, backend, 'interpreter') * 1e3:.0f} ms "
+                f"| {_median(runs, backend, 'caller_mb'):.0f} MB "
+                f"| {_median(runs, backend, 'worker_mb'):.0f} MB |"
             )
         if scenario == "input":
-            ideal = statistics.median(r["seconds"] for r in runs["n_jobs=1"]) / 2
-            mine = statistics.median(r["seconds"] for r in runs["oxjob"])
+            ideal = _median(runs, "n_jobs=1", "seconds") / 2
+            mine = _median(runs, "oxjob", "seconds")
             print(f"\noxjob / (n_jobs=1 time / 2 workers): {mine / ideal:.2f}×")
 
 

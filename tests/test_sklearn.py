@@ -420,3 +420,16 @@ def _all_gone(pids, within=10.0):
             return False
         time.sleep(0.05)
     return True
+
+
+def blas_limits(_):
+    from threadpoolctl import threadpool_info
+
+    return sorted({info["num_threads"] for info in threadpool_info()})
+
+
+def test_inner_max_num_threads_limits_native_thread_pools_in_workers():
+    np.ones(2) @ np.ones(2)  # BLAS loaded here too, so that the workers load it
+    with joblib.parallel_config(backend="oxjob", n_jobs=2, inner_max_num_threads=2):
+        limits = joblib.Parallel()(joblib.delayed(blas_limits)(i) for i in range(2))
+    assert limits == [[2], [2]]  # the default here is cpu_count() // n_jobs = 1

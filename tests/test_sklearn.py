@@ -433,3 +433,24 @@ def test_inner_max_num_threads_limits_native_thread_pools_in_workers():
     with joblib.parallel_config(backend="oxjob", n_jobs=2, inner_max_num_threads=2):
         limits = joblib.Parallel()(joblib.delayed(blas_limits)(i) for i in range(2))
     assert limits == [[2], [2]]  # the default here is cpu_count() // n_jobs = 1
+
+
+def mark_initialized(status):
+    status[os.getpid()] = "initialized"
+
+
+def initialized_here(status):
+    return status.get(os.getpid())
+
+
+def test_initializer_runs_in_each_worker_and_manager_proxies_connect():
+    import multiprocessing
+
+    with multiprocessing.Manager() as manager:
+        status = manager.dict()
+        with joblib.parallel_config(
+            backend="oxjob", n_jobs=2, initializer=mark_initialized, initargs=(status,)
+        ):
+            seen = joblib.Parallel()(joblib.delayed(initialized_here)(status) for _ in range(20))
+        assert seen == ["initialized"] * 20
+        assert len(status) >= 1 and os.getpid() not in status

@@ -80,7 +80,8 @@ class _Call:
                     # must not reach the dead worker.
                     tasks.engine.kill(worker)
                     queue.popleft()
-                    tasks.pending.extendleft(reversed(queue))
+                    others = [t for t in queue if getattr(t.done, "call", None) is not self]
+                    tasks.pending.extendleft(reversed(others))
                     queue.clear()
                     tasks.pool.respawn(worker)
                     tasks._started(worker)

@@ -34,22 +34,57 @@ __all__ = ["OxjobBackend", "use_as_joblib_default"]
 _DEFAULT_MAX_NBYTES = 1 << 20
 
 
-def _run_batch(batch: Callable[[], list]) -> list:
-    """Run one of joblib's ``BatchedCalls`` in a worker.
+class _Runner:
+    """The function the engine runs on each batch (joblib's ``BatchedCalls``).
 
-    The batch travels as the argument of this (importable) function rather than as
-    the function itself: arguments go through the engine's shared-memory transport
-    and are dropped after the task; functions are kept for the call's lifetime.
+    The batch travels as this function's argument, not as the function itself:
+    arguments go through the engine's shared-memory transport and are dropped after
+    the task, while functions are kept for the call. The runner carries what every
+    batch of a call needs in its worker, set up before the worker's first batch: the
+    caller's ``multiprocessing`` authkey (so that ``Manager`` proxies and queues
+    passed to tasks connect, as from loky's workers), joblib's ``initializer`` and
+    ``initargs``, and the ``inner_max_num_threads`` limit.
     """
-    return batch()
 
+    def __init__(self, initializer: Callable | None, initargs: tuple, threads: int | None):
+        import multiprocessing
 
-def _run_batch_limited(batch: Callable[[], list], n_threads: int) -> list:
-    """Run a batch with native thread pools limited (``inner_max_num_threads``)."""
-    from threadpoolctl import threadpool_limits
+        self.authkey = bytes(multiprocessing.current_process().authkey)
+        self.setup = None
+        if initializer is not None:
+            import cloudpickle
 
-    with threadpool_limits(limits=n_threads):
-        return batch()
+            # Unpickled by the first batch, not with the runner: a failure to
+            # unpickle initargs is then that batch's error, not a dead worker.
+            self.setup = cloudpickle.dumps((initializer, tuple(initargs)))
+        self.threads = threads
+        self.ready = False
+
+    def __getstate__(self) -> tuple:
+        return self.authkey, self.setup, self.threads
+
+    def __setstate__(self, state: tuple) -> None:
+        import multiprocessing
+
+        self.authkey, self.setup, self.threads = state
+        # Now, before the batches are unpickled: they may hold Manager proxies.
+        multiprocessing.current_process().authkey = self.authkey
+        self.ready = False  # each worker's copy sets itself up once
+
+    def __call__(self, batch: Callable[[], list]) -> list:
+        if not self.ready:
+            if self.setup is not None:
+                import pickle
+
+                initializer, initargs = pickle.loads(self.setup)
+                initializer(*initargs)
+            self.ready = True
+        if self.threads is None:
+            return batch()
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=self.threads):
+            return batch()
 
 
 class _Callbacks:
@@ -149,6 +184,9 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
         they get ``cpu_count() // n_jobs`` threads, as with loky.
     idle_worker_timeout : float, default=300
         Seconds after which idle workers exit.
+    initializer, initargs : optional
+        ``initializer(*initargs)`` runs in each worker before its first batch of a
+        call (joblib 1.5+'s ``Parallel``/``parallel_config`` parameters).
     **backend_kwargs
         Kept as joblib's backends keep them.
     """
@@ -173,6 +211,8 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
         self.idle_worker_timeout = idle_worker_timeout
         self._engine: Any = None
         self._call: Any = None
+        self._runner: _Runner | None = None
+        self._runner_key: tuple | None = None
         self._n_jobs = 1
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
@@ -222,6 +262,14 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
         if idle_worker_timeout is None:
             idle_worker_timeout = self.idle_worker_timeout
         mmap_mode, max_nbytes = _transport(options.get("mmap_mode"), options.get("max_nbytes"))
+        initializer, initargs = options.get("initializer"), options.get("initargs") or ()
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be a callable, got {initializer!r}")
+        runner = (initializer, tuple(initargs), self.inner_max_num_threads)
+        if self._runner is None or self._runner_key != runner:
+            # A new runner is set up again in each worker (its initializer runs once
+            # per worker); the same settings keep the one the workers have.
+            self._runner, self._runner_key = _Runner(*runner), runner
         from ._tasks import shared_engine
 
         self._engine = shared_engine(
@@ -247,11 +295,7 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
             self.start_call()
         job = _Job(callback)
         try:
-            if self.inner_max_num_threads is None:
-                self._call.submit(_run_batch, "map", [func], job._done)
-            else:
-                arguments = [(func, self.inner_max_num_threads)]
-                self._call.submit(_run_batch_limited, "starmap", arguments, job._done)
+            self._call.submit(self._runner, "map", [func], job._done)
         except Exception as exc:  # noqa: BLE001 - reported as the batch's outcome
             # joblib has registered the batch already: raising here (possibly on the
             # callback thread) would leave the call waiting for it for ever.

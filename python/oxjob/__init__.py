@@ -62,6 +62,14 @@ __all__ = [
     "wrap_non_picklable_objects",
 ]
 
+# joblib backend "oxjob" (docs/joblib-backend.md): registered with joblib now if joblib
+# is imported, else as soon as it is; joblib itself is never imported here.
+_LAZY["use_as_joblib_default"] = "joblib_backend"
+__all__.append("use_as_joblib_default")
+from ._joblib_hook import watch_joblib as _watch_joblib  # noqa: E402
+
+_watch_joblib()
+
 
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:

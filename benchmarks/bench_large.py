@@ -75,6 +75,11 @@ def run_variant(name: str, repeat: int) -> dict:
 
     if runner == "loop":
         call = lambda: [func(a) for a in args]  # noqa: E731
+    elif runner == "oxjob-pool":
+        import oxjob
+
+        pool = oxjob.Pool(2)
+        call = lambda: pool.map(func, args)  # noqa: E731
     elif runner.startswith("oxjob"):
         from oxjob import Parallel, delayed
 
@@ -100,14 +105,15 @@ def run_variant(name: str, repeat: int) -> dict:
     worker_peak = max((_peak_kb(p) for p in workers), default=0)
     return {
         "median": statistics.median(times),
+        "times": times,
         "caller_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "worker_peak_mb": worker_peak / 1024,
     }
 
 
 VARIANTS = {
-    "P2": ["loop", "joblib", "pool", "oxjob", "oxjob-shared"],
-    "P3": ["loop", "joblib", "pool", "oxjob"],
+    "P2": ["loop", "joblib", "pool", "oxjob-pool", "oxjob", "oxjob-shared"],
+    "P3": ["loop", "joblib", "pool", "oxjob-pool", "oxjob"],
 }
 TITLES = {
     "P2": f"P2: {N_ARRAYS} distinct 100 MB arrays in, a.sum() each, n_jobs=2",
@@ -156,15 +162,17 @@ def main() -> None:
         lines = [
             f"### {TITLES[scenario]}",
             "",
-            "| run | median | vs loop | speed-up vs joblib | caller peak RSS | largest worker "
-            "peak RSS |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| run | median | vs loop | speed-up vs joblib | first call | slowest–fastest "
+            "call | caller peak RSS | largest worker peak RSS |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for runner, row in rows.items():
             lines.append(
                 f"| {runner} | {row['median'] * 1e3:.0f} ms | "
                 f"{row['median'] / rows['loop']['median']:.2f}× | "
                 f"{rows['joblib']['median'] / row['median']:.2f}× | "
+                f"{row['times'][0] * 1e3:.0f} ms | "
+                f"{max(row['times']) * 1e3:.0f}–{min(row['times']) * 1e3:.0f} ms | "
                 f"{row['caller_peak_mb']:.0f} MB ({row['caller_peak_mb'] / data_mb:.2f}× data) | "
                 f"{row['worker_peak_mb']:.0f} MB |"
             )

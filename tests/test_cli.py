@@ -19,7 +19,7 @@ def test_demo_runs_and_reports_timings():
         assert step in result.stdout
     assert "GB/s" in result.stdout
     assert "Parallel: sum of squares" in result.stdout
-    assert "[Parallel(n_jobs=2)]: Done 8 out of 8" in result.stderr
+    assert "[Parallel(n_jobs=2)]: Done   8 out of   8" in result.stderr  # joblib: width 3
 
 
 def test_inspect(tmp_path):

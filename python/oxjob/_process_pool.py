@@ -60,6 +60,7 @@ class ProcessPool:
     """Worker processes kept for reuse across calls."""
 
     def __init__(self, n_workers: int, mmap_mode: str, max_nbytes: int, idle_timeout: float):
+        from ._mainscript import worker_env
         from .backends import cpu_count, nesting_level
 
         self.n_workers = n_workers
@@ -74,6 +75,8 @@ class ProcessPool:
             OXJOB_IDLE_TIMEOUT=str(idle_timeout),
             OXJOB_NESTING_LEVEL=str(nesting_level() + 1),
         )
+        self.extra_env = worker_env(n_workers)  # the caller's script, authkey, thread limits
+        env.update(self.extra_env)
         self.max_nbytes = max_nbytes
         self.engine = _engine.Engine(
             sys.executable, ["-m", "oxjob._worker"], sorted(env.items()), n_workers

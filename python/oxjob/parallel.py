@@ -8,6 +8,7 @@ joblib's parameters, messages and error behaviour. See ``docs/parallel.md``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import itertools
 import math
@@ -19,8 +20,9 @@ import time
 from numbers import Integral
 from typing import Any, Callable, Iterable, Iterator
 
-from . import _engine
+from . import _engine, _mainscript
 from . import backends as _backends
+from ._expr import pre_dispatch_amount
 from ._protocol import DEFAULT_MAX_NBYTES
 from .backends import (
     ParallelBackendBase,
@@ -402,16 +404,6 @@ class Parallel:
                 'Expected `return_as` parameter to be a string equal to "list"'
                 f',"generator" or "generator_unordered", but got {return_as} instead.'
             )
-        if prefer not in (None, "processes", "threads"):
-            raise ValueError(
-                f"prefer={prefer!r} is not a valid backend hint, expected one of "
-                "['processes', 'threads', None]"
-            )
-        if require not in (None, "sharedmem"):
-            raise ValueError(
-                f"require={require!r} is not a valid backend constraint, expected one of "
-                "['sharedmem', None]"
-            )
         self.return_as = return_as
         self.return_generator = return_as != "list"
         self.return_ordered = return_as != "generator_unordered"
@@ -435,8 +427,17 @@ class Parallel:
         if mode not in ("c", "r", "r+", "w+"):
             raise ValueError(f"mmap_mode must be one of 'c', 'r', 'r+', 'w+', got {mode!r}")
         self.mmap_mode = mode
-        self._backend_kwargs = backend_kwargs
-        self._backend = resolve_backend(backend, prefer, require, config)
+        self._backend, config = resolve_backend(backend, prefer, require, config)
+        # What joblib passes to ``configure``: a custom backend may read it.
+        self._backend_kwargs = {
+            **backend_kwargs,
+            "max_nbytes": self.max_nbytes,
+            "temp_folder": self.temp_folder,
+            "mmap_mode": self.mmap_mode,
+            "prefer": config.get("prefer") if prefer is None else prefer,
+            "require": config.get("require") if require is None else require,
+            "verbose": max(0, self.verbose - 50),
+        }
         if n_jobs is None:
             n_jobs = config.get("n_jobs")
         if n_jobs is None:
@@ -471,20 +472,26 @@ class Parallel:
         writer = sys.stderr.write if self.verbose < 50 else sys.stdout.write
         writer(f"[{self}]: {msg}\n")
 
-    def _print_progress(self, state: _CallState) -> None:
+    def _print_progress(self, state: _CallState, finished: bool = False) -> None:
+        """joblib's ``print_progress``: the same lines at the same counts. A line
+        goes out for a batch by the rule of ``_verbosity_filter`` while tasks are
+        still being read, then by ``verbose``'s share of the tasks left; the last
+        (``finished``) is written once, when the call ends."""
         if not self.verbose:
             return
         n_tasks = state.n_tasks
-        width = math.floor(math.log10(n_tasks)) + 1 if n_tasks else 3
+        # joblib knows the number of tasks only from ``len()``: a generator's lines
+        # keep the width of 3 even once it is exhausted.
+        width = math.floor(math.log10(state.length)) + 1 if state.length else 3
         elapsed = time.time() - state.start_time
         completed = state.n_completed
-        if state.exhausted and completed == state.n_dispatched:
+        if finished:
             self._print(
                 f"Done {completed:{width}d} out of {completed:{width}d} | elapsed: "
                 f"{_short_format_time(elapsed)} finished"
             )
             return
-        if not state.exhausted:
+        if not state.all_dispatched:
             if _verbosity_filter(state.n_batches, self.verbose):
                 return
             fmt_time = f"| elapsed: {_short_format_time(elapsed)}"
@@ -494,7 +501,9 @@ class Parallel:
                 pad = " " * (len("out of ") + width - len("tasks"))
                 self._print(f"Done {completed:{width}d} tasks {pad}{fmt_time}")
             return
-        total = state.n_dispatched
+        total = state.n_dispatched if n_tasks is None else n_tasks
+        if completed == total:
+            return  # the finished line follows
         if completed != 0:
             cursor = total - completed + 1 - state.pre_dispatch
             frequency = (total // self.verbose) + 1
@@ -508,6 +517,21 @@ class Parallel:
         )
 
     # ---- running ---------------------------------------------------------------------
+
+    def _fit_process_pool(self, n_workers: int) -> None:
+        """Stop the reusable workers if they were started with other thread limits
+        (``inner_max_num_threads``) than this call's: those are fixed at start."""
+        if not isinstance(self._backend, ProcessBackend) or n_workers == 1:
+            return
+        from . import _process_pool
+
+        pool = _process_pool._POOL
+        if pool is None:
+            return
+        with _mainscript.inner_threads(self._backend.inner_max_num_threads):
+            wanted = _mainscript.worker_env(n_workers)
+        if getattr(pool, "extra_env", wanted) != wanted:
+            _process_pool.shutdown_pool()
 
     def _make_runner(self, n_workers: int) -> Any:
         backend = self._backend
@@ -530,14 +554,12 @@ class Parallel:
         if pre == "all":
             return None
         if isinstance(pre, str):
-            try:
-                pre = eval(pre.replace("n_jobs", str(n_workers)), {"__builtins__": {}})
-            except Exception as exc:  # noqa: BLE001
-                raise ValueError(f"invalid pre_dispatch expression {self.pre_dispatch!r}") from exc
-        try:
-            return max(int(pre), 1)
-        except (TypeError, ValueError):
-            raise ValueError(f"invalid pre_dispatch {self.pre_dispatch!r}") from None
+            pre = pre_dispatch_amount(pre, n_workers)
+        elif not isinstance(pre, Integral) or isinstance(pre, bool):
+            raise ValueError(
+                f"pre_dispatch must be an int, 'all' or an expression of n_jobs, got {pre!r}"
+            )
+        return max(int(pre), 1)
 
     def __call__(self, iterable: Iterable) -> Any:
         """Run the calls of ``iterable`` (``delayed`` tuples).
@@ -571,10 +593,12 @@ class Parallel:
                 "'timeout' parameter will not be used.",
                 stacklevel=2,
             )
+        backend_name = type(self._backend).__name__
+        if n_workers == 0:
+            raise RuntimeError(f"{backend_name} has no active worker.")
         self._running = True
-        self._print(
-            f"Using backend {type(self._backend).__name__} with {n_workers} concurrent workers."
-        )
+        if n_workers != 1:  # joblib names no backend for a sequential call
+            self._print(f"Using backend {backend_name} with {n_workers} concurrent workers.")
         if self.return_generator:
             return self._outputs(iterable, n_workers)
         results: list = []
@@ -597,6 +621,8 @@ class Parallel:
                 self._backend.terminate()
 
     def _next_batch_size(self, state: _CallState) -> int:
+        if state.sequential and self.verbose:
+            return 1  # progress lines at joblib's counts: one task at a time
         if self.batch_size != "auto":
             return int(self.batch_size)
         if state.task_seconds is None:
@@ -614,14 +640,24 @@ class Parallel:
         state.pre_dispatch = pre_dispatch or 0
         tasks = iter(iterable)
         if pre_dispatch is None:
-            tasks = iter(list(tasks))
-            state.n_tasks = state.n_tasks or None
-        runner = self._make_runner(n_workers)
+            listed = list(tasks)
+            tasks, state.n_tasks = iter(listed), len(listed)
+            del listed
+        # joblib reports a sequential call task by task, as if still reading them.
+        state.sequential = n_workers == 1
+        state.dispatch_all = pre_dispatch is None and not state.sequential
+        self._fit_process_pool(n_workers)
+        with _mainscript.inner_threads(getattr(self._backend, "inner_max_num_threads", None)):
+            runner = self._make_runner(n_workers)
         bar = _ProgressBar(state.n_tasks) if self.progress else None
         ordered: dict[int, list] = {}
         next_to_yield = 0
         in_flight = 0
+        retrieval = (
+            contextlib.nullcontext() if state.sequential else self._backend.retrieval_context()
+        )
         try:
+            retrieval.__enter__()
             while True:
                 limit = (
                     runner.capacity()
@@ -667,11 +703,14 @@ class Parallel:
                             next_to_yield += 1
                     else:
                         yield value
-        except BaseException:
+        except BaseException as exc:
             runner.cancel()
+            retrieval.__exit__(type(exc), exc, exc.__traceback__)
             raise
         else:
             runner.close()
+            retrieval.__exit__(None, None, None)
+            self._print_progress(state, finished=True)
         finally:
             if bar is not None:
                 bar.close()
@@ -703,6 +742,7 @@ class _CallState:
     def __init__(self, n_workers: int, length: Callable[[], int] | None) -> None:
         self.n_workers = n_workers
         self.n_tasks: int | None = length() if length is not None else None
+        self.length = self.n_tasks
         self.n_dispatched = 0
         self.n_completed = 0
         self.n_batches = 0
@@ -711,8 +751,21 @@ class _CallState:
         self.last_size = 1
         self.sizes: dict[int, int] = {}
         self.pre_dispatch = 0
+        self.sequential = False
+        self.dispatch_all = False
         self.start_time = time.time()
         self._weight = 0
+
+    @property
+    def all_dispatched(self) -> bool:
+        """joblib's "the caller's iterator is done with" (progress lines change)."""
+        if self.sequential:
+            return False
+        return (
+            self.dispatch_all
+            or self.exhausted
+            or (self.n_tasks is not None and self.n_dispatched >= self.n_tasks)
+        )
 
     def record_duration(self, size: int, duration: float) -> None:
         """Update the per-task time estimate; the newest batch weighs at least half,

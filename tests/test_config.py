@@ -187,3 +187,64 @@ def test_timeout_unsupported_by_a_backend_warns():
             delayed(abs)(-i) for i in range(3)
         )
     assert out == [0, 1, 2]
+
+
+def test_timeout_on_one_worker_warns_as_joblibs_sequential_backend():
+    with pytest.warns(UserWarning, match="'SequentialBackend' does not support timeout"):
+        Parallel(n_jobs=1, timeout=1)(delayed(abs)(i) for i in range(3))
+
+
+class _ProcessLike(ParallelBackendBase):
+    pass
+
+
+def test_require_sharedmem_says_which_backend_replaces_which_at_verbose_10(capsys):
+    with parallel_config(backend=_ProcessLike()):
+        assert isinstance(Parallel(require="sharedmem")._backend, ThreadingBackend)
+        assert capsys.readouterr() == ("", "")
+        assert isinstance(Parallel(require="sharedmem", verbose=10)._backend, ThreadingBackend)
+    assert capsys.readouterr().out.strip() == (
+        "Using ThreadingBackend as joblib backend instead of _ProcessLike as the latter "
+        "does not provide shared memory semantics."
+    )
+
+
+def _levels(limit):
+    with Parallel(n_jobs=2) as p:
+        here = [(type(p._backend).__name__, p._backend.nesting_level)]
+        if limit == 0:
+            return here
+        return here + p(delayed(_levels)(limit - 1) for _ in range(1))[0]
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_nesting_levels_of_nested_calls(backend):
+    with parallel_config(backend, n_jobs=2):
+        levels = _levels(3)
+    top = "ProcessBackend" if backend == "loky" else "ThreadingBackend"
+    assert levels == [
+        (top, 0),
+        ("ThreadingBackend", 1),
+        ("SequentialBackend", 2),
+        ("SequentialBackend", 2),
+    ]
+
+
+def test_the_callers_thread_variables_win_and_changes_restart_workers(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    assert Parallel(n_jobs=2)(delayed(h.env)("OPENBLAS_NUM_THREADS") for _ in range(2)) == [
+        "4",
+        "4",
+    ]
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "5")
+    assert Parallel(n_jobs=2)(delayed(h.env)("OPENBLAS_NUM_THREADS") for _ in range(2)) == [
+        "5",
+        "5",
+    ]
+
+
+def test_initializer_given_to_parallel_as_joblib():
+    out = Parallel(n_jobs=2, initializer=h.set_global, initargs=("direct",))(
+        delayed(h.read_global)(i) for i in range(4)
+    )
+    assert out == ["direct"] * 4

@@ -246,7 +246,7 @@ class parallel_backend(parallel_config):
         return self._new.get("backend"), self._new.get("n_jobs")
 
 
-def resolve_backend(backend: Any, prefer: Any, require: Any, config: dict) -> Any:
+def resolve_backend(backend: Any, prefer: Any, require: Any, config: dict, verbose: int = 0) -> Any:
     """The backend a Parallel call uses, following joblib's precedence rules.
 
     Returns
@@ -275,7 +275,14 @@ def resolve_backend(backend: Any, prefer: Any, require: Any, config: dict) -> An
     if (require == "sharedmem" and not getattr(active, "supports_sharedmem", False)) or (
         not explicit and prefer == "threads" and not uses_threads
     ):
+        replaced = active
         active = _b.ThreadingBackend(nesting_level=active.nesting_level)
+        if verbose >= 10 and explicit:
+            print(
+                f"Using {type(active).__name__} as joblib backend instead of "
+                f"{type(replaced).__name__} as the latter does not provide shared "
+                "memory semantics."
+            )
         config = {**config, "n_jobs": 1}  # joblib: one thread unless told otherwise
     elif not explicit and prefer == "processes" and uses_threads:
         active = backend_factory(_b.DEFAULT_BACKEND)(nesting_level=active.nesting_level)
@@ -295,3 +302,10 @@ def resolve_backend(backend: Any, prefer: Any, require: Any, config: dict) -> An
     if own_require == "sharedmem" and not getattr(chosen, "supports_sharedmem", False):
         raise ValueError(f"Backend {chosen} does not support shared memory")
     return chosen, config
+
+
+def get_active_backend(prefer: Any = None, require: Any = None, verbose: int = 0) -> tuple:
+    """``(backend, n_jobs)`` a ``Parallel()`` made here would use, as joblib's
+    ``joblib.parallel.get_active_backend``; ``n_jobs`` is None when no context sets it."""
+    backend, config = resolve_backend(None, prefer, require, get_config(), verbose)
+    return backend, config.get("n_jobs")

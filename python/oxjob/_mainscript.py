@@ -212,8 +212,15 @@ def worker_env(n_workers: int) -> dict[str, str]:
         argv = sys.argv if main is sys.modules.get("__main__") else None
         env["OXJOB_MAIN"] = json.dumps({"path": path, "package": package, "argv": argv})
     env["OXJOB_AUTHKEY"] = bytes(process.current_process().authkey).hex()
+    # As loky: the explicit limit, else the caller's own setting, else an equal share
+    # of the CPUs (part of the key deciding whether running workers can be reused).
     threads = getattr(_settings, "inner_max_num_threads", None)
-    if threads is not None:
+    if threads is None:
+        from .backends import cpu_count
+
+        share = str(max(cpu_count() // max(n_workers, 1), 1))
+        env.update({var: os.environ.get(var, share) for var in _THREAD_VARS})
+    else:
         env.update({var: str(threads) for var in _THREAD_VARS})
     if "ENABLE_IPC" not in os.environ:
         env["ENABLE_IPC"] = "1"  # TBB's schedulers coordinate across processes (as loky)

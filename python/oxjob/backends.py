@@ -102,8 +102,9 @@ def cpu_count(only_physical_cores: bool = False) -> int:
 
 
 def nesting_level() -> int:
-    """0 in the main process, 1 inside a worker of a Parallel call, and so on."""
-    return int(os.environ.get("OXJOB_NESTING_LEVEL", "0")) + _thread_local_nesting()
+    """0 in the main process, 1 inside a worker of a Parallel call, and so on (a
+    thread of the threading backend holds its level: its caller's plus one)."""
+    return _thread_local_nesting() or int(os.environ.get("OXJOB_NESTING_LEVEL", "0"))
 
 
 _local = threading.local()

@@ -22,9 +22,13 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import _engine, _mainscript
 from . import backends as _backends
+from ._config import get_active_backend  # noqa: F401 - joblib.parallel's name
 from ._expr import pre_dispatch_amount
 from ._protocol import DEFAULT_MAX_NBYTES
-from .backends import (
+from .backends import (  # noqa: F401 - BACKENDS, DEFAULT_BACKEND: joblib.parallel's names
+    BACKENDS,
+    DEFAULT_BACKEND,
+    EXTERNAL_BACKENDS,
     ParallelBackendBase,
     ProcessBackend,
     SequentialBackend,
@@ -354,8 +358,8 @@ class Parallel:
         Seconds a task may run; beyond that its worker is killed and
         :class:`~oxjob.exceptions.TimeoutError` is raised.
     pre_dispatch : int or str, default='2 * n_jobs'
-        How many batches are dispatched ahead of completion (an int, ``'all'``, or
-        an expression of ``n_jobs``).
+        How many batches are dispatched ahead of completion: an int, ``'all'``, or
+        arithmetic on ``n_jobs`` (``'2*n_jobs'``), parsed, never evaluated as code.
     batch_size : int or 'auto', default='auto'
         Tasks per batch; ``'auto'`` measures task durations and reaches batches of
         about 20 ms within a few batches.
@@ -372,6 +376,10 @@ class Parallel:
         Hard constraint: use a backend whose workers share the caller's memory.
     progress : bool, default=False
         Show a progress bar with rate and ETA (tqdm when installed).
+    **backend_kwargs
+        Passed to the backend's ``configure``; ``initializer`` and ``initargs`` (as in
+        joblib) run ``initializer(*initargs)`` in every process worker before its
+        first task.
 
     Examples
     --------
@@ -427,7 +435,7 @@ class Parallel:
         if mode not in ("c", "r", "r+", "w+"):
             raise ValueError(f"mmap_mode must be one of 'c', 'r', 'r+', 'w+', got {mode!r}")
         self.mmap_mode = mode
-        self._backend, config = resolve_backend(backend, prefer, require, config)
+        self._backend, config = resolve_backend(backend, prefer, require, config, self.verbose)
         # What joblib passes to ``configure``: a custom backend may read it.
         self._backend_kwargs = {
             **backend_kwargs,
@@ -447,8 +455,9 @@ class Parallel:
         except (TypeError, ValueError):
             raise ValueError("n_jobs could not be converted to int") from None
         self.n_jobs = n_jobs
-        self._initializer = config.get("initializer")
-        self._initargs = config.get("initargs", ())
+        # joblib passes these to the process backends through ``**backend_kwargs``.
+        self._initializer = backend_kwargs.get("initializer", config.get("initializer"))
+        self._initargs = backend_kwargs.get("initargs", config.get("initargs", ()))
         self._running = False
         self._managed = False
 
@@ -584,11 +593,15 @@ class Parallel:
         n_workers = self._backend.configure(
             n_jobs=self.n_jobs, parallel=self, **self._backend_kwargs
         )
-        if self.timeout is not None and not self._backend.supports_timeout:
+        # A call on one worker runs in the caller (joblib: SequentialBackend), where a
+        # task cannot be timed out.
+        runs_here = n_workers == 1 or isinstance(self._backend, SequentialBackend)
+        if self.timeout is not None and (runs_here or not self._backend.supports_timeout):
             import warnings
 
+            name = "SequentialBackend" if runs_here else type(self._backend).__name__
             warnings.warn(
-                f"The backend class {type(self._backend).__name__!r} does not support "
+                f"The backend class {name!r} does not support "
                 f"timeout. You have set 'timeout={self.timeout}' in Parallel but the "
                 "'timeout' parameter will not be used.",
                 stacklevel=2,

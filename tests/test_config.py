@@ -248,3 +248,17 @@ def test_initializer_given_to_parallel_as_joblib():
         delayed(h.read_global)(i) for i in range(4)
     )
     assert out == ["direct"] * 4
+
+
+def test_make_default_and_restoring_joblibs_module_attribute():
+    import oxjob.parallel as parallel_module
+    from oxjob import register_parallel_backend
+
+    original = parallel_module.DEFAULT_BACKEND
+    try:
+        register_parallel_backend("threading", ThreadingBackend, make_default=True)
+        assert parallel_module.DEFAULT_BACKEND == "threading"
+        assert isinstance(Parallel()._backend, ThreadingBackend)
+    finally:
+        parallel_module.DEFAULT_BACKEND = original  # as joblib's tests restore it
+    assert isinstance(Parallel()._backend, ProcessBackend)

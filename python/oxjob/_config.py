@@ -7,6 +7,7 @@ The rules are joblib's: a context's backend is built when the context is entered
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 from . import backends as _b
@@ -66,6 +67,14 @@ def backend_factory(name: str) -> Callable[..., Any]:
     if name not in _b.BACKENDS:
         raise ValueError(f"Invalid backend: {name}, expected one of {sorted(_b.BACKENDS)}")
     return _b.BACKENDS[name]
+
+
+def _default_name() -> str:
+    """The default backend: ``oxjob.parallel.DEFAULT_BACKEND`` once that module is
+    loaded (joblib's place for it, which callers set and restore), else the last
+    ``register_parallel_backend(..., make_default=True)``."""
+    module = sys.modules.get("oxjob.parallel")
+    return getattr(module, "DEFAULT_BACKEND", None) or _b._default_backend[0]
 
 
 def _is_mp_context(backend: Any) -> bool:
@@ -270,7 +279,7 @@ def resolve_backend(backend: Any, prefer: Any, require: Any, config: dict, verbo
             )
             explicit = True
         else:
-            active = backend_factory(_b._default_backend[0])(nesting_level=level)
+            active = backend_factory(_default_name())(nesting_level=level)
     uses_threads = getattr(active, "uses_threads", False)
     if (require == "sharedmem" and not getattr(active, "supports_sharedmem", False)) or (
         not explicit and prefer == "threads" and not uses_threads

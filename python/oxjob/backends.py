@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import warnings
 from typing import Any, Callable, Iterator
@@ -286,6 +287,11 @@ def register_parallel_backend(
     BACKENDS[name] = factory
     if make_default:
         _default_backend[0] = name
+        # joblib keeps the default in ``joblib.parallel.DEFAULT_BACKEND``, which code
+        # reads and restores: oxjob.parallel's name is the one consulted.
+        module = sys.modules.get("oxjob.parallel")
+        if module is not None:
+            module.DEFAULT_BACKEND = name
 
 
 def effective_n_jobs(n_jobs: int | None = -1) -> int:

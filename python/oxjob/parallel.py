@@ -25,9 +25,8 @@ from . import backends as _backends
 from ._config import get_active_backend  # noqa: F401 - joblib.parallel's name
 from ._expr import pre_dispatch_amount
 from ._protocol import DEFAULT_MAX_NBYTES
-from .backends import (  # noqa: F401 - BACKENDS, DEFAULT_BACKEND: joblib.parallel's names
+from .backends import (  # noqa: F401 - BACKENDS, EXTERNAL_BACKENDS: joblib.parallel's names
     BACKENDS,
-    DEFAULT_BACKEND,
     EXTERNAL_BACKENDS,
     ParallelBackendBase,
     ProcessBackend,
@@ -39,6 +38,10 @@ from .backends import (  # noqa: F401 - BACKENDS, DEFAULT_BACKEND: joblib.parall
 from .exceptions import TimeoutError
 
 __all__ = ["Parallel", "delayed"]
+
+#: The backend used when none is given (joblib.parallel's name; set by
+#: ``register_parallel_backend(..., make_default=True)``).
+DEFAULT_BACKEND = _backends._default_backend[0]
 
 #: Auto batching aims at batches that compute for about this long: long enough to
 #: make dispatch overhead negligible, short enough to balance the load at the end.

@@ -262,3 +262,21 @@ def test_make_default_and_restoring_joblibs_module_attribute():
     finally:
         parallel_module.DEFAULT_BACKEND = original  # as joblib's tests restore it
     assert isinstance(Parallel()._backend, ProcessBackend)
+
+
+class _ParameterizedBackend(SequentialBackend):
+    def __init__(self, param=None):  # no super().__init__(), as joblib's test backend
+        if param is None:
+            raise ValueError("param should not be None")
+        self.param = param
+
+
+def test_backend_parameters_from_the_context(monkeypatch):
+    from oxjob.parallel import get_active_backend
+
+    monkeypatch.setitem(BACKENDS, "param_backend", _ParameterizedBackend)
+    with parallel_config("param_backend", param=42, n_jobs=3):
+        backend, n_jobs = get_active_backend()
+        assert type(backend) is _ParameterizedBackend and backend.param == 42
+        assert n_jobs == 3 and backend.nesting_level == 0
+        assert Parallel()(delayed(abs)(-i) for i in range(3)) == [0, 1, 2]

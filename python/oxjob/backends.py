@@ -151,6 +151,10 @@ class ParallelBackendBase:
     supports_return_generator = True
     supports_inner_max_num_threads = False
     uses_threads = False
+    # Class-level too, as joblib's: subclasses that skip ``__init__`` still have them.
+    nesting_level: int | None = None
+    inner_max_num_threads: int | None = None
+    parallel: Any = None
 
     def __init__(
         self,

@@ -445,3 +445,40 @@ def test_manager_proxies_authenticate_in_workers():
         lock = manager.Lock()
         out = oxjob.Parallel(n_jobs=2)(oxjob.delayed(_store)(shared, "k", lock) for _ in range(2))
         assert out == ["k", "k"]
+
+
+def test_a_module_run_with_dash_m_is_loaded_as_mp_main_with_its_package(tmp_path):
+    package = tmp_path / "runpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("OFFSET = 100\n")
+    (package / "job.py").write_text(
+        textwrap.dedent(
+            """
+            import oxjob
+            from .helpers import OFFSET
+
+            def init(value):
+                global G
+                G = value
+
+            def read(x):
+                return G + OFFSET + x
+
+            if __name__ == "__main__":
+                with oxjob.Pool(2, initializer=init, initargs=(1,)) as pool:
+                    print(pool.map(read, range(3)))
+            """
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    out = subprocess.run(
+        [sys.executable, "-m", "runpkg.job"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[101, 102, 103]"]

@@ -738,3 +738,14 @@ def test_a_scripts_functions_share_its_globals_in_the_workers(run_script):
     out = run_script(MAIN_GLOBALS)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["[42, 42, 42, 42]", "[0, 1, 2]"]
+
+
+def _recurse_forever():
+    return Parallel()(delayed(_recurse_forever)() for _ in range(2))
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_recursive_parallelism_raises_recursion_error_not_a_bomb(backend):
+    with parallel_config(backend, n_jobs=2):
+        with pytest.raises(RecursionError):
+            _recurse_forever()

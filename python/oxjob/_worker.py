@@ -24,8 +24,16 @@ def _send_error(channel, tag: int, exc: BaseException, index: int) -> None:
     try:
         body, segments, n_shared = dumps((exc, tb, index), None)
     except Exception:
-        fallback = RuntimeError(f"{type(exc).__name__}: {exc} (the exception could not be pickled)")
-        body, segments, n_shared = dumps((fallback, tb, index), None)
+        try:
+            # A copy of the same type often pickles when the original does not (a
+            # RecursionError caught after a deep recursion fails to pickle itself).
+            copy = type(exc)(*exc.args)
+            body, segments, n_shared = dumps((copy, tb, index), None)
+        except Exception:
+            fallback = RuntimeError(
+                f"{type(exc).__name__}: {exc} (the exception could not be pickled)"
+            )
+            body, segments, n_shared = dumps((fallback, tb, index), None)
     channel.send(ERROR, tag, body, segments, n_shared)
 
 

@@ -322,5 +322,5 @@ from ._config import (  # noqa: E402
     get_config,
     parallel_backend,
     parallel_config,
-    resolve_backend,
 )
+from ._resolve import resolve_backend  # noqa: E402

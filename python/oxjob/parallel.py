@@ -22,9 +22,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import _engine, _mainscript
 from . import backends as _backends
-from ._config import get_active_backend  # noqa: F401 - joblib.parallel's name
 from ._expr import pre_dispatch_amount
 from ._protocol import DEFAULT_MAX_NBYTES
+from ._resolve import get_active_backend  # noqa: F401 - joblib.parallel's name
 from .backends import (  # noqa: F401 - BACKENDS, EXTERNAL_BACKENDS: joblib.parallel's names
     BACKENDS,
     EXTERNAL_BACKENDS,

@@ -334,3 +334,151 @@ def test_tasks_queued_behind_a_dying_task_still_run():
         with pytest.raises(TerminatedWorkerError):
             doomed.result(timeout=30)
         assert [f.result(timeout=30) for f in others] == [i * i for i in range(5)]
+
+
+INIT_GLOBAL_SCRIPT = textwrap.dedent(
+    """
+    import multiprocessing
+    import oxjob
+
+    def init(value):
+        global G
+        G = value
+
+    def read(_):
+        return G
+
+    class Tag:
+        def __init__(self, value):
+            self.value = value
+
+    def tag(value):
+        return Tag(G + value)
+
+    if __name__ == "__main__":
+        with oxjob.Pool(2, initializer=init, initargs=(42,)) as pool:
+            print(pool.map(read, range(4)))
+            print([type(t) is Tag and t.value for t in pool.map(tag, [1, 2])])
+        with oxjob.ProcessPoolExecutor(2, initializer=init, initargs=(7,)) as executor:
+            print(list(executor.map(read, range(3))))
+        reference = []
+        for method in ("spawn", "fork"):
+            with multiprocessing.get_context(method).Pool(
+                2, initializer=init, initargs=(42,)
+            ) as pool:
+                reference.append(pool.map(read, range(4)))
+        print(reference)
+    """
+)
+
+
+def test_a_scripts_initializer_sets_globals_its_functions_read(run_script):
+    """As with multiprocessing's spawn: the script's functions live in one module in
+    each worker (the script run as ``__mp_main__``), so a global set by the
+    initializer is seen by the mapped function."""
+    out = run_script(INIT_GLOBAL_SCRIPT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "[42, 42, 42, 42]",
+        "[43, 44]",  # instances of the script's class, as the caller's class
+        "[7, 7, 7]",
+        "[[42, 42, 42, 42], [42, 42, 42, 42]]",
+    ]
+
+
+UNGUARDED_SCRIPT = textwrap.dedent(
+    """
+    import oxjob
+
+    def double(x):
+        return 2 * x
+
+    print("top level runs")
+    with oxjob.Pool(2) as pool:
+        print(pool.map(double, range(3)))
+    """
+)
+
+
+def test_a_script_without_main_guard_is_not_run_again_in_workers(run_script):
+    out = run_script(UNGUARDED_SCRIPT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["top level runs", "[0, 2, 4]"]
+
+
+GUARDED_BUT_STARTS_WORKERS = textwrap.dedent(
+    """
+    import oxjob
+
+    def double(x):
+        return 2 * x
+
+    pool = oxjob.Pool(1)  # outside the guard: would start workers in every worker
+
+    if __name__ == "__main__":
+        try:
+            print(pool.map(double, range(3)))
+        except RuntimeError as exc:
+            print("refused:", "if __name__ == '__main__'" in str(exc))
+        pool.terminate()
+    """
+)
+
+
+def test_a_script_starting_workers_at_import_is_refused_not_a_fork_bomb(run_script):
+    out = run_script(GUARDED_BUT_STARTS_WORKERS, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["refused: True"]
+
+
+def _store(proxy, key, value):
+    proxy[key] = value
+    return key
+
+
+def test_manager_proxies_authenticate_in_workers():
+    with multiprocessing.Manager() as manager:
+        shared = manager.dict()
+        with oxjob.Pool(2) as pool:
+            assert pool.starmap(_store, [(shared, i, i * i) for i in range(4)]) == [0, 1, 2, 3]
+        assert dict(shared) == {i: i * i for i in range(4)}
+        lock = manager.Lock()
+        out = oxjob.Parallel(n_jobs=2)(oxjob.delayed(_store)(shared, "k", lock) for _ in range(2))
+        assert out == ["k", "k"]
+
+
+def test_a_module_run_with_dash_m_is_loaded_as_mp_main_with_its_package(tmp_path):
+    package = tmp_path / "runpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("OFFSET = 100\n")
+    (package / "job.py").write_text(
+        textwrap.dedent(
+            """
+            import oxjob
+            from .helpers import OFFSET
+
+            def init(value):
+                global G
+                G = value
+
+            def read(x):
+                return G + OFFSET + x
+
+            if __name__ == "__main__":
+                with oxjob.Pool(2, initializer=init, initargs=(1,)) as pool:
+                    print(pool.map(read, range(3)))
+            """
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    out = subprocess.run(
+        [sys.executable, "-m", "runpkg.job"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[101, 102, 103]"]

@@ -40,6 +40,16 @@ def batched_calls_of(func: Callable) -> list | None:
     return None
 
 
+#: What every ``Parallel`` passes to ``configure`` (as joblib's does): settings of the
+#: local engine, not options of a cluster task.
+_PARALLEL_SETTINGS = ("max_nbytes", "temp_folder", "mmap_mode", "prefer", "require", "verbose")
+
+
+def call_options(backend_args: dict) -> dict:
+    """The options a ``Parallel(backend=..., **options)`` call gave its backend."""
+    return {k: v for k, v in backend_args.items() if k not in _PARALLEL_SETTINGS}
+
+
 class Slot:
     """Stands for the ``index``-th reference passed to :func:`run_batch`."""
 

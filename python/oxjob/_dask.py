@@ -124,6 +124,7 @@ class DaskBackend(ParallelBackendBase):
         return max(total, 2)
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_args: Any) -> int:
+        backend_args = _cluster.call_options(backend_args)
         if backend_args:  # Parallel(backend="dask", client=...): the call's own options
             self.__init__(self.nesting_level, **{**self._options, **backend_args})
         self.parallel = parallel

@@ -17,15 +17,6 @@ from typing import Any
 
 from . import _engine
 
-_THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
-
 
 def describe_exit(code: int | None, sig: int | None) -> str:
     if sig is not None:
@@ -41,12 +32,13 @@ class ProcessPool:
     """Worker processes kept for reuse across calls."""
 
     def __init__(self, n_workers: int, mmap_mode: str, max_nbytes: int, idle_timeout: float):
-        from .backends import cpu_count, nesting_level
+        from .backends import nesting_level
 
         self.n_workers = n_workers
-        self.key = (n_workers, mmap_mode, max_nbytes, idle_timeout)
-        threads = str(max(cpu_count() // n_workers, 1))
-        env = {var: os.environ.get(var, threads) for var in _THREAD_VARS}
+        self.key = self.key_for(n_workers, mmap_mode, max_nbytes, idle_timeout)
+        # The caller's script, authkey and thread limits (fixed when workers start).
+        self.extra_env = dict(self.key[-1])
+        env = dict(self.extra_env)
         env.update(
             OXJOB_PARENT_PID=str(os.getpid()),
             OXJOB_SYS_PATH=json.dumps([p for p in sys.path if isinstance(p, str)]),
@@ -61,6 +53,15 @@ class ProcessPool:
         )
         self.generations = [self.engine.generation(w) for w in range(n_workers)]
         self.dead: set[int] = set()
+
+    @staticmethod
+    def key_for(n_workers: int, mmap_mode: str, max_nbytes: int, idle_timeout: float) -> tuple:
+        """What workers started now would be set up with: running ones are reused only
+        for the same key (thread limits, for one, are fixed at start)."""
+        from ._mainscript import worker_env
+
+        extra = tuple(sorted(worker_env(n_workers).items()))
+        return (n_workers, mmap_mode, max_nbytes, idle_timeout, extra)
 
     def respawn(self, worker: int) -> None:
         self.generations[worker] = self.engine.spawn(worker)

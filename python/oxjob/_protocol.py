@@ -16,6 +16,9 @@ import threading
 from typing import Any, Callable
 
 from ._engine import Segment
+from ._mainscript import reduce_main
+
+_MAIN_NAMES = ("__main__", "__mp_main__")
 
 # Frame kinds; their meaning is documented on oxjob_core::pool::frame::Kind.
 FUNCTION, BATCH, RESULT, ERROR, END_CALL, SHUTDOWN, READY, INIT, RELEASED, SPARES, FORGET = range(
@@ -67,6 +70,9 @@ class _SharedAware:
             if segment is not None:
                 offset = obj.__array_interface__["data"][0] - segment.address
                 return _rebuild_shared, (segment, offset, obj.shape, obj.strides, obj.dtype)
+        main = reduce_main(obj)  # the caller's script: one module in the worker
+        if main is not None:
+            return main
         parent = getattr(super(), "reducer_override", None)
         return parent(obj) if parent is not None else NotImplemented
 
@@ -83,11 +89,13 @@ class _ReferencePickler(_Pickler):
     """The plain (C) pickler, refusing what only pickling by value can send."""
 
     def reducer_override(self, obj: Any) -> Any:
-        # Functions, classes and instances of classes defined in the caller's
-        # script: a worker's ``__main__`` is not the caller's.
-        if getattr(obj, "__module__", None) == "__main__":
-            raise _NeedsValue(obj)
-        return super().reducer_override(obj)
+        reduced = super().reducer_override(obj)
+        # What the script's top level does not name (or a session without a script
+        # file defines): a worker's ``__main__`` is not the caller's.
+        if reduced is NotImplemented and getattr(obj, "__module__", None) in _MAIN_NAMES:
+            if isinstance(obj, type) or callable(obj) or reduce_main(type(obj)) is None:
+                raise _NeedsValue(obj)  # (an instance of a script's class goes as it is)
+        return reduced
 
 
 def dumps(

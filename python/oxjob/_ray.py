@@ -84,6 +84,7 @@ class RayBackend(ParallelBackendBase):
         return max(int(ray.cluster_resources().get("CPU", 1)), 2)
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_args: Any) -> int:
+        backend_args = _cluster.call_options(backend_args)
         if backend_args:  # Parallel(backend="ray", num_cpus=...): the call's own options
             self.__init__(self.nesting_level, **{**self._options, **backend_args})
         self.parallel = parallel

@@ -857,7 +857,7 @@ def shared_engine(
 
 def _current(n_workers, mmap_mode, max_nbytes, idle_timeout) -> TaskEngine:
     global _SHARED
-    key = (n_workers, mmap_mode, max_nbytes, idle_timeout)
+    key = ProcessPool.key_for(n_workers, mmap_mode, max_nbytes, idle_timeout)
     if _SHARED is not None and _SHARED.pool.key != key:
         old, _SHARED = _SHARED, None
         with old.lock:

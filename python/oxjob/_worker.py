@@ -24,8 +24,16 @@ def _send_error(channel, tag: int, exc: BaseException, index: int) -> None:
     try:
         body, segments, n_shared = dumps((exc, tb, index), None)
     except Exception:
-        fallback = RuntimeError(f"{type(exc).__name__}: {exc} (the exception could not be pickled)")
-        body, segments, n_shared = dumps((fallback, tb, index), None)
+        try:
+            # A copy of the same type often pickles when the original does not (a
+            # RecursionError caught after a deep recursion fails to pickle itself).
+            copy = type(exc)(*exc.args)
+            body, segments, n_shared = dumps((copy, tb, index), None)
+        except Exception:
+            fallback = RuntimeError(
+                f"{type(exc).__name__}: {exc} (the exception could not be pickled)"
+            )
+            body, segments, n_shared = dumps((fallback, tb, index), None)
     channel.send(ERROR, tag, body, segments, n_shared)
 
 
@@ -56,6 +64,24 @@ def _run_batch(functions: dict, body, buffers: list, shared: list) -> tuple[list
         return results, time.perf_counter() - start
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
         raise _BatchFailed(exc, index) from None
+
+
+class _Unloadable:
+    """Stands for a task function the worker could not unpickle (its module is not
+    importable here, say): calling it raises that error, so the tasks fail with it
+    instead of the worker dying."""
+
+    def __init__(self, exc: Exception) -> None:
+        name = getattr(exc, "name", None)
+        where = f" (module {name!r})" if isinstance(exc, ImportError) and name else ""
+        exc.add_note(
+            f"oxjob: the task's function could not be loaded in the worker process{where}; "
+            "it must be importable there (the worker's sys.path is the caller's)."
+        )
+        self.exc = exc
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise self.exc.with_traceback(None)
 
 
 class _Spares:
@@ -108,6 +134,9 @@ def main() -> int:
     )
 
     _engine.watch_parent(int(os.environ["OXJOB_PARENT_PID"]))
+    from ._mainscript import adopt_caller_state
+
+    adopt_caller_state()
     for entry in json.loads(os.environ.get("OXJOB_SYS_PATH", "[]")):
         if entry not in sys.path:
             sys.path.append(entry)
@@ -152,7 +181,10 @@ def main() -> int:
         elif kind == SPARES:
             spares.keep(shared)
         elif kind == FUNCTION:
-            functions[tag] = loads(body, buffers, shared)
+            try:
+                functions[tag] = loads(body, buffers, shared)
+            except Exception as exc:  # noqa: BLE001 - reported by the tasks that call it
+                functions[tag] = _Unloadable(exc)
         elif kind == END_CALL:
             functions.clear()
             spares.clear()

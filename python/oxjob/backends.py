@@ -9,9 +9,12 @@ registered with :func:`register_parallel_backend`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
-from typing import Any, Callable
+import warnings
+from typing import Any, Callable, Iterator
 
 __all__ = [
     "ParallelBackendBase",
@@ -23,6 +26,9 @@ __all__ = [
     "parallel_config",
     "parallel_backend",
     "register_parallel_backend",
+    "EXTERNAL_BACKENDS",
+    "get_config",
+    "resolve_backend",
 ]
 
 
@@ -97,8 +103,9 @@ def cpu_count(only_physical_cores: bool = False) -> int:
 
 
 def nesting_level() -> int:
-    """0 in the main process, 1 inside a worker of a Parallel call, and so on."""
-    return int(os.environ.get("OXJOB_NESTING_LEVEL", "0")) + _thread_local_nesting()
+    """0 in the main process, 1 inside a worker of a Parallel call, and so on (a
+    thread of the threading backend holds its level: its caller's plus one)."""
+    return _thread_local_nesting() or int(os.environ.get("OXJOB_NESTING_LEVEL", "0"))
 
 
 _local = threading.local()
@@ -119,10 +126,22 @@ class ParallelBackendBase:
     a list of results) somewhere, call ``callback(result)`` when it finishes, and
     return an object whose ``get(timeout=None)`` returns that result or raises.
 
+    Parameters
+    ----------
+    nesting_level : int, optional
+        How deep in nested ``Parallel`` calls this backend runs (0: the caller).
+    inner_max_num_threads : int, optional
+        Thread limit for native libraries in the workers, for backends whose
+        ``supports_inner_max_num_threads`` is true.
+    **backend_kwargs
+        Kept as ``backend_kwargs``.
+
     Attributes
     ----------
     default_n_jobs : int
+        Workers when neither ``Parallel`` nor :class:`parallel_config` says (1).
     supports_timeout, supports_sharedmem, supports_return_generator : bool
+    supports_inner_max_num_threads, uses_threads : bool
     nesting_level : int or None
     """
 
@@ -131,9 +150,21 @@ class ParallelBackendBase:
     supports_sharedmem = False
     supports_return_generator = True
     supports_inner_max_num_threads = False
+    uses_threads = False
+    # Class-level too, as joblib's: subclasses that skip ``__init__`` still have them.
+    nesting_level: int | None = None
+    inner_max_num_threads: int | None = None
+    parallel: Any = None
 
-    def __init__(self, nesting_level: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        nesting_level: int | None = None,
+        inner_max_num_threads: int | None = None,
+        **backend_kwargs: Any,
+    ) -> None:
         self.nesting_level = nesting_level
+        self.inner_max_num_threads = inner_max_num_threads
+        self.backend_kwargs = backend_kwargs
         self.parallel = None
 
     def effective_n_jobs(self, n_jobs: int) -> int:
@@ -158,6 +189,21 @@ class ParallelBackendBase:
             return SequentialBackend(nesting_level=level), None
         return ThreadingBackend(nesting_level=level), None
 
+    @contextlib.contextmanager
+    def retrieval_context(self) -> Iterator[None]:
+        """Context ``Parallel`` holds while it waits for this backend's results.
+
+        Does nothing by default; a backend with a fixed number of workers that may
+        run nested calls can override it (to lend a worker meanwhile, say).
+        """
+        yield
+
+    @staticmethod
+    def in_main_thread() -> bool:
+        """Whether the caller is the main thread (processes are not started below
+        other threads of a Parallel call)."""
+        return isinstance(threading.current_thread(), threading._MainThread)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -166,6 +212,7 @@ class SequentialBackend(ParallelBackendBase):
     """Run every task in the caller, one after the other."""
 
     supports_sharedmem = True
+    uses_threads = True
 
     def effective_n_jobs(self, n_jobs: int) -> int:
         if n_jobs == 0:
@@ -178,24 +225,40 @@ class ThreadingBackend(ParallelBackendBase):
 
     supports_timeout = True
     supports_sharedmem = True
-    default_n_jobs = -1
+    uses_threads = True
 
 
 class ProcessBackend(ParallelBackendBase):
     """oxjob's process engine: fresh worker interpreters driven from Rust."""
 
     supports_timeout = True
-    default_n_jobs = -1
+    supports_inner_max_num_threads = True
 
     def __init__(
-        self, nesting_level: int | None = None, idle_worker_timeout: float = 300, **kwargs: Any
+        self,
+        nesting_level: int | None = None,
+        inner_max_num_threads: int | None = None,
+        idle_worker_timeout: float = 300,
+        **backend_kwargs: Any,
     ) -> None:
-        super().__init__(nesting_level=nesting_level)
+        super().__init__(nesting_level, inner_max_num_threads, **backend_kwargs)
         self.idle_worker_timeout = idle_worker_timeout
 
     def effective_n_jobs(self, n_jobs: int) -> int:
+        if n_jobs == 0:
+            raise ValueError("n_jobs == 0 in Parallel has no meaning")
+        if _thread_local_nesting() >= 1 or (
+            (self.nesting_level or 0) >= 1 and not self.in_main_thread()
+        ):
+            if n_jobs != 1:
+                warnings.warn(
+                    "Process-backed parallel loops cannot be nested below threads, "
+                    "setting n_jobs=1",
+                    stacklevel=3,
+                )
+            return 1
         if (self.nesting_level or 0) >= 1 or nesting_level() >= 1:
-            return 1  # inside a worker: do not oversubscribe
+            return 1  # inside a worker process: do not oversubscribe
         return effective_n_jobs(n_jobs)
 
 
@@ -243,6 +306,11 @@ def register_parallel_backend(
     BACKENDS[name] = factory
     if make_default:
         _default_backend[0] = name
+        # joblib keeps the default in ``joblib.parallel.DEFAULT_BACKEND``, which code
+        # reads and restores: oxjob.parallel's name is the one consulted.
+        module = sys.modules.get("oxjob.parallel")
+        if module is not None:
+            module.DEFAULT_BACKEND = name
 
 
 def effective_n_jobs(n_jobs: int | None = -1) -> int:
@@ -262,163 +330,12 @@ def effective_n_jobs(n_jobs: int | None = -1) -> int:
     return n_jobs
 
 
-# ---- parallel_config ------------------------------------------------------------------
-
-_NOT_SET = object()
-
-
-def get_config() -> dict:
-    """The settings of the innermost active :class:`parallel_config` (a copy)."""
-    return dict(getattr(_local, "config", {}))
-
-
-class parallel_config:
-    """Set defaults for the ``Parallel`` calls made inside a ``with`` block.
-
-    Same parameters and semantics as :class:`joblib.parallel_config`; settings are
-    local to the thread. Arguments given to ``Parallel`` itself win.
-
-    Parameters
-    ----------
-    backend : str or ParallelBackendBase, optional
-    n_jobs : int, optional
-    verbose : int, optional
-    temp_folder, max_nbytes, mmap_mode, prefer, require : optional
-        As in :class:`oxjob.Parallel`.
-    inner_max_num_threads : int, optional
-        Thread limit for native libraries in the workers.
-    **backend_params
-        Passed to the backend's constructor.
-
-    Examples
-    --------
-    >>> from oxjob import Parallel, delayed, parallel_config
-    >>> with parallel_config(backend="threading", n_jobs=2):
-    ...     Parallel()(delayed(abs)(-i) for i in range(3))
-    [0, 1, 2]
-    """
-
-    def __init__(
-        self,
-        backend: Any = _NOT_SET,
-        *,
-        n_jobs: Any = _NOT_SET,
-        verbose: Any = _NOT_SET,
-        temp_folder: Any = _NOT_SET,
-        max_nbytes: Any = _NOT_SET,
-        mmap_mode: Any = _NOT_SET,
-        prefer: Any = _NOT_SET,
-        require: Any = _NOT_SET,
-        inner_max_num_threads: Any = _NOT_SET,
-        initializer: Any = _NOT_SET,
-        initargs: Any = _NOT_SET,
-        **backend_params: Any,
-    ) -> None:
-        given = {
-            "backend": backend,
-            "n_jobs": n_jobs,
-            "verbose": verbose,
-            "temp_folder": temp_folder,
-            "max_nbytes": max_nbytes,
-            "mmap_mode": mmap_mode,
-            "prefer": prefer,
-            "require": require,
-            "inner_max_num_threads": inner_max_num_threads,
-            "initializer": initializer,
-            "initargs": initargs,
-        }
-        if prefer not in (_NOT_SET, None, "processes", "threads"):
-            raise ValueError(
-                f"prefer={prefer!r} is not a valid backend hint, expected one of "
-                "['processes', 'threads', None]"
-            )
-        if require not in (_NOT_SET, None, "sharedmem"):
-            raise ValueError(
-                f"require={require!r} is not a valid backend constraint, expected "
-                "one of ['sharedmem', None]"
-            )
-        if isinstance(backend, str) and backend not in BACKENDS:
-            raise ValueError(f"Invalid backend: {backend}, expected one of {sorted(BACKENDS)}")
-        self._old = getattr(_local, "config", {})
-        self._new = {**self._old, **{k: v for k, v in given.items() if v is not _NOT_SET}}
-        if backend_params:
-            self._new["backend_params"] = backend_params
-        _local.config = self._new
-
-    def __enter__(self) -> parallel_config:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.unregister()
-
-    def unregister(self) -> None:
-        """Restore the previous settings."""
-        _local.config = self._old
-
-
-class parallel_backend(parallel_config):
-    """Older name of :class:`parallel_config`, with the backend as first argument.
-
-    Parameters
-    ----------
-    backend : str or ParallelBackendBase
-    n_jobs : int, default=-1
-    inner_max_num_threads : int, optional
-    **backend_params
-    """
-
-    def __init__(
-        self,
-        backend: Any,
-        n_jobs: int = -1,
-        inner_max_num_threads: int | None = None,
-        **backend_params: Any,
-    ) -> None:
-        super().__init__(
-            backend,
-            n_jobs=n_jobs,
-            inner_max_num_threads=inner_max_num_threads
-            if inner_max_num_threads is not None
-            else _NOT_SET,
-            **backend_params,
-        )
-
-    def __enter__(self) -> tuple[ParallelBackendBase, int]:
-        backend = self._new.get("backend")
-        if isinstance(backend, str):
-            backend = BACKENDS[backend]()
-        return backend, self._new.get("n_jobs")
-
-
-def resolve_backend(backend: Any, prefer: Any, require: Any, config: dict) -> ParallelBackendBase:
-    """The backend a Parallel call uses, following joblib's precedence rules."""
-    if backend is None:
-        backend = config.get("backend")
-    if prefer is None:
-        prefer = config.get("prefer")
-    if require is None:
-        require = config.get("require")
-    level = nesting_level()
-    if isinstance(backend, ParallelBackendBase):
-        chosen = backend
-        if chosen.nesting_level is None:
-            chosen.nesting_level = level
-    elif backend is None:
-        if level >= 1:
-            # Nested call in a worker: threads, then sequential (as joblib does).
-            name = "threading" if level == 1 else "sequential"
-        elif require == "sharedmem" or prefer == "threads":
-            name = DEFAULT_THREAD_BACKEND
-        else:
-            name = _default_backend[0]
-        chosen = BACKENDS[name](nesting_level=level, **config.get("backend_params", {}))
-    else:
-        if backend not in BACKENDS:
-            raise ValueError(f"Invalid backend: {backend}, expected one of {sorted(BACKENDS)}")
-        chosen = BACKENDS[backend](nesting_level=level, **config.get("backend_params", {}))
-    if require == "sharedmem" and not chosen.supports_sharedmem:
-        if backend is None or isinstance(backend, str) and config.get("backend") == backend:
-            chosen = ThreadingBackend(nesting_level=level)
-        else:
-            raise ValueError(f"Backend {chosen} does not support shared memory")
-    return chosen
+# parallel_config and friends live in _config.py; imported here so that
+# ``oxjob.backends`` keeps offering every name of the backend API.
+from ._config import (  # noqa: E402
+    EXTERNAL_BACKENDS,
+    get_config,
+    parallel_backend,
+    parallel_config,
+)
+from ._resolve import resolve_backend  # noqa: E402

@@ -8,6 +8,7 @@ joblib's parameters, messages and error behaviour. See ``docs/parallel.md``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import itertools
 import math
@@ -19,10 +20,14 @@ import time
 from numbers import Integral
 from typing import Any, Callable, Iterable, Iterator
 
-from . import _engine
+from . import _engine, _mainscript
 from . import backends as _backends
+from ._expr import pre_dispatch_amount
 from ._protocol import DEFAULT_MAX_NBYTES
-from .backends import (
+from ._resolve import get_active_backend  # noqa: F401 - joblib.parallel's name
+from .backends import (  # noqa: F401 - BACKENDS, EXTERNAL_BACKENDS: joblib.parallel's names
+    BACKENDS,
+    EXTERNAL_BACKENDS,
     ParallelBackendBase,
     ProcessBackend,
     SequentialBackend,
@@ -33,6 +38,10 @@ from .backends import (
 from .exceptions import TimeoutError
 
 __all__ = ["Parallel", "delayed"]
+
+#: The backend used when none is given (joblib.parallel's name; set by
+#: ``register_parallel_backend(..., make_default=True)``).
+DEFAULT_BACKEND = _backends._default_backend[0]
 
 #: Auto batching aims at batches that compute for about this long: long enough to
 #: make dispatch overhead negligible, short enough to balance the load at the end.
@@ -352,8 +361,8 @@ class Parallel:
         Seconds a task may run; beyond that its worker is killed and
         :class:`~oxjob.exceptions.TimeoutError` is raised.
     pre_dispatch : int or str, default='2 * n_jobs'
-        How many batches are dispatched ahead of completion (an int, ``'all'``, or
-        an expression of ``n_jobs``).
+        How many batches are dispatched ahead of completion: an int, ``'all'``, or
+        arithmetic on ``n_jobs`` (``'2*n_jobs'``), parsed, never evaluated as code.
     batch_size : int or 'auto', default='auto'
         Tasks per batch; ``'auto'`` measures task durations and reaches batches of
         about 20 ms within a few batches.
@@ -370,6 +379,10 @@ class Parallel:
         Hard constraint: use a backend whose workers share the caller's memory.
     progress : bool, default=False
         Show a progress bar with rate and ETA (tqdm when installed).
+    **backend_kwargs
+        Passed to the backend's ``configure``; ``initializer`` and ``initargs`` (as in
+        joblib) run ``initializer(*initargs)`` in every process worker before its
+        first task.
 
     Examples
     --------
@@ -402,16 +415,6 @@ class Parallel:
                 'Expected `return_as` parameter to be a string equal to "list"'
                 f',"generator" or "generator_unordered", but got {return_as} instead.'
             )
-        if prefer not in (None, "processes", "threads"):
-            raise ValueError(
-                f"prefer={prefer!r} is not a valid backend hint, expected one of "
-                "['processes', 'threads', None]"
-            )
-        if require not in (None, "sharedmem"):
-            raise ValueError(
-                f"require={require!r} is not a valid backend constraint, expected one of "
-                "['sharedmem', None]"
-            )
         self.return_as = return_as
         self.return_generator = return_as != "list"
         self.return_ordered = return_as != "generator_unordered"
@@ -435,8 +438,17 @@ class Parallel:
         if mode not in ("c", "r", "r+", "w+"):
             raise ValueError(f"mmap_mode must be one of 'c', 'r', 'r+', 'w+', got {mode!r}")
         self.mmap_mode = mode
-        self._backend_kwargs = backend_kwargs
-        self._backend = resolve_backend(backend, prefer, require, config)
+        self._backend, config = resolve_backend(backend, prefer, require, config, self.verbose)
+        # What joblib passes to ``configure``: a custom backend may read it.
+        self._backend_kwargs = {
+            **backend_kwargs,
+            "max_nbytes": self.max_nbytes,
+            "temp_folder": self.temp_folder,
+            "mmap_mode": self.mmap_mode,
+            "prefer": config.get("prefer") if prefer is None else prefer,
+            "require": config.get("require") if require is None else require,
+            "verbose": max(0, self.verbose - 50),
+        }
         if n_jobs is None:
             n_jobs = config.get("n_jobs")
         if n_jobs is None:
@@ -446,8 +458,9 @@ class Parallel:
         except (TypeError, ValueError):
             raise ValueError("n_jobs could not be converted to int") from None
         self.n_jobs = n_jobs
-        self._initializer = config.get("initializer")
-        self._initargs = config.get("initargs", ())
+        # joblib passes these to the process backends through ``**backend_kwargs``.
+        self._initializer = backend_kwargs.get("initializer", config.get("initializer"))
+        self._initargs = backend_kwargs.get("initargs", config.get("initargs", ()))
         self._running = False
         self._managed = False
 
@@ -471,20 +484,26 @@ class Parallel:
         writer = sys.stderr.write if self.verbose < 50 else sys.stdout.write
         writer(f"[{self}]: {msg}\n")
 
-    def _print_progress(self, state: _CallState) -> None:
+    def _print_progress(self, state: _CallState, finished: bool = False) -> None:
+        """joblib's ``print_progress``: the same lines at the same counts. A line
+        goes out for a batch by the rule of ``_verbosity_filter`` while tasks are
+        still being read, then by ``verbose``'s share of the tasks left; the last
+        (``finished``) is written once, when the call ends."""
         if not self.verbose:
             return
         n_tasks = state.n_tasks
-        width = math.floor(math.log10(n_tasks)) + 1 if n_tasks else 3
+        # joblib knows the number of tasks only from ``len()``: a generator's lines
+        # keep the width of 3 even once it is exhausted.
+        width = math.floor(math.log10(state.length)) + 1 if state.length else 3
         elapsed = time.time() - state.start_time
         completed = state.n_completed
-        if state.exhausted and completed == state.n_dispatched:
+        if finished:
             self._print(
                 f"Done {completed:{width}d} out of {completed:{width}d} | elapsed: "
                 f"{_short_format_time(elapsed)} finished"
             )
             return
-        if not state.exhausted:
+        if not state.all_dispatched:
             if _verbosity_filter(state.n_batches, self.verbose):
                 return
             fmt_time = f"| elapsed: {_short_format_time(elapsed)}"
@@ -494,7 +513,9 @@ class Parallel:
                 pad = " " * (len("out of ") + width - len("tasks"))
                 self._print(f"Done {completed:{width}d} tasks {pad}{fmt_time}")
             return
-        total = state.n_dispatched
+        total = state.n_dispatched if n_tasks is None else n_tasks
+        if completed == total:
+            return  # the finished line follows
         if completed != 0:
             cursor = total - completed + 1 - state.pre_dispatch
             frequency = (total // self.verbose) + 1
@@ -533,14 +554,12 @@ class Parallel:
         if pre == "all":
             return None
         if isinstance(pre, str):
-            try:
-                pre = eval(pre.replace("n_jobs", str(n_workers)), {"__builtins__": {}})
-            except Exception as exc:  # noqa: BLE001
-                raise ValueError(f"invalid pre_dispatch expression {self.pre_dispatch!r}") from exc
-        try:
-            return max(int(pre), 1)
-        except (TypeError, ValueError):
-            raise ValueError(f"invalid pre_dispatch {self.pre_dispatch!r}") from None
+            pre = pre_dispatch_amount(pre, n_workers)
+        elif not isinstance(pre, Integral) or isinstance(pre, bool):
+            raise ValueError(
+                f"pre_dispatch must be an int, 'all' or an expression of n_jobs, got {pre!r}"
+            )
+        return max(int(pre), 1)
 
     def __call__(self, iterable: Iterable) -> Any:
         """Run the calls of ``iterable`` (``delayed`` tuples).
@@ -565,19 +584,25 @@ class Parallel:
         n_workers = self._backend.configure(
             n_jobs=self.n_jobs, parallel=self, **self._backend_kwargs
         )
-        if self.timeout is not None and not self._backend.supports_timeout:
+        # A call on one worker runs in the caller (joblib: SequentialBackend), where a
+        # task cannot be timed out.
+        runs_here = n_workers == 1 or isinstance(self._backend, SequentialBackend)
+        if self.timeout is not None and (runs_here or not self._backend.supports_timeout):
             import warnings
 
+            name = "SequentialBackend" if runs_here else type(self._backend).__name__
             warnings.warn(
-                f"The backend class {type(self._backend).__name__!r} does not support "
+                f"The backend class {name!r} does not support "
                 f"timeout. You have set 'timeout={self.timeout}' in Parallel but the "
                 "'timeout' parameter will not be used.",
                 stacklevel=2,
             )
+        backend_name = type(self._backend).__name__
+        if n_workers == 0:
+            raise RuntimeError(f"{backend_name} has no active worker.")
         self._running = True
-        self._print(
-            f"Using backend {type(self._backend).__name__} with {n_workers} concurrent workers."
-        )
+        if n_workers != 1:  # joblib names no backend for a sequential call
+            self._print(f"Using backend {backend_name} with {n_workers} concurrent workers.")
         if self.return_generator:
             return self._outputs(iterable, n_workers)
         results: list = []
@@ -605,6 +630,8 @@ class Parallel:
                 self._backend.terminate()
 
     def _next_batch_size(self, state: _CallState) -> int:
+        if state.sequential and self.verbose:
+            return 1  # progress lines at joblib's counts: one task at a time
         if self.batch_size != "auto":
             return int(self.batch_size)
         if state.task_seconds is None:
@@ -622,14 +649,23 @@ class Parallel:
         state.pre_dispatch = pre_dispatch or 0
         tasks = iter(iterable)
         if pre_dispatch is None:
-            tasks = iter(list(tasks))
-            state.n_tasks = state.n_tasks or None
-        runner = self._make_runner(n_workers)
+            listed = list(tasks)
+            tasks, state.n_tasks = iter(listed), len(listed)
+            del listed
+        # joblib reports a sequential call task by task, as if still reading them.
+        state.sequential = n_workers == 1
+        state.dispatch_all = pre_dispatch is None and not state.sequential
+        with _mainscript.inner_threads(getattr(self._backend, "inner_max_num_threads", None)):
+            runner = self._make_runner(n_workers)
         bar = _ProgressBar(state.n_tasks) if self.progress else None
         ordered: dict[int, list] = {}
         next_to_yield = 0
         in_flight = 0
+        retrieval = (
+            contextlib.nullcontext() if state.sequential else self._backend.retrieval_context()
+        )
         try:
+            retrieval.__enter__()
             while True:
                 limit = (
                     runner.capacity()
@@ -675,15 +711,18 @@ class Parallel:
                             next_to_yield += 1
                     else:
                         yield value
-        except BaseException:
+        except BaseException as exc:
             runner.cancel()
             # The exception's traceback keeps this frame alive until the cycle collector
             # runs: let go of the results it holds now (their shared memory with them).
             ordered.clear()
             outcomes = value = None  # noqa: F841
+            retrieval.__exit__(type(exc), exc, exc.__traceback__)
             raise
         else:
             runner.close()
+            retrieval.__exit__(None, None, None)
+            self._print_progress(state, finished=True)
         finally:
             if bar is not None:
                 bar.close()
@@ -715,6 +754,7 @@ class _CallState:
     def __init__(self, n_workers: int, length: Callable[[], int] | None) -> None:
         self.n_workers = n_workers
         self.n_tasks: int | None = length() if length is not None else None
+        self.length = self.n_tasks
         self.n_dispatched = 0
         self.n_completed = 0
         self.n_batches = 0
@@ -723,8 +763,21 @@ class _CallState:
         self.last_size = 1
         self.sizes: dict[int, int] = {}
         self.pre_dispatch = 0
+        self.sequential = False
+        self.dispatch_all = False
         self.start_time = time.time()
         self._weight = 0
+
+    @property
+    def all_dispatched(self) -> bool:
+        """joblib's "the caller's iterator is done with" (progress lines change)."""
+        if self.sequential:
+            return False
+        return (
+            self.dispatch_all
+            or self.exhausted
+            or (self.n_tasks is not None and self.n_dispatched >= self.n_tasks)
+        )
 
     def record_duration(self, size: int, duration: float) -> None:
         """Update the per-task time estimate; the newest batch weighs at least half,

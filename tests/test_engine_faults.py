@@ -8,6 +8,7 @@ import threading
 import time
 
 import _fault_helpers as fh
+import _helpers as h
 import pytest
 
 import oxjob
@@ -30,21 +31,7 @@ def fd_links():
 
 
 def worker_children():
-    me = str(os.getpid())
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if fields[1] == me and fields[0] != "Z" and b"oxjob._worker" in cmdline:
-            found.add(int(entry))
-    return found
+    return set(h.worker_children())
 
 
 def shared_workers():

@@ -31,23 +31,7 @@ import _helpers as h  # noqa: E402
 BACKENDS = ["loky", "threading", "sequential"]
 
 
-def children():
-    """Live (non-zombie) oxjob worker processes started by this process."""
-    me = str(os.getpid())
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if fields[1] == me and fields[0] != "Z" and b"oxjob._worker" in cmdline:
-            found.append(int(entry))
-    return found
+children = h.worker_children
 
 
 def worker_pids():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import functools
 import itertools
 import os
 import pickle
@@ -154,6 +155,7 @@ class Call:
         self.pinned: set[tuple[int, int]] = set()  # a worker may still map it
         self.reusable: dict[int, dict[tuple[int, int], None]] = {}  # by size, oldest first
         self.digests: dict[tuple[int, int], bytes] = {}  # xxh3 of each segment's bytes
+        self.segment_for = functools.partial(engine._segment_for, self)
         self.nbytes = 0  # held in self.segments
         self._carried: list = []
 
@@ -383,38 +385,36 @@ class TaskEngine:
                 return False
             raise
 
-    def _remaining(self, worker: int, now: float) -> float:
-        """Seconds of work a worker has left: its queued tasks' expected times, plus
-        the running one's; a task already past twice its expected time is expected
-        to run about as long again as it has (it is not a short one)."""
-        queue = self.inflight[worker]
-        if not queue:
-            return 0.0
-        head = queue[0]
-        expected = head.expected()
-        elapsed = now - head.started if head.started is not None else 0.0
-        if elapsed > 2 * expected + _OVERDUE_SLACK:
-            left = elapsed
-        else:
-            left = max(expected - elapsed, 0.0)
-        for index in range(1, len(queue)):
-            left += queue[index].expected()
-        return left
-
     def _pick_worker(self, task: Task) -> int | None:
+        """An idle worker, else the one with the least work left among those with room
+        for the task's call; None to keep the task for a worker that becomes free."""
+        depth = task.call.depth
+        room = []
+        for worker, queue in enumerate(self.inflight):
+            queued = len(queue)
+            if queued < depth and worker not in self.dying:
+                if queued == 0:
+                    return worker
+                room.append(worker)
+        if not room:
+            return None  # the common case under load: decided without the clock
         best, best_left = None, 0.0
         now = time.monotonic()
-        depth = task.call.depth
-        for worker in range(self.n):
-            if worker in self.dying:
-                continue
-            queued = len(self.inflight[worker])
-            if queued == 0:
-                return worker
-            if queued >= depth:
-                continue
-            left = self._remaining(worker, now)
-            if left > _QUEUED_WORK + task.expected() and task.call._measured:
+        expected = task.expected()
+        for worker in room:
+            queue = self.inflight[worker]
+            queued = len(queue)
+            # The running task's time left; one already past twice its expected time is
+            # expected to run about as long again as it has (it is not a short one).
+            head = queue[0]
+            head_expected = head.expected()
+            elapsed = now - head.started if head.started is not None else 0.0
+            if elapsed > 2 * head_expected + _OVERDUE_SLACK:
+                left = elapsed
+            else:
+                left = max(head_expected - elapsed, 0.0)
+            left += (queued - 1) * expected
+            if left > _QUEUED_WORK + expected and task.call._measured:
                 continue  # it would wait behind a long task: keep it for a free worker
             if best is None or left < best_left:
                 best, best_left = worker, left
@@ -440,9 +440,7 @@ class TaskEngine:
                 func_ids, calls = self._calls_of(task, worker)
                 call = task.call
                 call._carried = []
-                body, segments, n_shared = dumps_auto(
-                    calls, self.max_nbytes, lambda raw, c=call: self._segment_for(c, raw)
-                )
+                body, segments, n_shared = dumps_auto(calls, self.max_nbytes, call.segment_for)
             except Exception as exc:  # noqa: BLE001 - reported on the task's result
                 self._finished(task)
                 _deliver(task, False, _pickling_error(task, exc))

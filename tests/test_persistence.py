@@ -201,7 +201,8 @@ def test_mmap_of_file_object_warns():
     buffer = io.BytesIO()
     oxjob.dump(np.arange(10), buffer)
     buffer.seek(0)
-    with pytest.warns(UserWarning, match="not a raw file"):
+    # joblib's warning, word for word.
+    with pytest.warns(UserWarning, match="In memory persistence is not compatible"):
         oxjob.load(buffer, mmap_mode="r")
 
 

@@ -17,15 +17,9 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from . import _engine
-from .persistence import (
-    _INBAND_COMPRESSED,
-    _INBAND_RAW,
-    _LoadContext,
-    _pickle_parts,
-    _resolve_compression,
-    _unpickle,
-    load,
-)
+from ._oxjob_format import INBAND_COMPRESSED, INBAND_RAW, LoadContext, pickle_parts, unpickle
+from .compressors import resolve
+from .persistence import load
 
 __all__ = ["CacheItemInfo", "LocalStoreBackend", "StoreBackendBase", "register_store_backend"]
 
@@ -201,7 +195,7 @@ class LocalStoreBackend(StoreBackendBase):
         self.verbose = verbose
         self.compress = options.get("compress", False)
         self.mmap_mode = options.get("mmap_mode")
-        self.codec, self.level = _resolve_compression(None, self.compress)
+        _, self.codec, self.level = resolve(None, self.compress, container_only=True)
         self.limits = (
             parse_bytes_limit(options.get("bytes_limit")),
             parse_items_limit(options.get("items_limit")),
@@ -238,11 +232,11 @@ class LocalStoreBackend(StoreBackendBase):
         parts = self._store.get(func_id, args_id)
         if parts is None:
             raise KeyError(call_id)
-        return _unpickle(parts[0], parts[1:], _LoadContext(native=True), f"{func_id}/{args_id}")
+        return unpickle(parts[0], parts[1:], LoadContext(native=True), f"{func_id}/{args_id}", None)
 
     def dump_item(self, call_id: Any, item: Any, metadata: dict) -> bool:
-        inband = _INBAND_RAW if self.codec == "raw" else _INBAND_COMPRESSED
-        parts = _pickle_parts(item, None, inband)
+        inband = INBAND_RAW if self.codec == "raw" else INBAND_COMPRESSED
+        parts = pickle_parts(item, None, inband)
         stored = self._store.put(
             *call_id, parts, self.codec, self.level, json.dumps(metadata).encode()
         )

@@ -156,7 +156,8 @@ def test_reads_joblib_test_data_files_of_old_joblib_versions():
     assert len(names) > 20  # joblib 0.9 (.npy beside, ZF), 0.10, 0.11, 0.12 files
     for name in names:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # joblib < 0.10's files
+            warnings.simplefilter("ignore", DeprecationWarning)  # joblib < 0.10 files
+            warnings.simplefilter("ignore", UserWarning)  # unaligned arrays of joblib < 1.2
             for mmap_mode in (None, "r") if name.endswith(".pkl") else (None,):
                 result = oxjob.load(os.path.join(directory, name), mmap_mode=mmap_mode)
                 for got, want in zip(result, expected):

@@ -76,7 +76,8 @@ class NumpyArrayWrapper:
             array = inner.load()
         else:
             # joblib <= 1.1 wrote no padding (and no attribute for it).
-            if getattr(self, "numpy_array_alignment_bytes", None) is not None:
+            unpickler._unaligned_record = getattr(self, "numpy_array_alignment_bytes", None) is None
+            if not unpickler._unaligned_record:
                 pad = unpickler.file_handle.read(1)
                 if len(pad) != 1:
                     raise CorruptFileError(f"{unpickler.what}: truncated before array data")
@@ -112,6 +113,15 @@ class NumpyArrayWrapper:
         array._mmap, array.filename = mapping, unpickler.filename
         array.offset, array.mode = offset, unpickler.mmap_mode
         handle.seek(offset + nbytes)
+        if getattr(unpickler, "_unaligned_record", False) and offset % 16:
+            warnings.warn(
+                f"The memmapped array {array} loaded from the file {unpickler.filename} is "
+                "not byte aligned. This may cause segmentation faults if this memmapped "
+                "array is used in some libraries like BLAS or PyTorch. To get rid of this "
+                "warning, regenerate your pickle file with joblib >= 1.2.0 (or write it with "
+                "oxjob). See https://github.com/joblib/joblib/issues/563 for more details",
+                stacklevel=2,
+            )
         return array
 
 

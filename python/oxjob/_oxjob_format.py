@@ -31,9 +31,10 @@ _ARENA_ALIGN = 64
 class LoadContext:
     """What the rebuild functions need to know about the load in progress."""
 
-    __slots__ = ("base", "size", "mmap", "filename", "mode", "native")
+    __slots__ = ("base", "size", "mmap", "filename", "mode", "native", "sections")
 
     def __init__(self, native: bool) -> None:
+        self.sections: list[Any] = []
         self.base = 0  # address of the file mapping, when mapped
         self.size = 0
         self.mmap: Any = None
@@ -76,6 +77,14 @@ def rebuild_small(buffer: Any, offset: int, dtype: Any, shape: tuple, order: str
     return rebuild_array(buffer, dtype, shape, order, offset)
 
 
+def rebuild_indexed(index: int, offset: int, dtype: Any, shape: tuple, order: str) -> Any:
+    """An array in section ``index + 1`` (protocols below 5 have no out-of-band buffers)."""
+    context = _LOAD_CONTEXT.get()
+    if context is None or not 0 <= index < len(context.sections):
+        raise CorruptFileError(f"array section {index + 1} is missing")
+    return rebuild_array(context.sections[index], dtype, shape, order, offset)
+
+
 def arena(buffer: Any) -> Any:
     """The arena's buffer (a record of its own, so the stream refers to it once)."""
     return buffer
@@ -99,9 +108,13 @@ class _Arena:
 class Pickler(pickle.Pickler):
     """Sends numpy arrays as flat byte buffers (any dtype, C or F order)."""
 
-    def __init__(self, *args: Any, arena: _Arena | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, arena: _Arena | None = None, sections: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.arena = arena
+        # Below protocol 5 arrays are referred to by section number instead.
+        self.sections: list[Any] | None = sections
         self.keep: list[Any] = []  # keeps ids stable while pickling
 
     def reducer_override(self, obj: Any) -> Any:
@@ -120,7 +133,14 @@ class Pickler(pickle.Pickler):
         flat = obj.ravel(order="K").view(np.uint8) if obj.size else bytearray()
         if self.arena is not None and obj.nbytes < INBAND_RAW:
             offset = self.arena.add(flat)
+            if self.sections is not None:  # the arena is section 1
+                return rebuild_indexed, (0, offset, obj.dtype, obj.shape, order)
             return rebuild_small, (self.arena, offset, obj.dtype, obj.shape, order)
+        if self.sections is not None:
+            if obj.nbytes < INBAND_COMPRESSED:
+                return NotImplemented  # compressed: small arrays stay in the stream
+            self.sections.append(flat)
+            return rebuild_indexed, (len(self.sections) - 1, 0, obj.dtype, obj.shape, order)
         return rebuild_array, (pickle.PickleBuffer(flat), obj.dtype, obj.shape, order)
 
 
@@ -128,9 +148,17 @@ def pickle_parts(value: Any, protocol: int | None, inband_below: int) -> list[An
     """``[stream, buffer, ...]``: the sections of a container holding ``value``."""
     protocol = pickle.HIGHEST_PROTOCOL if protocol is None else protocol
     buffers: list[Any] = []
-    use_arena = protocol >= 5 and inband_below <= INBAND_RAW
-    small = _Arena() if use_arena else None
+    small = _Arena() if inband_below <= INBAND_RAW else None
     slot: list[int] = []
+    if protocol < 5:
+        # No out-of-band buffers: arrays name their section (the arena first), so
+        # that they still leave the stream and map.
+        sections: list[Any] = [b""] if small is not None else []
+        stream = io.BytesIO()
+        Pickler(stream, protocol=protocol, arena=small, sections=sections).dump(value)
+        if small is not None:
+            sections[0] = memoryview(small.data)
+        return [stream.getbuffer(), *sections]
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
         if small is not None and buffer is small.token:
@@ -144,8 +172,7 @@ def pickle_parts(value: Any, protocol: int | None, inband_below: int) -> list[An
         return False
 
     stream = io.BytesIO()
-    callback = out_of_band if protocol >= 5 else None
-    Pickler(stream, protocol=protocol, buffer_callback=callback, arena=small).dump(value)
+    Pickler(stream, protocol=protocol, buffer_callback=out_of_band, arena=small).dump(value)
     if small is not None and slot:
         buffers[slot[0]] = memoryview(small.data)
     return [stream.getbuffer(), *buffers]
@@ -155,6 +182,7 @@ def unpickle(
     stream: Any, buffers: list[Any], context: LoadContext, what: str, policy: Policy | None
 ) -> Any:
     """Rebuild the value of a container's sections."""
+    context.sections = buffers
     token = _LOAD_CONTEXT.set(context)
     try:
         return FastUnpickler(io.BytesIO(stream), policy, buffers=buffers).load()
@@ -173,7 +201,10 @@ def load_mapped(path: str, mmap_mode: str, policy: Policy | None) -> tuple[bool,
     import numpy as np
 
     stream, buffers, _ = _engine.layout_file(path)
-    if any(codec != "raw" for codec, _, _ in buffers):
+    with open(path, "rb") as f:
+        f.seek(len(MAGIC) + 24 + 1)  # the pickle section's codec byte (0: raw)
+        stream_codec = f.read(1)
+    if stream_codec != b"\x00" or any(codec != "raw" for codec, _, _ in buffers):
         return False, None
     mode = "r+" if mmap_mode == "w+" else mmap_mode
     if mode == "r+":

@@ -44,7 +44,9 @@ SAFE_GLOBALS: dict[str, frozenset[str]] = {
     "numpy.core.numeric": frozenset({"_frombuffer"}),
     "numpy._core.numeric": frozenset({"_frombuffer"}),
     "oxjob.persistence": frozenset({"_rebuild_array"}),
-    "oxjob._oxjob_format": frozenset({"rebuild_array", "rebuild_small", "arena"}),
+    "oxjob._oxjob_format": frozenset(
+        {"rebuild_array", "rebuild_small", "rebuild_indexed", "arena"}
+    ),
 }
 
 

@@ -158,6 +158,17 @@ class _Replay:
             n = n if n < 0 else n - len(data)
         return b"".join(parts)
 
+    def read1(self, n: int = -1) -> bytes:
+        if not self._head:
+            read1 = getattr(self._file, "read1", None) or self._file.read
+            return read1(n if n > 0 else 1 << 20)
+        return self.read(min(n, len(self._head)) if n > 0 else len(self._head))
+
+    def peek(self, n: int = 1) -> bytes:
+        if not self._head:
+            self._head = self.read1(max(n, 1))
+        return self._head
+
     def readinto(self, out: Any) -> int:
         view = memoryview(out).cast("B")
         data = self.read(len(view))
@@ -174,15 +185,28 @@ class _Replay:
         return bytes(line)
 
 
+def _undecided(head: bytes) -> bool:
+    """Whether more first bytes are needed to tell the format."""
+    prefixes = [MAGIC, _streams.ZFILE_PREFIX, *_streams.PREFIXES.values()]
+    prefixes += [c.prefix for c in STREAM_COMPRESSORS.values() if isinstance(c.prefix, bytes)]
+    return len(head) < _HEAD and any(
+        len(head) < len(p) and p.startswith(head) for p in prefixes if p
+    )
+
+
 def _head_of(fileobj: Any) -> tuple[bytes, Any]:
-    """The first bytes of ``fileobj`` and a file object positioned before them."""
+    """The first bytes of ``fileobj`` and a file object positioned before them.
+
+    Never waits for more bytes than the format needs: a tiny pickle on a socket
+    is only a few bytes long.
+    """
     peek = getattr(fileobj, "peek", None)
     if peek is not None:
         try:
             head = peek(_HEAD)[:_HEAD]
         except (OSError, ValueError):
             head = None
-        if head is not None and len(head) >= _HEAD:
+        if head is not None and (head and not _undecided(head)):
             return head, fileobj
     if _seekable(fileobj):
         start = fileobj.tell()
@@ -193,13 +217,13 @@ def _head_of(fileobj: Any) -> tuple[bytes, Any]:
             start, head = 0, fileobj.read(_HEAD)
         fileobj.seek(start)
         return head, fileobj
-    parts = []
-    while sum(map(len, parts)) < _HEAD:
-        data = fileobj.read(_HEAD - sum(map(len, parts)))
+    read1 = getattr(fileobj, "read1", None) or fileobj.read
+    head = b""
+    while not head or _undecided(head):
+        data = read1(_HEAD - len(head))
         if not data:
             break
-        parts.append(data)
-    head = b"".join(parts)
+        head += data
     return head, _Replay(head, fileobj)
 
 
@@ -237,7 +261,10 @@ def load_fileobj(fileobj: Any, mmap_mode: str | None, native: bool, policy: Poli
         )
     if name is not None or wrapper is not None:
         stream = wrapper.decompressor_file(source) if wrapper else None
-        stream = stream or _streams.open_reader(name, _NoWait(source))
+        # zlib and gzip are read exactly; the others' readers read ahead, so they
+        # get read1 (never waiting for bytes the object does not have).
+        exact = name in ("zlib", "gzip")
+        stream = stream or _streams.open_reader(name, source if exact else _NoWait(source))
         return _load_decoded(stream, what, native, policy)
     return _load_pickle(source, what, native, policy)
 

@@ -51,60 +51,124 @@ def detect(head: bytes) -> str | None:
     return None
 
 
-class _ZlibReader(io.RawIOBase):
-    """Reads a zlib (``wbits=15``) or gzip (``wbits=31``) stream, member after member."""
+class _ZlibReader(io.BufferedIOBase):
+    """Reads a zlib (``wbits=15``) or gzip (``wbits=31``) stream, exactly.
+
+    Input is taken with ``peek`` and then consumed by as many bytes as the
+    decompressor used, so the source is left just after the stream: a socket or a
+    file holding more after it is not read into. A following gzip member (``cat
+    a.gz b.gz``) is decoded only when more output is asked for.
+    """
 
     def __init__(self, fileobj: Any, wbits: int) -> None:
         self._file = fileobj
         self._wbits = wbits
         self._inflate = zlib.decompressobj(wbits)
-        self._pending = b""
-        self._done = False
+        self._peek = getattr(fileobj, "peek", None)
+        self._held = b""  # input taken from a source without peek, not yet used
+        self._out = b""
+        self._pos = 0
 
     def readable(self) -> bool:
         return True
 
+    def _input(self) -> bytes:
+        if self._peek is not None:
+            return self._peek(_BLOCK)
+        if not self._held:
+            read1 = getattr(self._file, "read1", None) or self._file.read
+            self._held = read1(_BLOCK)
+        return self._held
+
+    def _used(self, chunk: bytes) -> None:
+        left = len(self._inflate.unconsumed_tail)
+        if self._inflate.eof:
+            left += len(self._inflate.unused_data)
+        if self._peek is not None:
+            self._file.read(len(chunk) - left)
+        else:
+            self._held = chunk[len(chunk) - left :] if left else b""
+            if self._inflate.eof and self._held and _seekable(self._file):
+                self._file.seek(-len(self._held), io.SEEK_CUR)
+                self._held = b""
+
+    def _next_member(self) -> bool:
+        if self._wbits != 31:
+            return False
+        head = self._peek(2)[:2] if self._peek is not None else self._input()[:2]
+        if not head.startswith(PREFIXES["gzip"][:1]):
+            return False
+        self._inflate = zlib.decompressobj(self._wbits)
+        return True
+
+    def _decode(self, limit: int) -> bytes:
+        """Up to ``limit`` more bytes of output; b"" at the end of the stream."""
+        while True:
+            if self._inflate.eof and not self._next_member():
+                return b""
+            chunk = self._input()
+            if not chunk:
+                raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+            data = self._inflate.decompress(chunk, limit)
+            self._used(chunk)
+            if data:
+                return data
+
     def readinto(self, out: Any) -> int:
         view = memoryview(out).cast("B")
         filled = 0
-        while filled < len(view) and not self._done:
-            if not self._pending:
-                if self._inflate.unconsumed_tail:
-                    self._pending = self._inflate.unconsumed_tail
-                else:
-                    self._pending = self._file.read(_BLOCK)
-                    if not self._pending:
-                        if not self._inflate.eof:
-                            raise EOFError("Compressed file ended before the end-of-stream marker")
-                        self._done = True
-                        break
-            data = self._inflate.decompress(self._pending, len(view) - filled)
-            self._pending = self._inflate.unconsumed_tail
+        if self._pos < len(self._out):
+            n = min(len(view), len(self._out) - self._pos)
+            view[:n] = self._out[self._pos : self._pos + n]
+            self._pos += n
+            filled = n
+        while filled < len(view):
+            data = self._decode(min(len(view) - filled, _BLOCK * 16))
+            if not data:
+                break
             view[filled : filled + len(data)] = data
             filled += len(data)
-            if self._inflate.eof:
-                self._next_member()
         return filled
 
-    def _next_member(self) -> None:
-        rest = self._inflate.unused_data + self._pending
-        self._pending = b""
-        if self._wbits != 31:
-            self._done = True
-            return
-        # gzip allows several members one after the other (``cat a.gz b.gz``).
-        while len(rest) < len(PREFIXES["gzip"]):
-            more = self._file.read(_BLOCK)
-            if not more:
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [self._out[self._pos :]]
+            self._out, self._pos = b"", 0
+            while True:
+                data = self._decode(_BLOCK)
+                if not data:
+                    return b"".join(parts)
+                parts.append(data)
+        if len(self._out) - self._pos >= size:
+            data = self._out[self._pos : self._pos + size]
+            self._pos += size
+            return data
+        out = bytearray(size)
+        return bytes(out[: self.readinto(out)])
+
+    read1 = read
+
+    def peek(self, size: int = 1) -> bytes:
+        if self._pos >= len(self._out):
+            self._out, self._pos = self._decode(_BLOCK), 0
+        return self._out[self._pos :]
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            chunk = self.peek()
+            if not chunk:
                 break
-            rest += more
-        if rest.startswith(PREFIXES["gzip"]):
-            self._inflate = zlib.decompressobj(self._wbits)
-            self._pending = rest
-        elif rest.strip(b"\0"):
-            raise OSError("Not a gzipped file: trailing data after the last member")
-        else:
-            self._done = True
+            cut = chunk.find(b"\n") + 1 or len(chunk)
+            line += self.read(cut)
+        return bytes(line)
+
+
+def _seekable(fileobj: Any) -> bool:
+    try:
+        return bool(fileobj.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 class _ZlibWriter(io.RawIOBase):
@@ -144,9 +208,9 @@ def _lz4() -> Any:
 def open_reader(name: str, fileobj: Any) -> Any:
     """A buffered file object decompressing stream ``name`` from ``fileobj``."""
     if name == "zlib":
-        return io.BufferedReader(_ZlibReader(fileobj, 15), _BLOCK)
+        return _ZlibReader(fileobj, 15)
     if name == "gzip":
-        return io.BufferedReader(_ZlibReader(fileobj, 31), _BLOCK)
+        return _ZlibReader(fileobj, 31)
     if name == "bz2":
         return bz2.BZ2File(fileobj, "rb")
     if name == "xz":

@@ -102,6 +102,7 @@ class Policy:
         return _is_safe(module, name) or self._listed(f"{module}.{name}") or self._under(module)
 
     def find_class(self, module: str, name: str) -> Any:
+        module, name = _python3_name(module, name)
         if not self.allowed(module, name) or any(p.startswith("__") for p in name.split(".")):
             raise _refused(module, name)
         found = _resolve(module, name)
@@ -126,6 +127,15 @@ class Policy:
                 "to allow it"
             )
         raise _refused(home, qualname)
+
+
+def _python3_name(module: str, name: str) -> tuple[str, str]:
+    """Python 2's names, as pickle's ``fix_imports`` maps them (``__builtin__.complex``)."""
+    import _compat_pickle
+
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
 def _resolve(module: str, name: str) -> Any:
@@ -170,6 +180,7 @@ class Recorder(Policy):
         self.seen: dict[str, bool] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        module, name = _python3_name(module, name)
         safe = _is_safe(module, name)
         self.seen.setdefault(f"{module}.{name}", safe)
         if safe:

@@ -3,7 +3,8 @@
 ``demo``
     Runs oxjob's main job on this machine and prints the timings.
 ``inspect FILE``
-    Shows the sections of a file written by ``oxjob.dump``.
+    Tells a file's format (oxjob, joblib, pickle, compression) and lists the types
+    it needs, without running any of its code.
 ``cache info|ls|prune|clear LOCATION``
     Sizes and counts per function, every entry, eviction by bytes/items/age, or
     removal of everything, for the cache of ``Memory(LOCATION)``.
@@ -19,7 +20,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from . import _engine, dump, hash, load
+from . import dump, hash, load
 
 __all__ = ["main"]
 
@@ -81,12 +82,14 @@ def demo_parallel() -> None:
 
 
 def inspect(path: str) -> None:
-    """Print the layout of an oxjob file."""
-    stream, buffers, end = _engine.layout_file(path)
-    print(f"{path}: oxjob container, {end} bytes, checksums of the structure OK")
-    print(f"  pickle stream: {len(stream)} bytes")
-    for i, (codec, offset, length) in enumerate(buffers):
-        print(f"  buffer {i}: {length} bytes, codec {codec}, data at offset {offset}")
+    """Print a file's format (oxjob, joblib, pickle; compression) and the types it needs.
+
+    Nothing of the file's code runs: see ``oxjob._inspect``.
+    """
+    from ._inspect import report
+
+    for line in report(path):
+        print(line)
 
 
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -169,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_demo = commands.add_parser("demo", help="run the main job and print timings")
     run_demo.add_argument("--size-mb", type=int, default=256, help="array size (default 256)")
-    run_inspect = commands.add_parser("inspect", help="show the layout of a dump file")
+    run_inspect = commands.add_parser(
+        "inspect", help="tell a file's format and the types it needs (runs none of its code)"
+    )
     run_inspect.add_argument("file")
     run_cache = commands.add_parser("cache", help="inspect, prune or clear a Memory cache")
     run_cache.add_argument("action", choices=["info", "ls", "prune", "clear"])

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import _engine, _streams
 from ._joblib_read import JoblibUnpickler, load_zfile
-from ._load import _head_of
+from ._load import _head_of, bad_pickle
 from ._oxjob_format import MAGIC, LoadContext, read_container_stream, unpickle
 from ._safe import Recorder
 
@@ -47,7 +47,8 @@ def describe(path: str) -> tuple[list[str], dict[str, bool]]:
             lines = [f"{path}: oxjob container ({len(data)} bytes) {wrapping}, {size} bytes"]
             return lines, recorder.seen
         unpickler = _Counting(source, what=path, native=False, policy=recorder)
-        unpickler.load()
+        with bad_pickle(path):
+            unpickler.load()
     protocol = inner_head[1] if inner_head[:1] == b"\x80" else 0
     if unpickler.records:
         aligned = "joblib >= 1.2" if unpickler.aligned else "joblib 0.10 to 1.1"

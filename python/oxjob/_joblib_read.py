@@ -210,6 +210,17 @@ class JoblibUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             return self.policy.find_class(module, name)
         return super().find_class(module, name)
 
+    def load(self) -> Any:
+        try:
+            return super().load()
+        except KeyError as exc:
+            # The pure-Python unpickler reports an unknown opcode as KeyError(opcode).
+            tb = exc.__traceback__
+            if tb is not None and tb.tb_next is not None and tb.tb_next.tb_next is None:
+                key = exc.args[0] if exc.args else 0
+                raise pickle.UnpicklingError(f"invalid load key, {bytes([key])!r}.") from None
+            raise
+
     def load_build(self) -> None:
         super().load_build()
         top = self.stack[-1]

@@ -9,10 +9,12 @@ pure-Python one, which joblib's format needs, from the start of the stream.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from . import _engine, _streams
@@ -107,13 +109,20 @@ def _load_decoded(inner: Any, what: str, native: bool, policy: Policy | None) ->
 def _load_pickle(fileobj: Any, what: str, native: bool, policy: Policy | None, **kw: Any) -> Any:
     """Load a pickle stream, plain or in joblib's format, from ``fileobj``."""
     start = fileobj.tell() if _seekable(fileobj) else None
-    try:
+    with bad_pickle(what):
         if start is not None:
             try:
                 return FastUnpickler(fileobj, policy).load()
             except JoblibStream:
                 fileobj.seek(start)
         return unpickle_joblib(fileobj, what=what, native=native, policy=policy, **kw)
+
+
+@contextlib.contextmanager
+def bad_pickle(what: str) -> Iterator[None]:
+    """A stream that is no pickle at all is a :class:`CorruptFileError`."""
+    try:
+        yield
     except UnicodeDecodeError as exc:
         from ._joblib_read import _PY2_MESSAGE
 

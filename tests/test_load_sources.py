@@ -1,5 +1,6 @@
 """load from open files, BytesIO, pipes and sockets; mmap_mode maps every array."""
 
+import importlib.util
 import io
 import os
 import socket
@@ -21,7 +22,12 @@ WRITERS = {
     "joblib-format": lambda value, f: oxjob.dump(value, f, format="joblib"),
     "joblib": lambda value, f: joblib.dump(value, f),
     "joblib-zlib": lambda value, f: joblib.dump(value, f, compress=3),
+    "oxjob-xz-stream": lambda value, f: oxjob.dump(value, f, compress="xz"),
+    "oxjob-lzma-stream": lambda value, f: oxjob.dump(value, f, compress="lzma"),
+    "joblib-bz2": lambda value, f: joblib.dump(value, f, compress=("bz2", 3)),
 }
+if importlib.util.find_spec("lz4") is not None:
+    WRITERS["joblib-lz4"] = lambda value, f: joblib.dump(value, f, compress=("lz4", 3))
 
 
 def same(loaded, original=VALUE):

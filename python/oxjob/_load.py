@@ -56,7 +56,7 @@ def load_path(path: str, mmap_mode: str | None, native: bool, policy: Policy | N
                 _warn_compressed(mmap_mode, path)
             return load_zfile(path, what=path, native=native, policy=policy)
         name = _streams.detect(head)
-        wrapper = _wrapper_for(head)
+        wrapper = None if name is not None else _wrapper_for(head)  # built-in streams first
         if name is not None or wrapper is not None:
             if mmap_mode is not None:
                 _warn_compressed(mmap_mode, path)
@@ -99,11 +99,16 @@ def _load_container_path(
 
 def _load_decoded(inner: Any, what: str, native: bool, policy: Policy | None) -> Any:
     """Load what a decompressor yields: an oxjob container or a pickle stream."""
-    head, inner = _head_of(inner)
+    head, source = _head_of(inner)
     if head.startswith(MAGIC):
-        parts, _ = read_container_stream(inner, what)
-        return unpickle(parts[0], parts[1:], LoadContext(native), what, policy)
-    return _load_pickle(inner, what, native, policy)
+        parts, _ = read_container_stream(source, what)
+        value = unpickle(parts[0], parts[1:], LoadContext(native), what, policy)
+    else:
+        value = _load_pickle(source, what, native, policy)
+    finish = getattr(inner, "finish", None)
+    if finish is not None:
+        finish()
+    return value
 
 
 def _load_pickle(fileobj: Any, what: str, native: bool, policy: Policy | None, **kw: Any) -> Any:
@@ -241,7 +246,7 @@ def load_fileobj(fileobj: Any, mmap_mode: str | None, native: bool, policy: Poli
     what = repr(getattr(fileobj, "name", "<file object>"))
     head, source = _head_of(fileobj)
     name = _streams.detect(head)
-    wrapper = _wrapper_for(head)
+    wrapper = None if name is not None else _wrapper_for(head)  # built-in streams first
     if mmap_mode is not None:
         if isinstance(fileobj, io.BytesIO):
             message = (
@@ -270,21 +275,6 @@ def load_fileobj(fileobj: Any, mmap_mode: str | None, native: bool, policy: Poli
         )
     if name is not None or wrapper is not None:
         stream = wrapper.decompressor_file(source) if wrapper else None
-        # zlib and gzip are read exactly; the others' readers read ahead, so they
-        # get read1 (never waiting for bytes the object does not have).
-        exact = name in ("zlib", "gzip")
-        stream = stream or _streams.open_reader(name, source if exact else _NoWait(source))
+        stream = stream or _streams.open_reader(name, source)
         return _load_decoded(stream, what, native, policy)
     return _load_pickle(source, what, native, policy)
-
-
-class _NoWait:
-    """``read(n)`` as ``read1(n)``: decompressors read ahead in big blocks, and a
-    socket must not be waited on for bytes the object does not have."""
-
-    def __init__(self, fileobj: Any) -> None:
-        self._file = fileobj
-        self.read = getattr(fileobj, "read1", None) or fileobj.read
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._file, name)

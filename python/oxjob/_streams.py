@@ -84,6 +84,10 @@ class _ZlibReader(io.BufferedIOBase):
         left = len(self._inflate.unconsumed_tail)
         if self._inflate.eof:
             left += len(self._inflate.unused_data)
+        self._consume(chunk, left)
+
+    def _consume(self, chunk: bytes, left: int) -> None:
+        """``chunk`` was decoded but for its last ``left`` bytes: take the rest from the file."""
         if self._peek is not None:
             self._file.read(len(chunk) - left)
         else:
@@ -123,9 +127,12 @@ class _ZlibReader(io.BufferedIOBase):
             self._pos += n
             filled = n
         while filled < len(view):
-            data = self._decode(min(len(view) - filled, _BLOCK * 16))
+            want = len(view) - filled
+            data = self._decode(min(want, _BLOCK * 16))
             if not data:
                 break
+            if len(data) > want:  # decoders without an output limit give more
+                self._out, self._pos, data = data, want, data[:want]
             view[filled : filled + len(data)] = data
             filled += len(data)
         return filled
@@ -148,6 +155,16 @@ class _ZlibReader(io.BufferedIOBase):
 
     read1 = read
 
+    def finish(self) -> None:
+        """Consume the rest of the current stream (its end marker and checksum).
+
+        The object inside can end before the stream's last bytes are decoded; a
+        stream that carries more after it must be left just after this one.
+        """
+        while not self._inflate.eof:
+            if not self._decode(_BLOCK):
+                break
+
     def peek(self, size: int = 1) -> bytes:
         if self._pos >= len(self._out):
             self._out, self._pos = self._decode(_BLOCK), 0
@@ -162,6 +179,42 @@ class _ZlibReader(io.BufferedIOBase):
             cut = chunk.find(b"\n") + 1 or len(chunk)
             line += self.read(cut)
         return bytes(line)
+
+
+class _StreamReader(_ZlibReader):
+    """bz2, xz, lzma and lz4 streams, read exactly as :class:`_ZlibReader` reads zlib.
+
+    Input goes in 1 MiB blocks (the standard library's files use 8 KiB), each
+    decoded whole.
+    """
+
+    def __init__(self, fileobj: Any, name: str, factory: Any) -> None:
+        super().__init__(fileobj, 15)
+        self._name, self._factory = name, factory
+        self._inflate = factory()
+
+    def _next_member(self) -> bool:
+        head = self._peek(8) if self._peek is not None else self._input()
+        if not head[:8].startswith(PREFIXES[self._name][:2]):
+            return False
+        self._inflate = self._factory()
+        return True
+
+    def _decode(self, limit: int) -> bytes:
+        # No output limit: with one, the end of the stream could be found in a later
+        # call, after the chunk holding it was consumed whole, and the bytes after
+        # the stream (``unused_data``) would be lost from the file.
+        while True:
+            if self._inflate.eof and not self._next_member():
+                return b""
+            chunk = self._input()
+            if not chunk:
+                raise EOFError("Compressed file ended before the end-of-stream marker")
+            data = self._inflate.decompress(chunk)
+            unused = self._inflate.unused_data if self._inflate.eof else b""
+            self._consume(chunk, len(unused or b""))
+            if data:
+                return data
 
 
 def _seekable(fileobj: Any) -> bool:
@@ -212,13 +265,13 @@ def open_reader(name: str, fileobj: Any) -> Any:
     if name == "gzip":
         return _ZlibReader(fileobj, 31)
     if name == "bz2":
-        return bz2.BZ2File(fileobj, "rb")
+        return _StreamReader(fileobj, name, bz2.BZ2Decompressor)
     if name == "xz":
-        return lzma.LZMAFile(fileobj, "rb", format=lzma.FORMAT_XZ)
+        return _StreamReader(fileobj, name, lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ))
     if name == "lzma":
-        return lzma.LZMAFile(fileobj, "rb", format=lzma.FORMAT_ALONE)
+        return _StreamReader(fileobj, name, lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE))
     if name == "lz4":
-        return _lz4().LZ4FrameFile(fileobj, "rb")
+        return _StreamReader(fileobj, name, _lz4().LZ4FrameDecompressor)
     raise ValueError(f"unknown stream {name!r}")
 
 

@@ -41,6 +41,9 @@ DEFAULT_LEVELS: dict[str, int] = {"zlib": 3, "gzip": 3, "bz2": 9, "xz": 6, "lzma
 #: joblib's prefix for files written by joblib < 0.10 with compression.
 ZFILE_PREFIX = b"ZF"
 _BLOCK = 1 << 20
+# Decoded in pieces small enough for the allocator to reuse their memory: larger
+# ones are fresh pages each time, faulted in twice (here and in the array).
+_OUT_BLOCK = 1 << 17
 
 
 def detect(head: bytes) -> str | None:
@@ -72,12 +75,14 @@ class _ZlibReader(io.BufferedIOBase):
     def readable(self) -> bool:
         return True
 
+    _in_block = _BLOCK
+
     def _input(self) -> bytes:
         if self._peek is not None:
-            return self._peek(_BLOCK)
+            return self._peek(self._in_block)[: self._in_block]
         if not self._held:
             read1 = getattr(self._file, "read1", None) or self._file.read
-            self._held = read1(_BLOCK)
+            self._held = read1(self._in_block)
         return self._held
 
     def _used(self, chunk: bytes) -> None:
@@ -128,7 +133,7 @@ class _ZlibReader(io.BufferedIOBase):
             filled = n
         while filled < len(view):
             want = len(view) - filled
-            data = self._decode(min(want, _BLOCK * 16))
+            data = self._decode(min(want, _OUT_BLOCK))
             if not data:
                 break
             if len(data) > want:  # decoders without an output limit give more
@@ -187,6 +192,8 @@ class _StreamReader(_ZlibReader):
     Input goes in 1 MiB blocks (the standard library's files use 8 KiB), each
     decoded whole.
     """
+
+    _in_block = 1 << 15  # decoded whole: keep each output small (see _OUT_BLOCK)
 
     def __init__(self, fileobj: Any, name: str, factory: Any) -> None:
         super().__init__(fileobj, 15)

@@ -1,4 +1,4 @@
-"""P4, P5, P6: hash, compressed and raw dump/load, side by side with joblib and numpy.
+"""P4, P5, P6, P11: hash, dump/load, and loading joblib's own files, beside joblib and numpy.
 
 Run: ``python benchmarks/bench_persistence.py [--size-mb 1024] [--repeat 3]``.
 Prints a markdown report (medians, ratios in the same run) for benchmarks/README.md.
@@ -14,7 +14,7 @@ import tempfile
 
 import joblib
 import numpy as np
-from _harness import Table, median_time
+from _harness import Table, interleaved_median_times, median_time
 
 import oxjob
 
@@ -98,12 +98,56 @@ def bench_raw(data: np.ndarray, tmp: str, repeat: int) -> Table:
     return table
 
 
+def bench_joblib_files(data: np.ndarray, tmp: str, repeat: int) -> Table:
+    """oxjob.load and joblib.load of the same files written by joblib.dump, in turns."""
+    table = Table(f"P11: loading joblib's own files, {data.nbytes / 1e9:.2f} GB float64 array")
+    formats = {"raw": 0, "zlib-3": ("zlib", 3)}
+    try:
+        import lz4  # noqa: F401
+
+        formats["lz4-3"] = ("lz4", 3)
+    except ImportError:
+        print("    (lz4 not installed: no lz4 rows)")
+    for label, compress in formats.items():
+        path = os.path.join(tmp, f"joblib-{label}.pkl")
+        joblib.dump(data, path, compress=compress)
+        assert np.array_equal(oxjob.load(path), data)
+        times = interleaved_median_times(
+            {"joblib": lambda p=path: joblib.load(p), "oxjob": lambda p=path: oxjob.load(p)},
+            repeat,
+        )
+        size = f"file {os.path.getsize(path) / 1e6:.0f} MB"
+        table.add(f"joblib.load, joblib {label} file", times["joblib"], size)
+        table.add(
+            f"oxjob.load, joblib {label} file",
+            times["oxjob"],
+            size,
+            baseline=f"joblib.load, joblib {label} file",
+        )
+        if compress == 0:
+            times = interleaved_median_times(
+                {
+                    "joblib": lambda p=path: joblib.load(p, mmap_mode="r"),
+                    "oxjob": lambda p=path: oxjob.load(p, mmap_mode="r"),
+                },
+                repeat,
+            )
+            table.add("joblib.load mmap_mode='r', joblib raw file", times["joblib"])
+            table.add(
+                "oxjob.load mmap_mode='r', joblib raw file",
+                times["oxjob"],
+                baseline="joblib.load mmap_mode='r', joblib raw file",
+            )
+        os.unlink(path)
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    parser.add_argument("--only", default="P4,P5,P6")
+    parser.add_argument("--only", default="P4,P5,P6,P11")
     args = parser.parse_args()
     n = args.size_mb * 2**20 // 8
     rng = np.random.default_rng(0)
@@ -138,6 +182,9 @@ def main() -> None:
         if "P6" in only:
             raw = bench_raw(rng.standard_normal(n), tmp, args.repeat)
             reports.append(raw.render("plain write of the bytes", speedup=False))
+        if "P11" in only:
+            files = bench_joblib_files(rng.standard_normal(n), tmp, args.repeat)
+            reports.append(files.render("joblib.load, joblib raw file"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()

@@ -201,7 +201,8 @@ def test_mmap_of_file_object_warns():
     buffer = io.BytesIO()
     oxjob.dump(np.arange(10), buffer)
     buffer.seek(0)
-    with pytest.warns(UserWarning, match="not a raw file"):
+    # joblib's warning, word for word.
+    with pytest.warns(UserWarning, match="In memory persistence is not compatible"):
         oxjob.load(buffer, mmap_mode="r")
 
 
@@ -287,3 +288,20 @@ def test_no_warning_on_plain_round_trip(path):
         warnings.simplefilter("error")
         oxjob.dump([np.arange(10)], path)
         oxjob.load(path)
+
+
+def test_register_compressor_validates_as_joblib_does():
+    class NotAFile:
+        pass
+
+    with pytest.raises(ValueError, match="'fileobj_factory' attribute should implement the file"):
+        oxjob.register_compressor("bad", CompressorWrapper(NotAFile, prefix=b"bad"))
+    with pytest.raises(ValueError, match=r"Compressor name should be a string, '\(\)' given\."):
+        oxjob.register_compressor((), None)
+    with pytest.raises(ValueError, match="CompressorWrapper interface"):
+        oxjob.register_compressor("duck", type("Duck", (), {"prefix": b"", "extension": ""})())
+    with pytest.raises(ValueError, match="built into oxjob"):
+        oxjob.register_compressor("gzip", CompressorWrapper(bz2.BZ2File, b"BZh"))
+    joblib_compressor = pytest.importorskip("joblib.compressor")
+    wrapper = joblib_compressor.CompressorWrapper(bz2.BZ2File, prefix=b"BZh", extension=".jlbz")
+    oxjob.register_compressor("joblib-bz2", wrapper, force=True)  # joblib's wrapper is accepted

@@ -4,7 +4,8 @@
     Runs oxjob's main jobs on this machine and prints the timings, joblib's beside
     them when joblib is installed; needs no numpy.
 ``inspect FILE``
-    Shows the sections of a file written by ``oxjob.dump``.
+    Tells a file's format (oxjob, joblib, pickle, compression) and lists the types
+    it needs, without running any of its code.
 ``cache info|ls|prune|clear LOCATION``
     Sizes and counts per function, every entry, eviction by bytes/items/age, or
     removal of everything, for the cache of ``Memory(LOCATION)``.
@@ -15,8 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-
-from . import _engine
 
 __all__ = ["main"]
 
@@ -29,12 +28,14 @@ def demo(size_mb: int = 256) -> None:
 
 
 def inspect(path: str) -> None:
-    """Print the layout of an oxjob file."""
-    stream, buffers, end = _engine.layout_file(path)
-    print(f"{path}: oxjob container, {end} bytes, checksums of the structure OK")
-    print(f"  pickle stream: {len(stream)} bytes")
-    for i, (codec, offset, length) in enumerate(buffers):
-        print(f"  buffer {i}: {length} bytes, codec {codec}, data at offset {offset}")
+    """Print a file's format (oxjob, joblib, pickle; compression) and the types it needs.
+
+    Nothing of the file's code runs: see ``oxjob._inspect``.
+    """
+    from ._inspect import report
+
+    for line in report(path):
+        print(line)
 
 
 def _positive_int(text: str) -> int:
@@ -129,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     run_demo.add_argument(
         "--size-mb", type=_positive_int, default=256, help="data size in MB (default 256)"
     )
-    run_inspect = commands.add_parser("inspect", help="show the layout of a dump file")
+    run_inspect = commands.add_parser(
+        "inspect", help="tell a file's format and the types it needs (runs none of its code)"
+    )
     run_inspect.add_argument("file")
     run_cache = commands.add_parser("cache", help="inspect, prune or clear a Memory cache")
     run_cache.add_argument("action", choices=["info", "ls", "prune", "clear"])

@@ -9,23 +9,21 @@ enforced least recently used first. Other backends implement
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import json
 import os
 import re
+import threading
+import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 from . import _engine
-from .persistence import (
-    _INBAND_COMPRESSED,
-    _INBAND_RAW,
-    _LoadContext,
-    _pickle_parts,
-    _resolve_compression,
-    _unpickle,
-    load,
-)
+from ._oxjob_format import INBAND_COMPRESSED, INBAND_RAW, LoadContext, pickle_parts, unpickle
+from .compressors import resolve
+from .persistence import load
 
 __all__ = ["CacheItemInfo", "LocalStoreBackend", "StoreBackendBase", "register_store_backend"]
 
@@ -33,6 +31,42 @@ __all__ = ["CacheItemInfo", "LocalStoreBackend", "StoreBackendBase", "register_s
 CacheItemInfo = collections.namedtuple("CacheItemInfo", "path size last_access")
 
 _STORE_BACKENDS: dict[str, type] = {}
+_UMASK_LOCK = threading.Lock()
+#: Group and other write: a cache entry is unpickled when read, so whoever can
+#: write it can run code in every process that reads the cache.
+_NO_SHARED_WRITE = 0o022
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Create files and directories without group or other write, whatever the umask.
+
+    The umask is the only way to give the files the Rust store creates their mode
+    at creation (a later ``chmod`` would leave a window). It is process-wide: while
+    held, files created by other threads get at most the same restriction.
+    """
+    with _UMASK_LOCK:
+        old = os.umask(0o077)
+        os.umask(old | _NO_SHARED_WRITE)
+        try:
+            yield
+        finally:
+            os.umask(old)
+
+
+def _write_gitignore(location: str) -> None:
+    """joblib's ``.gitignore`` in the cache directory, so the cache is never committed."""
+    parent, base = os.path.split(os.path.normpath(location))
+    directory = parent if parent and base == "oxjob" else location
+    gitignore = os.path.join(directory, ".gitignore")
+    if os.path.exists(gitignore):
+        return
+    try:
+        with open(gitignore, "w") as file:
+            file.write("# Created by oxjob automatically.\n*\n")
+    except OSError as exc:
+        warnings.warn(f"Unable to write {gitignore}. Exception: {exc}.", stacklevel=3)
+
 
 _BYTE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -201,15 +235,17 @@ class LocalStoreBackend(StoreBackendBase):
         self.verbose = verbose
         self.compress = options.get("compress", False)
         self.mmap_mode = options.get("mmap_mode")
-        self.codec, self.level = _resolve_compression(None, self.compress)
+        _, self.codec, self.level = resolve(None, self.compress, container_only=True)
         self.limits = (
             parse_bytes_limit(options.get("bytes_limit")),
             parse_items_limit(options.get("items_limit")),
             parse_age_limit(options.get("age_limit")),
         )
         self._options = options
-        os.makedirs(self.location, exist_ok=True)
-        self._store = _engine.Store(self.location)
+        with private_files():
+            os.makedirs(self.location, exist_ok=True)
+            _write_gitignore(self.location)
+            self._store = _engine.Store(self.location)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -231,21 +267,24 @@ class LocalStoreBackend(StoreBackendBase):
             except FileNotFoundError:
                 raise KeyError(call_id) from None
             try:
-                self._store.touch(func_id, args_id)
+                with private_files():
+                    self._store.touch(func_id, args_id)
             except OSError:
                 pass  # a read-only store still serves hits
             return value
-        parts = self._store.get(func_id, args_id)
+        with private_files():
+            parts = self._store.get(func_id, args_id)
         if parts is None:
             raise KeyError(call_id)
-        return _unpickle(parts[0], parts[1:], _LoadContext(native=True), f"{func_id}/{args_id}")
+        return unpickle(parts[0], parts[1:], LoadContext(native=True), f"{func_id}/{args_id}", None)
 
     def dump_item(self, call_id: Any, item: Any, metadata: dict) -> bool:
-        inband = _INBAND_RAW if self.codec == "raw" else _INBAND_COMPRESSED
-        parts = _pickle_parts(item, None, inband)
-        stored = self._store.put(
-            *call_id, parts, self.codec, self.level, json.dumps(metadata).encode()
-        )
+        inband = INBAND_RAW if self.codec == "raw" else INBAND_COMPRESSED
+        parts = pickle_parts(item, None, inband)
+        with private_files():
+            stored = self._store.put(
+                *call_id, parts, self.codec, self.level, json.dumps(metadata).encode()
+            )
         if any(limit is not None for limit in self.limits):
             self._store.reduce(*self.limits)
         return stored
@@ -268,11 +307,12 @@ class LocalStoreBackend(StoreBackendBase):
 
     def store_cached_func_code(self, path: str, func_code: str) -> None:
         directory = os.path.join(self.location, path)
-        os.makedirs(directory, exist_ok=True)
         target = os.path.join(directory, "func_code.py")
         temp = f"{target}.{os.getpid()}.tmp"
-        with open(temp, "w", encoding="utf-8") as f:
-            f.write(func_code)
+        with private_files():
+            os.makedirs(directory, exist_ok=True)
+            with open(temp, "w", encoding="utf-8") as f:
+                f.write(func_code)
         os.replace(temp, target)
 
     def get_cached_func_code(self, path: str) -> str:

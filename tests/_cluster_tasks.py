@@ -96,3 +96,16 @@ def write_into(x, i):
 
 def lookup(table, key):
     return table[key]
+
+
+def oxjob_parallel_inside(n):
+    """An oxjob Parallel(n_jobs=2) run by a plain Dask task: its results, the warnings
+    it gave, and whether it started oxjob workers in the Dask worker."""
+    import warnings
+
+    from oxjob import Parallel, _tasks, delayed
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(n))
+    return out, [str(w.message) for w in caught], _tasks._SHARED is not None

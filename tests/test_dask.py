@@ -372,3 +372,12 @@ def test_import_and_error_messages():
     assert done.returncode == 0, done.stderr
     assert "you must install both the `dask` and distributed modules" in done.stdout
     assert "needs a Dask client" in done.stdout  # no client yet
+
+
+def test_oxjob_parallel_inside_a_plain_dask_task_runs_sequentially_with_joblibs_warning(client):
+    out, messages, started_workers = client.submit(
+        tasks.oxjob_parallel_inside, 5, pure=False
+    ).result(timeout=60)
+    assert out == [0, 1, 2, 3, 4]
+    assert any("Inside a Dask worker with daemon=True, setting n_jobs=1" in m for m in messages)
+    assert not started_workers  # no local process pool inside the Dask worker

@@ -14,15 +14,9 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
+from .exceptions import UnsafeLoadError
+
 __all__ = ["UnsafeLoadError"]
-
-
-class UnsafeLoadError(pickle.UnpicklingError):
-    """``load(trusted=...)`` met a type or function it was not told to trust.
-
-    Nothing of the file's own code has run when this is raised. The message names
-    the global and how to allow it.
-    """
 
 
 #: Always rebuilt in safe mode: containers, scalars, numpy arrays and dtypes, and

@@ -228,6 +228,31 @@ class ThreadingBackend(ParallelBackendBase):
     uses_threads = True
 
 
+def _in_daemon_process() -> bool:
+    import multiprocessing
+
+    return multiprocessing.current_process().daemon
+
+
+def _DAEMON_MESSAGE() -> str:  # noqa: N802 - a message, built when needed
+    import sys
+
+    worker = sys.modules.get("distributed.worker")
+    try:
+        in_dask = worker is not None and worker.get_worker() is not None
+    except ValueError:
+        in_dask = False
+    if in_dask:
+        return (
+            "Inside a Dask worker with daemon=True, setting n_jobs=1.\n"
+            "Possible work-arounds:\n"
+            "- dask.config.set({'distributed.worker.daemon': False})\n"
+            "- set the environment variable DASK_DISTRIBUTED__WORKER__DAEMON=False\n"
+            "before creating your Dask cluster."
+        )
+    return "Process-backed parallel loops cannot be called in a multiprocessing, setting n_jobs=1"
+
+
 class ProcessBackend(ParallelBackendBase):
     """oxjob's process engine: fresh worker interpreters driven from Rust."""
 
@@ -259,6 +284,11 @@ class ProcessBackend(ParallelBackendBase):
             return 1
         if (self.nesting_level or 0) >= 1 or nesting_level() >= 1:
             return 1  # inside a worker process: do not oversubscribe
+        if n_jobs != 1 and _in_daemon_process():
+            # As joblib: a daemonic process (a Dask worker, a multiprocessing worker)
+            # shares its machine with its siblings; starting a pool there oversubscribes.
+            warnings.warn(_DAEMON_MESSAGE(), stacklevel=3)
+            return 1
         return effective_n_jobs(n_jobs)
 
 

@@ -1,5 +1,6 @@
 """Every exception oxjob raises that is not a Python built-in, in one place."""
 
+import pickle
 from multiprocessing import TimeoutError
 
 try:
@@ -18,6 +19,7 @@ __all__ = [
     "CorruptFileError",
     "JobLibCollisionWarning",
     "RemoteTraceback",
+    "UnsafeLoadError",
     "TerminatedWorkerError",
     "TimeoutError",
 ]
@@ -61,3 +63,11 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return self.tb
+
+
+class UnsafeLoadError(pickle.UnpicklingError):
+    """``load(trusted=...)`` met a type or function it was not told to trust.
+
+    Nothing of the file's own code has run when this is raised. The message names
+    the global and how to allow it.
+    """

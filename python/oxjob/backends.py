@@ -312,9 +312,6 @@ def _cluster_backend(module: str, name: str) -> Callable[..., ParallelBackendBas
     return factory
 
 
-BACKENDS.update(
-    dask=_cluster_backend("._dask", "DaskBackend"), ray=_cluster_backend("._ray", "RayBackend")
-)
 DEFAULT_BACKEND = "loky"
 DEFAULT_THREAD_BACKEND = "threading"
 _default_backend = [DEFAULT_BACKEND]
@@ -369,3 +366,18 @@ from ._config import (  # noqa: E402
     parallel_config,
 )
 from ._resolve import resolve_backend  # noqa: E402
+
+
+def _registers(name: str, module: str, cls: str) -> Callable[[], None]:
+    # As joblib's EXTERNAL_BACKENDS: the name joins BACKENDS when first asked for, so
+    # listing BACKENDS never needs a cluster (or its packages).
+    def register() -> None:
+        BACKENDS.setdefault(name, _cluster_backend(module, cls))
+
+    return register
+
+
+EXTERNAL_BACKENDS.update(
+    dask=_registers("dask", "._dask", "DaskBackend"),
+    ray=_registers("ray", "._ray", "RayBackend"),
+)

@@ -244,3 +244,13 @@ def test_a_worker_killed_while_returning_a_large_result(no_leaks):
     assert settle(lambda: bool(_tasks._SHARED.pool.dead) or victim[0] not in shared_workers())
     out = Parallel(n_jobs=2)(delayed(fh.big_array)(8, float(i)) for i in range(4))
     assert [float(a[0]) for a in out] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_a_worker_without_the_memory_to_map_its_input_fails_the_task_and_lives():
+    np = pytest.importorskip("numpy")
+    with oxjob.Pool(1, initializer=fh.limit_address_space, initargs=(200 << 20,)) as pool:
+        pid = pool._engine.pids()[0]
+        with pytest.raises(MemoryError):
+            pool.apply_async(fh.first_value, (np.ones(50_000_000),)).get(60)  # 400 MB
+        assert pool.apply_async(fh.first_value, (np.full(10, 3.0),)).get(60) == 3.0
+        assert pool._engine.pids() == [pid]  # the same worker: it did not die

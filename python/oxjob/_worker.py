@@ -154,6 +154,13 @@ def main() -> int:
             message = channel.recv(min(idle_timeout, _SPARE_SECONDS) if holding else idle_timeout)
         except EOFError:
             return 0
+        except MemoryError as exc:
+            # A frame whose segments could not be mapped: the channel dropped it and
+            # stays usable. A batch fails with the MemoryError; the worker lives on.
+            if getattr(exc, "kind", None) == BATCH:
+                _send_error(channel, exc.tag, exc, -1)
+                continue
+            raise
         if message is None:
             if holding:
                 spares.clear()  # idle: give their memory back

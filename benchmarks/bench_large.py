@@ -17,6 +17,7 @@ import sys
 import time
 
 import numpy as np
+from _harness import descendants, peak_rss_mb
 
 N_ARRAYS = 8
 ARRAY_BYTES = 100 * 2**20
@@ -29,35 +30,6 @@ def total(a):
 
 def make(i):
     return np.full(N_ITEMS, float(i))
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(parent, []).append(int(entry))
-            except (OSError, ValueError):
-                pass
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _peak_kb(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def run_variant(name: str, repeat: int) -> dict:
@@ -101,13 +73,13 @@ def run_variant(name: str, repeat: int) -> dict:
         out = call()
         times.append(time.perf_counter() - start)
         del out
-    workers = _descendants(os.getpid())
-    worker_peak = max((_peak_kb(p) for p in workers), default=0)
+    workers = descendants(os.getpid())
+    worker_peak = max((peak_rss_mb(p) for p in workers), default=0.0)
     return {
         "median": statistics.median(times),
         "times": times,
         "caller_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "worker_peak_mb": worker_peak / 1024,
+        "worker_peak_mb": worker_peak,
     }
 
 

@@ -30,36 +30,9 @@ import subprocess
 import sys
 import time
 
+from _harness import descendants, peak_rss_mb
+
 SCENARIOS = ("cold", "input", "results", "small")
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(parent, []).append(int(entry))
-            except (OSError, ValueError):
-                pass
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _peak_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 # ---- the child: one measurement in a fresh interpreter ---------------------------------
@@ -131,8 +104,8 @@ def child(scenario: str, backend: str, scale: float) -> None:
         fit_start = time.perf_counter()
         _run(scenario, X, y, n_jobs)
         end = time.perf_counter()
-        workers = [_peak_mb(pid) for pid in _descendants(os.getpid())]
-        caller = _peak_mb(os.getpid())
+        workers = [peak_rss_mb(pid) for pid in descendants(os.getpid())]
+        caller = peak_rss_mb(os.getpid())
         again = None
         if scenario != "cold":  # the same call once more: segments and pages reused
             again_start = time.perf_counter()

@@ -50,6 +50,21 @@ def call_options(backend_args: dict) -> dict:
     return {k: v for k, v in backend_args.items() if k not in _PARALLEL_SETTINGS}
 
 
+class PerCallOptions:
+    """``configure`` of the cluster backends: the options a ``Parallel(backend=...,
+    **options)`` call gives replace the backend's own for that call; then the call's
+    bookkeeping starts (``_start_call``, the backend's)."""
+
+    def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_args: Any) -> int:
+        backend_args = call_options(backend_args)
+        if backend_args:
+            self.__init__(self.nesting_level, **{**self._options, **backend_args})
+        self.parallel = parallel
+        n_workers = self.effective_n_jobs(n_jobs)
+        self._start_call(parallel, n_workers)
+        return n_workers
+
+
 class Slot:
     """Stands for the ``index``-th reference passed to :func:`run_batch`."""
 

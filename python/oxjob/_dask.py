@@ -28,7 +28,7 @@ _clients: dict[str, distributed.Client] = {}
 _lock = threading.Lock()
 
 
-class DaskBackend(ParallelBackendBase):
+class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
     """Run ``Parallel`` batches on a ``dask.distributed`` cluster.
 
     Parameters
@@ -122,15 +122,6 @@ class DaskBackend(ParallelBackendBase):
                 ) from exc
             total = sum(self.client.nthreads().values())
         return max(total, 2)
-
-    def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_args: Any) -> int:
-        backend_args = _cluster.call_options(backend_args)
-        if backend_args:  # Parallel(backend="dask", client=...): the call's own options
-            self.__init__(self.nesting_level, **{**self._options, **backend_args})
-        self.parallel = parallel
-        n_workers = self.effective_n_jobs(n_jobs)
-        self._start_call(parallel, n_workers)
-        return n_workers
 
     def _start_call(self, parallel: Any, n_workers: int) -> None:
         from ._protocol import DEFAULT_MAX_NBYTES

@@ -31,7 +31,7 @@ def _session() -> tuple:
     return context.get_node_id(), context.get_job_id()
 
 
-class RayBackend(ParallelBackendBase):
+class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
     """Run ``Parallel`` batches as Ray tasks.
 
     Parameters
@@ -82,15 +82,6 @@ class RayBackend(ParallelBackendBase):
         At least 2: ``Parallel`` runs a single-worker call in the caller.
         """
         return max(int(ray.cluster_resources().get("CPU", 1)), 2)
-
-    def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_args: Any) -> int:
-        backend_args = _cluster.call_options(backend_args)
-        if backend_args:  # Parallel(backend="ray", num_cpus=...): the call's own options
-            self.__init__(self.nesting_level, **{**self._options, **backend_args})
-        self.parallel = parallel
-        n_workers = self.effective_n_jobs(n_jobs)
-        self._start_call(parallel, n_workers)
-        return n_workers
 
     def _start_call(self, parallel: Any, n_workers: int) -> None:
         from ._protocol import DEFAULT_MAX_NBYTES

@@ -137,3 +137,39 @@ def test_worker_killed_every_time_raises():
     with parallel_config(backend="ray", max_retries=0):
         with pytest.raises(ray.exceptions.WorkerCrashedError):
             Parallel()(delayed(tasks.kill_always)(i) for i in range(2))
+
+
+def test_aborted_calls_never_crash_the_driver(run_script):
+    # ray.cancel racing with a task's start or end kills the driver inside Ray
+    # (ray-project/ray#54846): many calls aborted while batches start and finish, in a
+    # driver of their own so that a crash is this test's failure only.
+    done = run_script(
+        """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import ray
+import _cluster_tasks as tasks
+from oxjob import Parallel, delayed
+
+ray.cloudpickle.register_pickle_by_value(tasks)
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+x = np.arange(1_000_000, dtype=np.float64)
+for rep in range(150):
+    try:
+        Parallel(backend="ray", batch_size=1, pre_dispatch="all")(
+            delayed(tasks.fail_on)(i, 3 + rep % 5) for i in range(40)
+        )
+    except ValueError:
+        pass
+    try:
+        Parallel(backend="ray")(delayed(tasks.write_into)(x, i) for i in range(4))
+    except ValueError:
+        pass
+print(Parallel(backend="ray")(delayed(tasks.fail_on)(i, -1) for i in range(5)))
+ray.shutdown()
+""",
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("[0, 1, 2, 3, 4]")

@@ -5,6 +5,7 @@ See ``docs/distributed.md``. Imported only when the ``'ray'`` backend is first u
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import Any
 
@@ -29,6 +30,61 @@ _remote_batch: list = []
 def _session() -> tuple:
     context = ray.get_runtime_context()
     return context.get_node_id(), context.get_job_id()
+
+
+class _Window:
+    """The batches of one call that are Ray tasks: at most ``size`` at once, the rest
+    wait here in order.
+
+    An aborted call drops its waiting batches and never calls ``ray.cancel``: a cancel
+    racing with a task's start or end kills the driver inside Ray ("Check failed:
+    it != submissible_tasks_.end()", ray-project/ray#54846). Batches already running
+    finish on the cluster and their results are dropped.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self.running = 0
+        self.waiting: collections.deque = collections.deque()
+        self.aborted = False
+        self.lock = threading.Lock()
+
+    def admit(self, batch: tuple, job: _cluster.Job) -> bool:
+        """True: submit ``batch`` now; False: it waits for a running one to finish."""
+        with self.lock:
+            if self.aborted:
+                return False
+            if self.running >= self.size:
+                self.waiting.append((batch, job))
+                return False
+            self.running += 1
+            return True
+
+    def release(self) -> tuple | None:
+        """A running batch is done: the next one to submit, if any."""
+        with self.lock:
+            self.running -= 1
+            if self.aborted or not self.waiting:
+                return None
+            self.running += 1
+            return self.waiting.popleft()
+
+    def abort(self) -> None:
+        with self.lock:
+            self.aborted = True
+            self.waiting.clear()
+
+
+def _outcome(future: Any, opaque: bool) -> tuple:
+    """``(ok, value, seconds)`` of a finished batch task."""
+    try:
+        value = future.result()
+    except BaseException as exc:  # noqa: BLE001 - re-raised by Parallel
+        cause = getattr(exc, "cause", None)  # RayTaskError wraps the task's exception
+        if isinstance(cause, BaseException):
+            exc = cause
+        return (False, _cluster.with_remote_traceback(exc), 0.0)
+    return value if opaque else (True, value[0], value[1])
 
 
 class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
@@ -88,8 +144,7 @@ class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
 
         self.max_nbytes = getattr(parallel, "max_nbytes", DEFAULT_MAX_NBYTES)
         self.call_refs: dict = {}
-        self.refs: dict = {}  # id -> object ref of the call's batches not yet done
-        self.lock = threading.Lock()
+        self.window = _Window(n_workers)
         timeout = getattr(parallel, "timeout", None)
         self.deadlines = _cluster.Deadlines(timeout, n_workers) if timeout else None
 
@@ -98,45 +153,42 @@ class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
         calls = _cluster.batched_calls_of(func)
         job = _cluster.Job(callback)
         if calls is None:
-            ref = ray.remote(func).options(num_cpus=1).remote()
-            opaque = True
+            batch = (func, None, True)
         else:
             calls, refs = _shared_args.prepare(calls, self.shared, self.max_nbytes, self.call_refs)
-            ref = self.remote.remote(calls, self.nesting_level or 0, *refs)
-            opaque = False
-        with self.lock:
-            self.refs[id(ref)] = ref
-        if self.deadlines is not None:
-            self.deadlines.add(job)
-        key = id(ref)
-        ref.future().add_done_callback(lambda fut: self._finished(fut, key, job, opaque))
+            batch = (calls, refs, False)
+        if self.window.admit(batch, job):
+            self._submit(self.window, batch, job)
         return job
 
-    def _finished(self, future: Any, key: int, job: _cluster.Job, opaque: bool) -> None:
-        with self.lock:
-            ref = self.refs.pop(key, None)
-        if ref is None:
-            return  # cancelled: the call was aborted
+    def _submit(self, window: _Window, batch: tuple, job: _cluster.Job) -> None:
+        calls, refs, opaque = batch
         try:
-            value = future.result()
-            outcome = value if opaque else (True, value[0], value[1])
-        except BaseException as exc:  # noqa: BLE001 - re-raised by Parallel
-            cause = getattr(exc, "cause", None)  # RayTaskError wraps the task's exception
-            if isinstance(cause, BaseException):
-                exc = cause
-            outcome = (False, _cluster.with_remote_traceback(exc), 0.0)
-        job.finish(outcome)
+            if opaque:
+                ref = ray.remote(calls).options(num_cpus=1).remote()
+            else:
+                ref = self.remote.remote(calls, self.nesting_level or 0, *refs)
+        except BaseException as exc:  # noqa: BLE001 - reported as the batch's outcome
+            job.finish((False, exc, 0.0))
+            self._next(window)
+            return
+        if self.deadlines is not None:
+            self.deadlines.add(job)
+        ref.future().add_done_callback(lambda fut: self._finished(window, fut, job, opaque))
+
+    def _next(self, window: _Window) -> None:
+        following = window.release()
+        if following is not None:
+            self._submit(window, *following)
+
+    def _finished(self, window: _Window, future: Any, job: _cluster.Job, opaque: bool) -> None:
+        if not window.aborted:
+            job.finish(_outcome(future, opaque))
+        self._next(window)
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
-        """Cancel every batch of the call still queued or running."""
-        with self.lock:
-            refs = list(self.refs.values())
-            self.refs.clear()
-        for ref in refs:
-            try:
-                ray.cancel(ref)
-            except Exception:  # noqa: BLE001 - already finished or lost
-                pass
+        """Drop the call's batches not yet submitted; the running ones finish unheard."""
+        self.window.abort()
         self._end_call()
 
     def terminate(self) -> None:

@@ -116,6 +116,22 @@ def kept_sums():
     return [float(a.sum()) for a in _kept]
 
 
+def scribble_on_kept_then_read(array):
+    """Write into every array kept earlier, then read this task's own input."""
+    for old in _kept:
+        old.flat[0] = -1.0
+    seen = float(array.flat[0])
+    _kept.clear()
+    return seen
+
+
+def read_then_write(array, value):
+    """The first element as this task received it; then overwrite it."""
+    seen = float(array.flat[0])
+    array.flat[0] = value
+    return seen
+
+
 _kept_with_sums: list = []
 
 

@@ -305,3 +305,53 @@ def test_inputs_are_sent_again_where_workers_can_write_through(copies):
         )
         assert out == [5.0] and data[0] == 0.0
         assert len(copies) == expected
+
+
+@pytest.mark.parametrize("mode", ["c", "r"])
+def test_workers_keep_plain_inputs_mapped_between_calls_until_idle(mode):
+    nbytes = (3 << 20) + (7 if mode == "c" else 9) * 4096  # no other segment has it
+    data = np.full(nbytes // 8, 2.0)
+
+    def mapped_in_workers():
+        calls = (delayed(h.maps_memfd_of)(nbytes) for _ in range(8))
+        return Parallel(n_jobs=2, mmap_mode=mode)(calls)
+
+    out = Parallel(n_jobs=2, mmap_mode=mode)(delayed(h.total)(data) for _ in range(4))
+    assert out == [2.0 * data.size] * 4
+    # Still mapped after the call: the next call with the same bytes skips mapping them.
+    assert any(mapped_in_workers())
+    time.sleep(1.5)
+    assert not any(mapped_in_workers())  # idle workers let go
+
+
+def test_inputs_the_caller_dropped_are_let_go_of_by_busy_workers(monkeypatch):
+    from oxjob import _tasks
+
+    nbytes = (3 << 20) + 11 * 4096
+    data = np.full(nbytes // 8, 1.0)
+    Parallel(n_jobs=2)(delayed(h.total)(data) for _ in range(4))
+    monkeypatch.setattr(_tasks, "_RECENT_BYTES", 0)  # the next call's inputs evict it
+    other = np.ones(BIG)
+    Parallel(n_jobs=2)(delayed(h.total)(other) for _ in range(4))
+    del data
+    gc.collect()
+    assert not any(Parallel(n_jobs=2)(delayed(h.maps_memfd_of)(nbytes) for _ in range(8)))
+
+
+def test_a_written_copy_on_write_input_is_not_seen_by_later_tasks():
+    data = np.zeros(BIG)
+    for _ in range(3):
+        out = Parallel(n_jobs=2, batch_size=1)(
+            delayed(h.read_then_write)(data, 5.0) for _ in range(8)
+        )
+        assert out == [0.0] * 8
+    assert data[0] == 0.0
+
+
+def test_an_input_kept_by_a_task_is_not_shared_with_later_tasks():
+    data = np.zeros(BIG)
+    Parallel(n_jobs=2, batch_size=1)(delayed(h.keep)(data) for _ in range(4))
+    out = Parallel(n_jobs=2, batch_size=1)(
+        delayed(h.scribble_on_kept_then_read)(data) for _ in range(4)
+    )
+    assert out == [0.0] * 4

@@ -414,8 +414,8 @@ def test_auto_batching_grows_within_a_few_batches():
     seen = []
     real = parallel_module.Parallel._next_batch_size
 
-    def spy(self, state):
-        size = real(self, state)
+    def spy(self, state, runner):
+        size = real(self, state, runner)
         seen.append(size)
         return size
 

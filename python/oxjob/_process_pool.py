@@ -100,6 +100,12 @@ class ProcessRunner:
     def capacity(self) -> int:
         return max(0, self.call.capacity() - len(self.tasks))
 
+    @property
+    def slow_prep(self) -> bool:
+        """Whether making a task ready (hashing or copying its large inputs) costs more
+        than a batch saves: each task then goes alone, to start as soon as it is ready."""
+        return self.call.slow_prep
+
     def submit(self, batch_id: int, tasks: list) -> None:
         from ._tasks import MAP, STARMAP, TASKS
 

@@ -20,6 +20,7 @@ import atexit
 import collections
 import functools
 import itertools
+import math
 import os
 import pickle
 import sys
@@ -55,6 +56,7 @@ MAX_DEPTH = 16
 _BURST = 64  # events handled per wake-up of the dispatcher, at most
 _SPARE_SECONDS = 1.0  # idle time after which spare input segments are freed
 _OVERDUE_SLACK = 0.0005  # seconds a task may run past twice its expected time
+_SLOW_PREP = 0.0005  # seconds to make a task ready past which one is kept queued ahead
 #: Segments of recent calls' inputs, known by the hash of their bytes, are kept this long
 #: after the engine goes idle, and up to _RECENT_BYTES in all.
 _RECENT_SECONDS = 5.0
@@ -148,6 +150,9 @@ class Call:
         self.depth = 1
         self.item_seconds = _QUEUED_WORK
         self._measured = False
+        # Seconds the caller spends making a task ready to send (pickling, and hashing
+        # or copying its large inputs): while it does, a worker with nothing queued idles.
+        self.prep_seconds = 0.0
         # Segments of large arguments, by (address, size) of their memory; holding the
         # buffer keeps the address from being reused during the call.
         self.segments: dict[tuple[int, int], tuple[Any, memoryview]] = {}
@@ -215,8 +220,20 @@ class Call:
         else:
             self.item_seconds = 0.8 * self.item_seconds + 0.2 * per_item
         if not self.engine.max_tasks:
-            expected = self.item_seconds * max(len(task.arguments), 1)
-            self.depth = max(1, min(MAX_DEPTH, int(_QUEUED_WORK / max(expected, 1e-7))))
+            expected = max(self.item_seconds * max(len(task.arguments), 1), 1e-7)
+            depth = int(_QUEUED_WORK / expected)
+            if self.slow_prep:
+                # Keep the next tasks queued while the caller makes the one after ready.
+                depth = max(depth, 1 + math.ceil(self.prep_seconds / expected))
+            self.depth = max(1, min(MAX_DEPTH, depth))
+
+    @property
+    def slow_prep(self) -> bool:
+        return self.prep_seconds >= _SLOW_PREP
+
+    def note_prep(self, seconds: float) -> None:
+        old = self.prep_seconds
+        self.prep_seconds = 0.8 * old + 0.2 * seconds if old else seconds
 
 
 class TaskEngine:
@@ -437,10 +454,12 @@ class TaskEngine:
             if worker in self.pool.dead:
                 self._respawn(worker)
             try:
+                prep_start = time.perf_counter()
                 func_ids, calls = self._calls_of(task, worker)
                 call = task.call
                 call._carried = []
                 body, segments, n_shared = dumps_auto(calls, self.max_nbytes, call.segment_for)
+                call.note_prep(time.perf_counter() - prep_start)
             except Exception as exc:  # noqa: BLE001 - reported on the task's result
                 self._finished(task)
                 _deliver(task, False, _pickling_error(task, exc))

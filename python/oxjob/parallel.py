@@ -629,12 +629,12 @@ class Parallel:
             if not self._managed:
                 self._backend.terminate()
 
-    def _next_batch_size(self, state: _CallState) -> int:
+    def _next_batch_size(self, state: _CallState, runner: Any) -> int:
         if state.sequential and self.verbose:
             return 1  # progress lines at joblib's counts: one task at a time
         if self.batch_size != "auto":
             return int(self.batch_size)
-        if state.task_seconds is None:
+        if state.task_seconds is None or getattr(runner, "slow_prep", False):
             return 1
         ideal = int(_TARGET_BATCH_SECONDS / max(state.task_seconds, 1e-9))
         size = max(1, min(ideal, state.last_size * _MAX_GROWTH, _MAX_BATCH))
@@ -673,7 +673,7 @@ class Parallel:
                     else min(runner.capacity(), pre_dispatch - in_flight)
                 )
                 while not state.exhausted and limit > 0:
-                    size = self._next_batch_size(state)
+                    size = self._next_batch_size(state, runner)
                     batch = _take(tasks, size)
                     if len(batch) < size:
                         state.exhausted = True

@@ -9,12 +9,15 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::c_int;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 /// Memory owned by the engine: decoded bytes, or a mapped memfd. A result's memfd
 /// is kept with its mapping, and given to the spares when the last view is gone.
 enum Memory {
     Decoded(Buffer),
     Mapped(Mapping),
+    /// A worker's read-only view of an input, kept between batches (see `kept`).
+    Kept(Arc<Mapping>),
     Result(Option<Mapping>, Option<OwnedFd>),
 }
 
@@ -51,6 +54,17 @@ impl OwnedBuffer {
         }
     }
 
+    /// Share a kept read-only view (each batch gets its own buffer object, whose
+    /// weak references say when the batch's last view of it is gone).
+    pub fn kept(view: Arc<Mapping>) -> Self {
+        let len = view.len() as ffi::Py_ssize_t;
+        OwnedBuffer {
+            memory: Memory::Kept(view),
+            shape: [len],
+            strides: [1],
+        }
+    }
+
     /// Take ownership of a worker's result: the mapping and its memfd.
     pub fn result(mapping: Mapping, fd: OwnedFd) -> Self {
         let len = mapping.len() as ffi::Py_ssize_t;
@@ -67,6 +81,7 @@ impl OwnedBuffer {
             Memory::Mapped(map) | Memory::Result(Some(map), _) => {
                 (map.as_ptr(), map.len(), !map.writable())
             }
+            Memory::Kept(view) => (view.as_ptr(), view.len(), !view.writable()),
             Memory::Result(None, _) => (std::ptr::NonNull::dangling().as_ptr(), 0, true),
         }
     }

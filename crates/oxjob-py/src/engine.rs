@@ -3,9 +3,9 @@
 
 use crate::buffer::{Borrowed, OwnedBuffer};
 use crate::errors::os_error;
+use crate::kept::KeptSegments;
 use crate::segment::Segment;
 use oxjob_core::pool::channel::{self, Frame};
-use oxjob_core::pool::dropped;
 use oxjob_core::pool::frame::{Header, Kind};
 use oxjob_core::pool::memfd::{MapMode, Mapping};
 use oxjob_core::pool::spares;
@@ -13,8 +13,7 @@ use oxjob_core::pool::{Event, Events, Supervisor, WorkerSpec};
 use pyo3::exceptions::{PyEOFError, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
-use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -78,7 +77,8 @@ type FrameParts<'py> = (
 
 /// Regular buffers are mapped with `mode`; the last `n_shared` descriptors are
 /// shared segments and stay `Segment`s (mapped shared, writable). In a worker
-/// (`in_worker`), inputs are mapped with all their pages; in the caller, results keep
+/// (`in_worker`), inputs are mapped with all their pages, and with `kept` (a batch's
+/// inputs) their read-only or copy-on-write views are kept across batches; in the caller, results keep
 /// their memfd, which becomes a spare when the result is garbage-collected.
 fn frame_parts<'py>(
     py: Python<'py>,
@@ -90,29 +90,31 @@ fn frame_parts<'py>(
     let n_regular = frame.fds.len() - frame.header.n_shared as usize;
     let mut fds = frame.fds;
     let shared_fds = fds.split_off(n_regular);
-    let mappings = py
+    let keep_views = in_worker && mode != MapMode::Shared;
+    let buffers = py
         .detach(|| {
             fds.into_iter()
                 .map(|fd| {
+                    if let (true, Some(kept)) = (keep_views, kept) {
+                        let view = kept.view(&fd, mode).map_err(|err| map_failed(&fd, err))?;
+                        return Ok(OwnedBuffer::kept(view));
+                    }
                     let mapping = Mapping::new(&fd, mode).map_err(|err| map_failed(&fd, err))?;
                     if in_worker {
                         mapping.populate_read();
                     }
-                    Ok((mapping, fd))
+                    Ok(if !in_worker && spares::hold(mapping.len()) {
+                        OwnedBuffer::result(mapping, fd)
+                    } else {
+                        OwnedBuffer::mapped(mapping)
+                    })
                 })
                 .collect::<std::io::Result<Vec<_>>>()
         })
         .map_err(os_error)?;
-    let regular = mappings
+    let regular = buffers
         .into_iter()
-        .map(|(mapping, fd)| {
-            let buffer = if !in_worker && spares::hold(mapping.len()) {
-                OwnedBuffer::result(mapping, fd)
-            } else {
-                OwnedBuffer::mapped(mapping)
-            };
-            Bound::new(py, buffer)
-        })
+        .map(|buffer| Bound::new(py, buffer))
         .collect::<PyResult<Vec<_>>>()?;
     let shared = shared_fds
         .into_iter()
@@ -142,57 +144,6 @@ fn map_failed(fd: &OwnedFd, err: std::io::Error) -> std::io::Error {
         err.kind(),
         format!("cannot map {len} sent over a worker's socket: {err}"),
     )
-}
-
-/// Most shared segments a worker keeps mapped (each holds a descriptor, and `ulimit -n`
-/// is often 1024); beyond, it lets go of all of them.
-const MAX_KEPT: usize = 256;
-
-/// The shared segments a worker keeps mapped between batches and calls, by key: a
-/// segment mapped anew costs its page faults again (see `oxjob_core::pool::dropped`).
-#[derive(Default)]
-pub struct KeptSegments(Mutex<HashMap<dropped::Key, Py<Segment>>>);
-
-impl KeptSegments {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<dropped::Key, Py<Segment>>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The kept segment of the memfd `fd`, or a new one, kept from now on.
-    fn get_or_keep<'py>(&self, py: Python<'py>, fd: OwnedFd) -> PyResult<Bound<'py, Segment>> {
-        let key = dropped::key_of(fd.as_fd()).map_err(os_error)?;
-        let mut kept = self.map();
-        if let Some(known) = kept.get(&key) {
-            return Ok(known.bind(py).clone());
-        }
-        let segment = Bound::new(py, Segment::from_fd(fd)?)?;
-        let evicted = if kept.len() >= MAX_KEPT {
-            std::mem::take(&mut *kept)
-        } else {
-            HashMap::new()
-        };
-        kept.insert(key, segment.clone().unbind());
-        drop(kept);
-        drop(evicted); // outside the lock, as in `forget`
-        Ok(segment)
-    }
-
-    fn forget(&self, body: &[u8], all: bool) -> PyResult<()> {
-        let keys = dropped::decode(body).map_err(|err| PyValueError::new_err(err.to_string()))?;
-        // Dropped outside the lock: a segment's release may run Python code.
-        let released: Vec<Py<Segment>> = {
-            let mut kept = self.map();
-            if all {
-                kept.drain().map(|(_, segment)| segment).collect()
-            } else {
-                keys.iter().filter_map(|key| kept.remove(key)).collect()
-            }
-        };
-        drop(released);
-        Ok(())
-    }
 }
 
 /// Worker processes on the caller's side.
@@ -331,8 +282,8 @@ impl Engine {
         let bytes = body.as_slice();
         let fds = segment_fds(&segments);
         if matches!(kind, Kind::Batch | Kind::Init) {
-            let first_shared = segments.len().saturating_sub(usize::from(n_shared));
-            for segment in &segments[first_shared..] {
+            // Workers may keep any input mapped (see `kept`): its drop is logged.
+            for segment in &segments {
                 segment.mark_sent_shared();
             }
         }
@@ -476,7 +427,8 @@ impl WorkerChannel {
         }
         match frame {
             Ok(Some(frame)) => {
-                // Shared segments of tasks are kept mapped (until forgotten).
+                // Shared segments of tasks, and read-only views of their inputs, are
+                // kept mapped (until forgotten).
                 let kept =
                     matches!(frame.header.kind, Kind::Batch | Kind::Init).then_some(&self.kept);
                 // Task inputs are read whole, as a rule: map their pages in bulk.
@@ -514,9 +466,9 @@ impl WorkerChannel {
         }
     }
 
-    /// Whether shared segments are kept mapped.
+    /// Whether shared segments (or read-only views of inputs) are kept mapped.
     fn keeps_segments(&self) -> bool {
-        !self.kept.map().is_empty()
+        !self.kept.is_empty()
     }
 
     /// Stop keeping shared segments mapped (the worker is idle).

@@ -9,6 +9,7 @@ mod delayed;
 mod engine;
 mod errors;
 mod hash;
+mod kept;
 mod segment;
 mod store;
 

@@ -22,7 +22,7 @@ pub struct Segment {
     mapping: OnceLock<Mapping>,
     shape: [ffi::Py_ssize_t; 1],
     strides: [ffi::Py_ssize_t; 1],
-    /// Sent to a worker as a shared segment, which workers keep mapped: its drop is
+    /// Sent to a worker as a task's input, which workers may keep mapped: its drop is
     /// logged so that they let go of it (see `oxjob_core::pool::dropped`).
     sent_shared: AtomicBool,
 }
@@ -58,7 +58,7 @@ impl Segment {
         }
     }
 
-    /// Note that a worker received this segment as a shared one.
+    /// Note that a worker received this segment as a task's input.
     pub fn mark_sent_shared(&self) {
         self.sent_shared.store(true, Ordering::Relaxed);
     }

@@ -146,6 +146,42 @@ impl Mapping {
         }
     }
 
+    /// Whether a page of this mapping holds bytes of its own rather than the memfd's:
+    /// a copy-on-write page that was written (present and not file-backed, or swapped
+    /// out, in `/proc/self/pagemap`). An error means it cannot be told.
+    pub fn has_private_pages(&self) -> io::Result<bool> {
+        const PRESENT: u64 = 1 << 63;
+        const SWAPPED: u64 = 1 << 62;
+        const FILE_OR_SHARED: u64 = 1 << 61;
+        const ENTRIES: usize = 8192; // 64 KiB of the map at a time
+        if self.len == 0 {
+            return Ok(false);
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .map_err(|_| io::Error::other("no page size"))?;
+        let first = self.ptr.as_ptr() as usize / page;
+        let pages = self.len.div_ceil(page);
+        let map = File::open("/proc/self/pagemap")?;
+        let mut raw = vec![0u8; ENTRIES * 8];
+        let mut done = 0;
+        while done < pages {
+            let count = (pages - done).min(ENTRIES);
+            let bytes = &mut raw[..count * 8];
+            map.read_exact_at(bytes, ((first + done) * 8) as u64)?;
+            for entry in bytes.chunks_exact(8) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(entry);
+                let entry = u64::from_ne_bytes(word);
+                if entry & SWAPPED != 0 || (entry & PRESENT != 0 && entry & FILE_OR_SHARED == 0) {
+                    return Ok(true);
+                }
+            }
+            done += count;
+        }
+        Ok(false)
+    }
+
     /// Start of the mapping.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
@@ -195,6 +231,21 @@ mod tests {
             let seen = unsafe { std::slice::from_raw_parts(mapping.as_ptr(), len) };
             assert!(seen == second.as_slice());
         }
+    }
+
+    #[test]
+    fn written_copy_on_write_pages_are_told_apart() {
+        let len = 64 * 4096 + 100;
+        let fd = from_bytes(&vec![7u8; len]).expect("memfd");
+        let mapping = Mapping::new(&fd, MapMode::CopyOnWrite).expect("map");
+        mapping.populate_read();
+        assert!(!mapping.has_private_pages().expect("pagemap"));
+        let refill = vec![9u8; len];
+        write_at(&fd, &refill).expect("refill"); // the memfd's own bytes change: not private
+        assert!(!mapping.has_private_pages().expect("pagemap"));
+        // SAFETY: the last byte of a writable mapping of `len` bytes.
+        unsafe { *mapping.as_ptr().add(len - 1) = 1 };
+        assert!(mapping.has_private_pages().expect("pagemap"));
     }
 
     #[test]

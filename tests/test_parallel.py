@@ -408,7 +408,8 @@ def test_batch_size_and_pre_dispatch():
         Parallel(n_jobs=2, pre_dispatch="lots")(delayed(h.square)(i) for i in range(2))
 
 
-def test_auto_batching_grows_within_a_few_batches():
+@contextlib.contextmanager
+def _batch_sizes():
     from oxjob import parallel as parallel_module
 
     seen = []
@@ -421,12 +422,33 @@ def test_auto_batching_grows_within_a_few_batches():
 
     parallel_module.Parallel._next_batch_size = spy
     try:
-        Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(200_000))
+        yield seen
     finally:
         parallel_module.Parallel._next_batch_size = real
+
+
+def test_auto_batching_grows_within_a_few_batches():
+    from oxjob import parallel as parallel_module
+
+    with _batch_sizes() as seen:
+        Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(200_000))
     # Tiny tasks: the ideal size is the largest batch allowed.
     big = next(i for i, size in enumerate(seen) if size >= parallel_module._MAX_BATCH)
     assert big <= 8, seen[:12]
+
+
+def test_fast_tasks_with_large_inputs_or_results_are_not_batched():
+    import numpy as np
+
+    data = [np.full(2_500_000, float(i)) for i in range(12)]  # 20 MB each: ms to copy
+    with _batch_sizes() as seen:
+        out = Parallel(n_jobs=2)(delayed(h.total)(a) for a in data)
+    assert out == [float(i) * 2_500_000 for i in range(12)]
+    assert set(seen) == {1}, seen
+    with _batch_sizes() as seen:
+        out = Parallel(n_jobs=2)(delayed(h.big_result)(200_000, i) for i in range(60))
+    assert [a[0] for a in out] == list(range(60))
+    assert set(seen) == {1}, seen
 
 
 def test_parallel_config_and_backend_contexts():

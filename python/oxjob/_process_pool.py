@@ -101,10 +101,11 @@ class ProcessRunner:
         return max(0, self.call.capacity() - len(self.tasks))
 
     @property
-    def slow_prep(self) -> bool:
-        """Whether making a task ready (hashing or copying its large inputs) costs more
-        than a batch saves: each task then goes alone, to start as soon as it is ready."""
-        return self.call.slow_prep
+    def one_task_per_batch(self) -> bool:
+        """Whether batching the call's tasks would cost more than it saves: when making
+        a task ready (hashing or copying its large inputs) is slow, or its result is
+        large (a batch's results all wait for the slowest, each in its own segment)."""
+        return self.call.slow_prep or self.call.large_results
 
     def submit(self, batch_id: int, tasks: list) -> None:
         from ._tasks import MAP, STARMAP, TASKS

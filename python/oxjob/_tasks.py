@@ -153,6 +153,7 @@ class Call:
         # Seconds the caller spends making a task ready to send (pickling, and hashing
         # or copying its large inputs): while it does, a worker with nothing queued idles.
         self.prep_seconds = 0.0
+        self.large_results = False  # a result came back in shared memory
         # Segments of large arguments, by (address, size) of their memory; holding the
         # buffer keeps the address from being reused during the call.
         self.segments: dict[tuple[int, int], tuple[Any, memoryview]] = {}
@@ -671,6 +672,8 @@ class TaskEngine:
         self._finished(task)
         try:
             if kind == RESULT:
+                if buffers:
+                    task.call.large_results = True
                 task.duration, results = _loads(body, buffers, shared)
                 task.call.record(task)
                 outcome: tuple[bool, Any] = (True, results)

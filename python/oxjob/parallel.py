@@ -634,7 +634,7 @@ class Parallel:
             return 1  # progress lines at joblib's counts: one task at a time
         if self.batch_size != "auto":
             return int(self.batch_size)
-        if state.task_seconds is None or getattr(runner, "slow_prep", False):
+        if state.task_seconds is None or getattr(runner, "one_task_per_batch", False):
             return 1
         ideal = int(_TARGET_BATCH_SECONDS / max(state.task_seconds, 1e-9))
         size = max(1, min(ideal, state.last_size * _MAX_GROWTH, _MAX_BATCH))

@@ -144,7 +144,9 @@ class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
 
         self.max_nbytes = getattr(parallel, "max_nbytes", DEFAULT_MAX_NBYTES)
         self.call_refs: dict = {}
-        self.window = _Window(n_workers)
+        # Two per CPU: a worker finds its next batch queued, and an aborted call leaves
+        # at most that many to run on.
+        self.window = _Window(2 * n_workers)
         timeout = getattr(parallel, "timeout", None)
         self.deadlines = _cluster.Deadlines(timeout, n_workers) if timeout else None
 

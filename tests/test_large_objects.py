@@ -355,3 +355,29 @@ def test_an_input_kept_by_a_task_is_not_shared_with_later_tasks():
         delayed(h.scribble_on_kept_then_read)(data) for _ in range(4)
     )
     assert out == [0.0] * 4
+
+
+def test_spare_result_segments_stay_mapped_in_workers_until_the_caller_frees_them():
+    nbytes = (9 << 20) + 13 * 4096  # above the spares' 8 MiB floor; no other segment has it
+    n = nbytes // 8
+
+    def mapped_in_workers():
+        return any(Parallel(n_jobs=2)(delayed(h.maps_memfd_of)(nbytes) for _ in range(8)))
+
+    with Parallel(n_jobs=2, batch_size=1) as parallel:
+        for round in range(3):
+            out = parallel(delayed(h.big_result)(n, 10.0 * round + i) for i in range(4))
+            assert [(float(o[0]), float(o[-1])) for o in out] == [
+                (10.0 * round + i,) * 2 for i in range(4)
+            ]
+            del out  # spares now, refilled through the workers' mappings next round
+            gc.collect()
+    # The workers still map the result segments they filled: refilling one is a memcpy.
+    assert mapped_in_workers()
+    # The caller frees unused spares after a second; busy workers (never a second idle)
+    # are told, and let go of them too.
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(4))
+        time.sleep(0.05)
+    assert not mapped_in_workers()

@@ -118,7 +118,10 @@ class Segment:
         """A new segment holding a copy of ``data`` (copied without the GIL)."""
     def refill(self, data: Buffer) -> None:
         """Overwrite the whole segment with ``data``, exactly as long; only for a segment
-        no worker maps any more (after its ``RELEASED`` frame)."""
+        no worker maps any more (after its ``RELEASED`` frame). A memcpy once
+        :meth:`map_for_refills` has mapped it here."""
+    def map_for_refills(self) -> None:
+        """Map the segment here now, every page writable, so that refills are memcpys."""
     @property
     def nbytes(self) -> int: ...
     @property
@@ -202,6 +205,8 @@ class WorkerChannel:
         ``FORGET`` frame (handled here, never returned) or :meth:`let_go_of_segments`."""
     def keeps_segments(self) -> bool:
         """Whether shared segments are kept mapped."""
+    def forget_segments(self, segments: list[Segment]) -> None:
+        """Stop keeping ``segments`` mapped (spares the worker lets go of)."""
     def let_go_of_segments(self) -> None:
         """Stop keeping shared segments mapped (the worker is idle)."""
     def send(

@@ -87,20 +87,32 @@ class _Unloadable:
 class _Spares:
     """Result segments the caller is done with (SPARES frames, sent with batches): a
     result buffer of the same size is copied into one of them, which costs less than
-    a new segment. At most _MAX_SPARES are kept, and none once the worker is idle."""
+    a new segment. At most _MAX_SPARES are kept, and none once the worker is idle.
 
-    def __init__(self) -> None:
+    The channel keeps each spare mapped, writable, after it leaves as a result: when
+    the caller hands it back, refilling it is a memcpy into pages already mapped. A
+    spare let go of here is let go of there too."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
         self.by_size: dict[int, list] = {}
 
     def keep(self, segments: list) -> None:
         for segment in segments:
+            segment.map_for_refills()
             self.by_size.setdefault(segment.nbytes, []).append(segment)
+        dropped = []
         while sum(map(len, self.by_size.values())) > _MAX_SPARES:  # drop the oldest
             size = next(size for size, kept in self.by_size.items() if kept)
-            self.by_size[size].pop(0)
+            dropped.append(self.by_size[size].pop(0))
+        if dropped:
+            self.channel.forget_segments(dropped)
 
     def clear(self) -> None:
+        dropped = [segment for kept in self.by_size.values() for segment in kept]
         self.by_size.clear()
+        if dropped:
+            self.channel.forget_segments(dropped)
 
     def fill(self, raw: memoryview) -> Any:
         from ._engine import Segment
@@ -144,7 +156,7 @@ def main() -> int:
     idle_timeout = float(os.environ.get("OXJOB_IDLE_TIMEOUT", "300"))
     max_nbytes = int(os.environ.get("OXJOB_MAX_NBYTES", str(1 << 20)))
     functions: dict = {}
-    spares = _Spares()
+    spares = _Spares(channel)
     channel.send(READY, os.getpid(), b"", [])
     while True:
         # Spare result segments, and the shared segments of tasks (kept mapped between

@@ -2,13 +2,13 @@
 
 use oxjob_core::buffer::Buffer;
 use oxjob_core::pool::memfd::Mapping;
-use oxjob_core::pool::spares;
+use oxjob_core::pool::{dropped, spares};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use std::ffi::c_int;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 /// Memory owned by the engine: decoded bytes, or a mapped memfd. A result's memfd
@@ -18,7 +18,15 @@ enum Memory {
     Mapped(Mapping),
     /// A worker's read-only view of an input, kept between batches (see `kept`).
     Kept(Arc<Mapping>),
-    Result(Option<Mapping>, Option<OwnedFd>),
+    Result(Option<Mapping>, Returned),
+}
+
+/// What becomes of a result's memfd when its last view is gone.
+enum Returned {
+    /// A spare, for a worker to refill (the worker that filled it, preferably).
+    Spare(Option<OwnedFd>, Option<usize>),
+    /// Closed already; workers may still keep it mapped: its drop is logged.
+    Closed(Option<dropped::Key>),
 }
 
 /// Bytes owned by the engine and handed to Python through the buffer protocol.
@@ -65,11 +73,17 @@ impl OwnedBuffer {
         }
     }
 
-    /// Take ownership of a worker's result: the mapping and its memfd.
-    pub fn result(mapping: Mapping, fd: OwnedFd) -> Self {
+    /// Take ownership of a result from worker `origin`: the mapping and its memfd,
+    /// kept to become a spare if the spares have room for it.
+    pub fn result(mapping: Mapping, fd: OwnedFd, origin: usize) -> Self {
         let len = mapping.len() as ffi::Py_ssize_t;
+        let returned = if spares::hold(mapping.len()) {
+            Returned::Spare(Some(fd), Some(origin))
+        } else {
+            Returned::Closed(dropped::key_of(fd.as_fd()).ok())
+        };
         OwnedBuffer {
-            memory: Memory::Result(Some(mapping), Some(fd)),
+            memory: Memory::Result(Some(mapping), returned),
             shape: [len],
             strides: [1],
         }
@@ -89,11 +103,20 @@ impl OwnedBuffer {
 
 impl Drop for OwnedBuffer {
     fn drop(&mut self) {
-        if let Memory::Result(mapping, fd) = &mut self.memory {
+        if let Memory::Result(mapping, returned) = &mut self.memory {
             let len = mapping.as_ref().map_or(0, Mapping::len);
             drop(mapping.take()); // unmapped first: nothing here can see a refill
-            if let Some(fd) = fd.take() {
-                spares::give(fd, len);
+            match returned {
+                Returned::Spare(fd, origin) => {
+                    if let Some(fd) = fd.take() {
+                        spares::give(fd, len, *origin);
+                    }
+                }
+                Returned::Closed(key) => {
+                    if let Some(key) = key.take() {
+                        dropped::record(key);
+                    }
+                }
             }
         }
     }

@@ -6,9 +6,9 @@ use crate::errors::os_error;
 use crate::kept::KeptSegments;
 use crate::segment::Segment;
 use oxjob_core::pool::channel::{self, Frame};
+use oxjob_core::pool::dropped;
 use oxjob_core::pool::frame::{Header, Kind};
 use oxjob_core::pool::memfd::{MapMode, Mapping};
-use oxjob_core::pool::spares;
 use oxjob_core::pool::{Event, Events, Supervisor, WorkerSpec};
 use pyo3::exceptions::{PyEOFError, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
@@ -76,17 +76,19 @@ type FrameParts<'py> = (
 );
 
 /// Regular buffers are mapped with `mode`; the last `n_shared` descriptors are
-/// shared segments and stay `Segment`s (mapped shared, writable). In a worker
-/// (`in_worker`), inputs are mapped with all their pages, and with `kept` (a batch's
-/// inputs) their read-only or copy-on-write views are kept across batches; in the caller, results keep
-/// their memfd, which becomes a spare when the result is garbage-collected.
+/// shared segments and stay `Segment`s (mapped shared, writable). In a worker (no
+/// `origin`), inputs are mapped with all their pages, and with `kept` (a batch's
+/// inputs) their read-only or copy-on-write views are kept across batches. In the
+/// caller, results from worker `origin` keep their memfd, which becomes a spare when
+/// the result is garbage-collected.
 fn frame_parts<'py>(
     py: Python<'py>,
     frame: Frame,
     mode: MapMode,
-    in_worker: bool,
+    origin: Option<usize>,
     kept: Option<&KeptSegments>,
 ) -> PyResult<FrameParts<'py>> {
+    let in_worker = origin.is_none();
     let n_regular = frame.fds.len() - frame.header.n_shared as usize;
     let mut fds = frame.fds;
     let shared_fds = fds.split_off(n_regular);
@@ -103,10 +105,9 @@ fn frame_parts<'py>(
                     if in_worker {
                         mapping.populate_read();
                     }
-                    Ok(if !in_worker && spares::hold(mapping.len()) {
-                        OwnedBuffer::result(mapping, fd)
-                    } else {
-                        OwnedBuffer::mapped(mapping)
+                    Ok(match origin {
+                        Some(worker) => OwnedBuffer::result(mapping, fd, worker),
+                        None => OwnedBuffer::mapped(mapping),
                     })
                 })
                 .collect::<std::io::Result<Vec<_>>>()
@@ -189,7 +190,7 @@ impl Engine {
                 let (kind, tag) = (frame.header.kind as u8, frame.header.tag);
                 // Results are left to fault in lazily: callers often keep them unread.
                 let (kind, tag, body, buffers, shared) =
-                    frame_parts(py, frame, self.map_mode, false, None).map_err(|err| {
+                    frame_parts(py, frame, self.map_mode, Some(worker), None).map_err(|err| {
                         from_frame(py, err, Some(worker), Some(generation), kind, tag)
                     })?;
                 vec![
@@ -429,12 +430,13 @@ impl WorkerChannel {
             Ok(Some(frame)) => {
                 // Shared segments of tasks, and read-only views of their inputs, are
                 // kept mapped (until forgotten).
-                let kept =
-                    matches!(frame.header.kind, Kind::Batch | Kind::Init).then_some(&self.kept);
+                // Spare result segments too: one coming back is the one mapped before.
+                let kept = matches!(frame.header.kind, Kind::Batch | Kind::Init | Kind::Spares)
+                    .then_some(&self.kept);
                 // Task inputs are read whole, as a rule: map their pages in bulk.
                 let (kind, tag) = (frame.header.kind as u8, frame.header.tag);
                 let (kind, tag, body, buffers, shared) =
-                    frame_parts(py, frame, self.map_mode, true, kept)
+                    frame_parts(py, frame, self.map_mode, None, kept)
                         .map_err(|err| from_frame(py, err, None, None, kind, tag))?;
                 let items: Vec<Bound<'py, PyAny>> = vec![
                     kind.into_pyobject(py)?.into_any(),
@@ -469,6 +471,16 @@ impl WorkerChannel {
     /// Whether shared segments (or read-only views of inputs) are kept mapped.
     fn keeps_segments(&self) -> bool {
         !self.kept.is_empty()
+    }
+
+    /// Stop keeping `segments` mapped (spares the worker lets go of).
+    fn forget_segments(&self, segments: Vec<PyRef<'_, Segment>>) -> PyResult<()> {
+        let keys = segments
+            .iter()
+            .map(|segment| dropped::key_of(segment.fd()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(os_error)?;
+        self.kept.forget(&dropped::encode(&keys), false)
     }
 
     /// Stop keeping shared segments mapped (the worker is idle).

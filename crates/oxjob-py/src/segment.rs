@@ -122,8 +122,22 @@ impl Segment {
                 bytes.len()
             )));
         }
-        py.detach(|| memfd::write_at(self.owned_fd(), bytes))
-            .map_err(os_error)
+        match self.mapping.get() {
+            // Mapped here already (see `map_for_refills`): a plain memcpy.
+            Some(mapping) => py.detach(|| mapping.write_all(bytes)),
+            None => py.detach(|| memfd::write_at(self.owned_fd(), bytes)),
+        }
+        .map_err(os_error)
+    }
+
+    /// Map the segment here now, every page writable, so that each later `refill` is a
+    /// memcpy (a worker's spare result segments, refilled again and again).
+    fn map_for_refills(&self, py: Python<'_>) -> PyResult<()> {
+        if self.mapping.get().is_none() {
+            let mapping = self.mapped()?;
+            py.detach(|| mapping.populate_write());
+        }
+        Ok(())
     }
 
     /// Size in bytes.

@@ -98,6 +98,18 @@ pub fn record(key: Key) {
     }
 }
 
+/// Log `keys` at once: the sequence numbers before and after them (None when the log
+/// stays busy). A worker told up to `before` may then be told up to `after`: the keys
+/// are news to every other worker only (spares handed to it, see `spares`).
+pub fn record_all(keys: &[Key]) -> Option<(u64, u64)> {
+    let mut log = log()?;
+    let before = log.end();
+    for key in keys {
+        log.push(*key);
+    }
+    Some((before, log.end()))
+}
+
 /// The sequence number after the newest entry: where a new worker starts.
 pub fn end() -> u64 {
     log().map_or(0, |log| log.end())

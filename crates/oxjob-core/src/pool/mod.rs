@@ -373,8 +373,20 @@ impl Supervisor {
         }
         if kind == Kind::Batch {
             // A few result segments the caller is done with, for the worker to refill.
-            let spare = spares::take(SPARES_PER_BATCH);
+            let spare = spares::take(SPARES_PER_BATCH, worker);
             if !spare.is_empty() {
+                // Another worker that filled one of them may keep it mapped: it lets go
+                // (this one keeps it, and is not told).
+                let keys: Vec<dropped::Key> = spare
+                    .iter()
+                    .filter_map(|fd| dropped::key_of(fd.as_fd()).ok())
+                    .collect();
+                let told = slot.told.load(Ordering::Relaxed);
+                if let Some((before, after)) = dropped::record_all(&keys) {
+                    if before == told {
+                        slot.told.store(after, Ordering::Relaxed);
+                    }
+                }
                 let spare_fds: Vec<BorrowedFd<'_>> = spare.iter().map(|fd| fd.as_fd()).collect();
                 let count = spare_fds.len() as u16;
                 channel::send(&slot.sock, Kind::Spares, 0, &[], &spare_fds, count)?;

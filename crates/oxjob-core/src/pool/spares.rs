@@ -11,11 +11,20 @@
 //! and the pool's lock may have been held by a thread that does not exist in the
 //! child, so nothing here ever blocks on it (a busy lock only skips a reuse).
 
+use super::dropped;
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
+
+/// Workers keep the spares they were given mapped (see `dropped`): one this process
+/// frees is logged, so that they let go of it too.
+fn forget(fd: &OwnedFd) {
+    if let Ok(key) = dropped::key_of(fd.as_fd()) {
+        dropped::record(key);
+    }
+}
 
 /// How long an unused spare is kept.
 pub const KEEP: Duration = Duration::from_secs(1);
@@ -23,7 +32,8 @@ pub const KEEP: Duration = Duration::from_secs(1);
 pub const MAX_BYTES: usize = 2 << 30;
 
 struct Pool {
-    spares: VecDeque<(OwnedFd, usize, Instant)>,
+    /// Memfd, length, since when, and the worker that filled it.
+    spares: VecDeque<(OwnedFd, usize, Instant, Option<usize>)>,
     bytes: usize,
     /// The process these spares belong to (0: none yet).
     owner: u32,
@@ -60,26 +70,34 @@ impl Pool {
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some((_, len, since)) = self.spares.front() {
+        while let Some((_, len, since, _)) = self.spares.front() {
             if now.duration_since(*since) < KEEP && self.bytes <= MAX_BYTES {
                 break;
             }
             self.bytes -= len;
-            self.spares.pop_front();
+            if let Some((fd, _, _, _)) = self.spares.pop_front() {
+                forget(&fd);
+            }
         }
     }
 
-    fn push(&mut self, fd: OwnedFd, len: usize, now: Instant) {
-        self.spares.push_back((fd, len, now));
+    fn push(&mut self, fd: OwnedFd, len: usize, now: Instant, origin: Option<usize>) {
+        self.spares.push_back((fd, len, now, origin));
         self.bytes += len;
         self.expire(now);
     }
 
-    fn pop(&mut self, n: usize, now: Instant) -> Vec<OwnedFd> {
+    /// Up to `n` spares, newest first: those `worker` filled (it keeps them mapped),
+    /// then any.
+    fn pop(&mut self, n: usize, now: Instant, worker: Option<usize>) -> Vec<OwnedFd> {
         self.expire(now);
         let mut taken = Vec::new();
         while taken.len() < n {
-            let Some((fd, len, _)) = self.spares.pop_back() else {
+            let own = worker.and_then(|w| self.spares.iter().rposition(|s| s.3 == Some(w)));
+            let Some(index) = own.or_else(|| self.spares.len().checked_sub(1)) else {
+                break;
+            };
+            let Some((fd, len, _, _)) = self.spares.remove(index) else {
                 break;
             };
             self.bytes -= len;
@@ -107,15 +125,17 @@ pub fn hold(len: usize) -> bool {
             .is_ok()
 }
 
-/// Keep the memfd `fd` of `len` bytes, held since [`hold`], which nothing maps any more.
-pub fn give(fd: OwnedFd, len: usize) {
+/// Keep the memfd `fd` of `len` bytes, held since [`hold`], which nothing here maps any
+/// more; `origin` is the worker that filled it.
+pub fn give(fd: OwnedFd, len: usize, origin: Option<usize>) {
     let _ = HELD.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
         held.checked_sub(1)
     });
     let Some(mut pool) = pool() else {
+        forget(&fd);
         return; // busy: `fd` is simply closed
     };
-    pool.push(fd, len, Instant::now());
+    pool.push(fd, len, Instant::now(), origin);
     if !pool.sweeping {
         // Frees spares nobody took, then ends when there are none left.
         pool.sweeping = std::thread::Builder::new()
@@ -123,7 +143,9 @@ pub fn give(fd: OwnedFd, len: usize) {
             .spawn(sweep)
             .is_ok();
         if !pool.sweeping {
-            let _ = pool.pop(usize::MAX, Instant::now());
+            pool.pop(usize::MAX, Instant::now(), None)
+                .iter()
+                .for_each(forget);
         }
     }
 }
@@ -142,9 +164,11 @@ fn sweep() {
     }
 }
 
-/// Up to `n` spares, newest first.
-pub fn take(n: usize) -> Vec<OwnedFd> {
-    pool().map_or_else(Vec::new, |mut pool| pool.pop(n, Instant::now()))
+/// Up to `n` spares for `worker`, newest first, those it filled before others.
+pub fn take(n: usize, worker: usize) -> Vec<OwnedFd> {
+    pool().map_or_else(Vec::new, |mut pool| {
+        pool.pop(n, Instant::now(), Some(worker))
+    })
 }
 
 #[cfg(test)]
@@ -161,21 +185,34 @@ mod tests {
     fn spares_are_taken_newest_first_and_expire() {
         let mut pool = Pool::new();
         let start = Instant::now();
-        pool.push(memfd::create(10).expect("memfd"), 10, start);
-        pool.push(memfd::create(20).expect("memfd"), 20, start);
-        let taken = pool.pop(1, start);
+        pool.push(memfd::create(10).expect("memfd"), 10, start, None);
+        pool.push(memfd::create(20).expect("memfd"), 20, start, None);
+        let taken = pool.pop(1, start, None);
         assert_eq!(taken.iter().map(len_of).collect::<Vec<_>>(), vec![20]);
         assert_eq!(pool.bytes, 10);
-        assert!(pool.pop(5, start + KEEP).is_empty());
+        assert!(pool.pop(5, start + KEEP, None).is_empty());
         assert_eq!(pool.bytes, 0);
+    }
+
+    #[test]
+    fn a_worker_gets_back_the_spares_it_filled_first() {
+        let mut pool = Pool::new();
+        let now = Instant::now();
+        pool.push(memfd::create(1).expect("memfd"), 1, now, Some(0));
+        pool.push(memfd::create(2).expect("memfd"), 2, now, Some(1));
+        pool.push(memfd::create(3).expect("memfd"), 3, now, Some(0));
+        pool.push(memfd::create(4).expect("memfd"), 4, now, Some(1));
+        let taken = pool.pop(3, now, Some(0));
+        assert_eq!(taken.iter().map(len_of).collect::<Vec<_>>(), vec![3, 1, 4]);
+        assert_eq!(pool.bytes, 2);
     }
 
     #[test]
     fn spares_never_exceed_the_bound() {
         let mut pool = Pool::new();
         let now = Instant::now();
-        pool.push(memfd::create(1).expect("memfd"), MAX_BYTES, now);
-        pool.push(memfd::create(1).expect("memfd"), 1, now);
+        pool.push(memfd::create(1).expect("memfd"), MAX_BYTES, now, None);
+        pool.push(memfd::create(1).expect("memfd"), 1, now, None);
         assert_eq!(pool.spares.len(), 1);
         assert_eq!(pool.bytes, 1);
     }

@@ -325,12 +325,12 @@ def test_workers_keep_plain_inputs_mapped_between_calls_until_idle(mode):
 
 
 def test_inputs_the_caller_dropped_are_let_go_of_by_busy_workers(monkeypatch):
-    from oxjob import _tasks
+    from oxjob import _input_segments
 
     nbytes = (3 << 20) + 11 * 4096
     data = np.full(nbytes // 8, 1.0)
     Parallel(n_jobs=2)(delayed(h.total)(data) for _ in range(4))
-    monkeypatch.setattr(_tasks, "_RECENT_BYTES", 0)  # the next call's inputs evict it
+    monkeypatch.setattr(_input_segments, "_RECENT_BYTES", 0)  # the next call's inputs evict it
     other = np.ones(BIG)
     Parallel(n_jobs=2)(delayed(h.total)(other) for _ in range(4))
     del data

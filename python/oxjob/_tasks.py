@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import atexit
 import collections
-import functools
 import itertools
-import math
 import os
 import pickle
 import sys
@@ -28,7 +26,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from . import _engine
+from ._calls import _QUEUED_WORK, Call, Task
+from ._input_segments import _RECENT_SECONDS, InputSegments
 from ._process_pool import ProcessPool, describe_exit
 from ._protocol import (
     BATCH,
@@ -51,16 +50,9 @@ __all__ = ["Call", "Task", "TaskEngine", "shared_call", "shared_engine", "shutdo
 # How a task's arguments are laid out (the worker's BATCH forms, see _worker.py).
 MAP, STARMAP, CALLS, TASKS = "map", "starmap", "calls", "tasks"
 
-_QUEUED_WORK = 0.002  # seconds of work queued on each worker, beyond the running task
-MAX_DEPTH = 16
 _BURST = 64  # events handled per wake-up of the dispatcher, at most
 _SPARE_SECONDS = 1.0  # idle time after which spare input segments are freed
 _OVERDUE_SLACK = 0.0005  # seconds a task may run past twice its expected time
-_SLOW_PREP = 0.0005  # seconds to make a task ready past which one is kept queued ahead
-#: Segments of recent calls' inputs, known by the hash of their bytes, are kept this long
-#: after the engine goes idle, and up to _RECENT_BYTES in all.
-_RECENT_SECONDS = 5.0
-_RECENT_BYTES = 2 << 30
 
 
 #: How many ``os.fork()`` calls separate this process from the first one: an engine
@@ -89,155 +81,7 @@ def _deliver(task: Task, ok: bool, value: Any) -> None:
         sys.excepthook(*sys.exc_info())
 
 
-class Task:
-    """One unit of work: ``func`` over ``arguments``, in one of the BATCH forms."""
-
-    __slots__ = (
-        "id",
-        "call",
-        "func",
-        "form",
-        "arguments",
-        "done",
-        "start",
-        "segments",
-        "keys",
-        "released",
-        "started",
-        "duration",
-    )
-
-    def __init__(self, task_id, call, func, form, arguments, done, start) -> None:
-        self.id = task_id
-        self.call = call
-        self.func = func
-        self.form = form
-        self.arguments = arguments
-        self.done = done
-        self.start = start
-        self.segments: list = []  # input segments lent to the worker
-        self.keys: tuple = ()  # their keys in the call's segment cache
-        self.released = False  # the worker said it maps none of them any more
-        self.started: float | None = None  # when it reached the head of its worker
-        self.duration = 0.0
-
-    def expected(self) -> float:
-        """Seconds this task should take, from its call's recent tasks."""
-        return self.call.item_seconds * max(len(self.arguments), 1)
-
-
-class Call:
-    """One submitter's stream of tasks on an engine: a ``Parallel`` call, a ``Pool``.
-
-    Parameters
-    ----------
-    engine : TaskEngine
-    cache_inputs : bool
-        Keep the segment of every large input for the whole call, so an argument
-        given to many tasks is copied once (``Parallel``); otherwise a task's input
-        segments become spares as soon as its worker lets go of them (``Pool``).
-    """
-
-    def __init__(self, engine: TaskEngine, cache_inputs: bool) -> None:
-        self.engine = engine
-        self.cache_inputs = cache_inputs
-        self.cancelled = False
-        self.closed = False
-        self.live = 0  # tasks submitted and not finished
-        # Tasks a worker may hold, the running one included: those queued behind it
-        # hide the round trip; see record(). One until this call's tasks are known to
-        # be short, so no task waits behind a slow one while another worker is free.
-        self.depth = 1
-        self.item_seconds = _QUEUED_WORK
-        self._measured = False
-        # Seconds the caller spends making a task ready to send (pickling, and hashing
-        # or copying its large inputs): while it does, a worker with nothing queued idles.
-        self.prep_seconds = 0.0
-        self.large_results = False  # a result came back in shared memory
-        # Segments of large arguments, by (address, size) of their memory; holding the
-        # buffer keeps the address from being reused during the call.
-        self.segments: dict[tuple[int, int], tuple[Any, memoryview]] = {}
-        self.users: dict[tuple[int, int], int] = {}  # tasks in flight carrying it
-        self.pinned: set[tuple[int, int]] = set()  # a worker may still map it
-        self.reusable: dict[int, dict[tuple[int, int], None]] = {}  # by size, oldest first
-        self.digests: dict[tuple[int, int], bytes] = {}  # xxh3 of each segment's bytes
-        self.segment_for = functools.partial(engine._segment_for, self)
-        self.nbytes = 0  # held in self.segments
-        self._carried: list = []
-
-    def submit(
-        self,
-        func: Callable | None,
-        form: str,
-        arguments: list,
-        done: Callable[[bool, Any], None],
-        start: Callable[[], bool] | None = None,
-    ) -> Task:
-        """Queue ``func`` over ``arguments``: single arguments (``"map"``), argument
-        tuples (``"starmap"``), ``(args, kwargs)`` pairs (``"calls"``), or
-        ``(func, args, kwargs)`` triples with ``func=None`` (``"tasks"``).
-        ``done(ok, value)`` receives the list of results or the exception, on the
-        dispatcher thread. ``start()``, if given, runs when the task goes to a
-        worker; the task is dropped if it returns False."""
-        return self.engine._submit(self, func, form, arguments, done, start)
-
-    def initialize(self, initializer: Callable, initargs: tuple) -> None:
-        """Run ``initializer(*initargs)`` in every worker before its next task."""
-        self.engine._initialize_workers(initializer, initargs)
-
-    def capacity(self) -> int:
-        """How many tasks this call can have in flight without any waiting."""
-        return self.engine.n * self.depth
-
-    def running(self) -> list[Task]:
-        """This call's tasks that are being computed now."""
-        return self.engine._running(self)
-
-    def kill(self, task: Task) -> None:
-        """Kill the worker running ``task`` (a timeout); it is replaced."""
-        self.engine._kill_running(task)
-
-    def cancel(self) -> list[Task]:
-        """Drop this call's queued tasks and kill the workers running its tasks;
-        other calls' tasks on those workers run elsewhere. Returns the tasks that
-        had not finished (their ``done`` is never called)."""
-        return self.engine._cancel(self)
-
-    def drop_pending(self) -> list[Task]:
-        """Drop this call's tasks that no worker has started; returns them."""
-        return self.engine._drop_pending(self)
-
-    def close(self) -> None:
-        """End the call: what it cached is given back to the engine."""
-        self.engine._close(self)
-
-    def record(self, task: Task) -> None:
-        """Learn from a finished task how much work to queue on each worker: about
-        _QUEUED_WORK seconds, so tiny tasks stream without waiting for round trips
-        and long ones stay balanced."""
-        per_item = task.duration / max(len(task.arguments), 1)
-        if not self._measured:
-            self.item_seconds, self._measured = per_item, True
-        else:
-            self.item_seconds = 0.8 * self.item_seconds + 0.2 * per_item
-        if not self.engine.max_tasks:
-            expected = max(self.item_seconds * max(len(task.arguments), 1), 1e-7)
-            depth = int(_QUEUED_WORK / expected)
-            if self.slow_prep:
-                # Keep the next tasks queued while the caller makes the one after ready.
-                depth = max(depth, 1 + math.ceil(self.prep_seconds / expected))
-            self.depth = max(1, min(MAX_DEPTH, depth))
-
-    @property
-    def slow_prep(self) -> bool:
-        return self.prep_seconds >= _SLOW_PREP
-
-    def note_prep(self, seconds: float) -> None:
-        old = self.prep_seconds
-        self.prep_seconds = 0.8 * old + 0.2 * seconds if old else seconds
-
-
-class TaskEngine:
+class TaskEngine(InputSegments):
     """Worker processes plus a dispatcher thread: tasks in, outcomes out.
 
     Parameters
@@ -502,105 +346,6 @@ class TaskEngine:
             calls = (func_id, task.arguments, True)
         return [(func_id, payload)], calls
 
-    # ---- segments of large inputs ----------------------------------------------------
-
-    def _segment_for(self, call: Call, raw: memoryview) -> Any:
-        """A segment holding ``raw``: with ``cache_inputs``, copied once per call
-        however many tasks use it; a released segment of the same size is refilled
-        rather than a new one allocated."""
-        if not call.cache_inputs:
-            return self._spare_or_new(raw)
-        key = _engine.buffer_address(raw)
-        call._carried.append(key)
-        known = call.segments.get(key)
-        if known is not None:
-            call.reusable.get(raw.nbytes, {}).pop(key, None)
-            return known[0]
-        digest = _digest(raw) if self.reuse_content else None
-        found = self.recent.pop((digest, raw.nbytes), None) if self.recent else None
-        if found is not None:
-            self.recent_bytes -= raw.nbytes
-            segment, refillable = found
-            if not refillable:
-                call.pinned.add(key)  # a worker of an earlier call may map it still
-        else:
-            # Keeping every segment of the call lets the next call with the same inputs
-            # reuse them all; past the budget, released ones are refilled instead.
-            candidates = call.reusable.get(raw.nbytes)
-            if candidates and (digest is None or self.recent_bytes + call.nbytes > _RECENT_BYTES):
-                old_key = next(iter(candidates))
-                del candidates[old_key]
-                call.digests.pop(old_key, None)
-                call.nbytes -= raw.nbytes
-                segment = self._copy(raw, call.segments.pop(old_key)[0])
-            else:
-                segment = self._spare_or_new(raw)
-        if digest is not None:
-            call.digests[key] = digest
-        call.segments[key] = (segment, raw)
-        call.nbytes += raw.nbytes
-        return segment
-
-    def _keep_recent(self, digest: bytes, segment: Any, refillable: bool) -> None:
-        key = (digest, segment.nbytes)
-        if key in self.recent:
-            return
-        self.recent[key] = (segment, refillable)
-        self.recent_bytes += segment.nbytes
-        while self.recent_bytes > _RECENT_BYTES:
-            (_, size), _ = self.recent.popitem(last=False)
-            self.recent_bytes -= size
-
-    def _spare_or_new(self, raw: memoryview) -> Any:
-        spares = self.spare.get(raw.nbytes)
-        if spares:
-            return self._copy(raw, spares.pop())
-        for key, (segment, refillable) in self.recent.items():  # oldest first
-            if refillable and key[1] == raw.nbytes:
-                del self.recent[key]
-                self.recent_bytes -= raw.nbytes
-                return self._copy(raw, segment)
-        return self._copy(raw)
-
-    @staticmethod
-    def _copy(raw: memoryview, segment: Any = None) -> Any:
-        """The one copy of a large input: into ``segment``, or into a new one."""
-        if segment is None:
-            return _engine.Segment.from_buffer(raw)
-        segment.refill(raw)
-        return segment
-
-    def _carry(self, task: Task) -> None:
-        call = task.call
-        if call.cache_inputs and call._carried:
-            task.keys = tuple(set(call._carried))
-            for key in task.keys:
-                call.users[key] = call.users.get(key, 0) + 1
-        call._carried = []
-
-    def _segments_returned(self, task: Task) -> None:
-        call = task.call
-        if not call.cache_inputs:
-            if task.released:
-                self._keep_spare(task.segments)
-            task.segments = []
-            return
-        task.segments = []
-        for key in task.keys:
-            call.users[key] -= 1
-            if not task.released:
-                call.pinned.add(key)  # a worker may keep it: never refill it
-            if call.users[key] == 0 and key not in call.pinned and key in call.segments:
-                # Refilled only if no later task of the call brings the same bytes.
-                call.reusable.setdefault(key[1], {})[key] = None
-
-    def _keep_spare(self, segments: list, size: int | None = None) -> None:
-        # Two per worker: enough for a steady stream of same-sized large inputs, and
-        # the memory they hold stays bounded.
-        room = 2 * self.n - sum(len(s) for s in self.spare.values())
-        for segment in segments[: max(room, 0)]:
-            self.spare.setdefault(size or segment.nbytes, []).append(segment)
-
     # ---- outcomes --------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -819,12 +564,6 @@ class TaskEngine:
             self.recent.clear()
         self.pool.shutdown(grace)
         return unfinished
-
-
-def _digest(buffer: Any) -> bytes:
-    hasher = _engine.StreamHasher()
-    hasher.update(buffer)
-    return hasher.digest()
 
 
 def _pickling_error(task: Task, exc: Exception) -> Exception:

@@ -18,8 +18,9 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
+from ._calls import MAX_DEPTH, Call, Task
 from ._protocol import DEFAULT_MAX_NBYTES
-from ._tasks import CALLS, MAP, MAX_DEPTH, STARMAP, Call, Task, TaskEngine
+from ._tasks import CALLS, MAP, STARMAP, TaskEngine
 from .exceptions import TimeoutError
 
 __all__ = ["AsyncResult", "Pool", "ProcessPoolExecutor"]

@@ -254,3 +254,14 @@ def test_a_worker_without_the_memory_to_map_its_input_fails_the_task_and_lives()
             pool.apply_async(fh.first_value, (np.ones(50_000_000),)).get(60)  # 400 MB
         assert pool.apply_async(fh.first_value, (np.full(10, 3.0),)).get(60) == 3.0
         assert pool._engine.pids() == [pid]  # the same worker: it did not die
+
+
+def test_kept_views_of_inputs_give_way_to_a_new_input_when_address_space_runs_out():
+    np = pytest.importorskip("numpy")
+    with oxjob.Pool(1, initializer=fh.limit_address_space, initargs=(400 << 20,)) as pool:
+        pid = pool._engine.pids()[0]
+        for n, value in ((18_750_000, 1.0), (20_000_000, 2.0), (25_000_000, 3.0)):
+            # 150 MB, 160 MB, then 200 MB: kept mapped, each would leave no room for
+            # the next (numpy takes ~100 MB of the 400) unless the worker lets go.
+            assert pool.apply_async(fh.first_value, (np.full(n, value),)).get(60) == value
+        assert pool._engine.pids() == [pid]

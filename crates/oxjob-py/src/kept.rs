@@ -89,7 +89,19 @@ impl KeptSegments {
                 return Ok(known);
             }
         }
-        let view = Arc::new(Mapping::new(fd, mode)?);
+        let view = match Mapping::new(fd, mode) {
+            Ok(view) => view,
+            // Out of address space (a worker under RLIMIT_AS): kept views must not be
+            // what makes a batch fail, so let go of them and try once more.
+            Err(err) if err.kind() == std::io::ErrorKind::OutOfMemory => {
+                let released: Vec<Arc<Mapping>> =
+                    locked(&self.views).drain().map(|(_, v)| v).collect();
+                drop(released);
+                Mapping::new(fd, mode)?
+            }
+            Err(err) => return Err(err),
+        };
+        let view = Arc::new(view);
         view.populate_read();
         let replaced = {
             let mut views = locked(&self.views);

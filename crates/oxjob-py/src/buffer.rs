@@ -16,7 +16,8 @@ use std::sync::Arc;
 enum Memory {
     Decoded(Buffer),
     Mapped(Mapping),
-    /// A worker's read-only view of an input, kept between batches (see `kept`).
+    /// A worker's view of an input (read-only or copy-on-write), kept between batches
+    /// (see `kept`).
     Kept(Arc<Mapping>),
     Result(Option<Mapping>, Returned),
 }
@@ -62,7 +63,7 @@ impl OwnedBuffer {
         }
     }
 
-    /// Share a kept read-only view (each batch gets its own buffer object, whose
+    /// Share a kept view of an input (each batch gets its own buffer object, whose
     /// weak references say when the batch's last view of it is gone).
     pub fn kept(view: Arc<Mapping>) -> Self {
         let len = view.len() as ffi::Py_ssize_t;

@@ -285,7 +285,7 @@ impl Engine {
         if matches!(kind, Kind::Batch | Kind::Init) {
             // Workers may keep any input mapped (see `kept`): its drop is logged.
             for segment in &segments {
-                segment.mark_sent_shared();
+                segment.mark_sent_to_worker();
             }
         }
         py.detach(|| self.lock().send(worker, kind, tag, bytes, &fds, n_shared))
@@ -428,7 +428,7 @@ impl WorkerChannel {
         }
         match frame {
             Ok(Some(frame)) => {
-                // Shared segments of tasks, and read-only views of their inputs, are
+                // Shared segments of tasks, and views of their inputs, are
                 // kept mapped (until forgotten).
                 // Spare result segments too: one coming back is the one mapped before.
                 let kept = matches!(frame.header.kind, Kind::Batch | Kind::Init | Kind::Spares)
@@ -468,7 +468,7 @@ impl WorkerChannel {
         }
     }
 
-    /// Whether shared segments (or read-only views of inputs) are kept mapped.
+    /// Whether shared segments (or views of inputs) are kept mapped.
     fn keeps_segments(&self) -> bool {
         !self.kept.is_empty()
     }
@@ -480,12 +480,13 @@ impl WorkerChannel {
             .map(|segment| dropped::key_of(segment.fd()))
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(os_error)?;
-        self.kept.forget(&dropped::encode(&keys), false)
+        self.kept.forget_keys(&keys, false);
+        Ok(())
     }
 
     /// Stop keeping shared segments mapped (the worker is idle).
-    fn let_go_of_segments(&self) -> PyResult<()> {
-        self.kept.forget(&[], true)
+    fn let_go_of_segments(&self) {
+        self.kept.forget_keys(&[], true);
     }
 
     /// Send a frame with `segments` as descriptors; the last `n_shared` are shared.

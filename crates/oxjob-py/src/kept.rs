@@ -23,7 +23,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Most shared segments a worker keeps mapped (each holds a descriptor, and `ulimit -n`
-/// is often 1024), and most kept read-only views; beyond, it lets go of all of them.
+/// is often 1024), and most kept views of inputs; beyond, it lets go of all of them.
 const MAX_KEPT: usize = 256;
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,6 +115,12 @@ impl KeptSegments {
     /// Let go of the keys in `body` (a `Forget` frame's), or of everything.
     pub fn forget(&self, body: &[u8], all: bool) -> PyResult<()> {
         let keys = dropped::decode(body).map_err(|err| PyValueError::new_err(err.to_string()))?;
+        self.forget_keys(&keys, all);
+        Ok(())
+    }
+
+    /// Let go of `keys`, or of everything.
+    pub fn forget_keys(&self, keys: &[dropped::Key], all: bool) {
         // Dropped outside the lock: a segment's release may run Python code.
         let (segments, views): (Vec<Py<Segment>>, Vec<Arc<Mapping>>) = {
             let mut segments = locked(&self.segments);
@@ -133,6 +139,5 @@ impl KeptSegments {
         };
         drop(segments);
         drop(views);
-        Ok(())
     }
 }

@@ -24,12 +24,12 @@ pub struct Segment {
     strides: [ffi::Py_ssize_t; 1],
     /// Sent to a worker as a task's input, which workers may keep mapped: its drop is
     /// logged so that they let go of it (see `oxjob_core::pool::dropped`).
-    sent_shared: AtomicBool,
+    sent_to_worker: AtomicBool,
 }
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.sent_shared.load(Ordering::Relaxed) {
+        if self.sent_to_worker.load(Ordering::Relaxed) {
             if let Ok(key) = dropped::key_of(self.fd.as_fd()) {
                 dropped::record(key);
             }
@@ -54,13 +54,13 @@ impl Segment {
             mapping: OnceLock::new(),
             shape: [len as ffi::Py_ssize_t],
             strides: [1],
-            sent_shared: AtomicBool::new(false),
+            sent_to_worker: AtomicBool::new(false),
         }
     }
 
     /// Note that a worker received this segment as a task's input.
-    pub fn mark_sent_shared(&self) {
-        self.sent_shared.store(true, Ordering::Relaxed);
+    pub fn mark_sent_to_worker(&self) {
+        self.sent_to_worker.store(true, Ordering::Relaxed);
     }
 
     /// The descriptor, for sending.

@@ -9,6 +9,7 @@ import textwrap
 import threading
 import time
 import weakref
+import zlib
 
 import numpy as np
 import pytest
@@ -150,6 +151,15 @@ def test_large_arrays_travel_without_pickling_through_pipes():
         assert pool.map(np.sum, arrays) == [300_000.0 * i for i in range(4)]
         doubled = pool.starmap(np.multiply, [(a, 2) for a in arrays])
     assert all((d == 2 * i).all() for i, d in enumerate(doubled))
+
+
+def test_frames_larger_than_a_sockets_buffer_arrive_whole(pool):
+    # Inline arguments of 0.1-1 MB: short tasks queue several per worker, so frames
+    # meet full sockets and go in part (the rest is sent after letting go of the GIL).
+    rng = np.random.default_rng(5)
+    blobs = [rng.bytes(int(n)) for n in rng.integers(100_000, 1_000_000, size=48)]
+    assert pool.map(zlib.crc32, blobs, chunksize=1) == [zlib.crc32(b) for b in blobs]
+    assert list(pool.imap(len, blobs)) == [len(b) for b in blobs]
 
 
 def test_remote_traceback_is_attached():

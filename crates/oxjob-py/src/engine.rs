@@ -5,7 +5,7 @@ use crate::buffer::{Borrowed, OwnedBuffer};
 use crate::errors::os_error;
 use crate::kept::KeptSegments;
 use crate::segment::Segment;
-use oxjob_core::pool::channel::{self, Frame};
+use oxjob_core::pool::channel::{self, Frame, Progress};
 use oxjob_core::pool::dropped;
 use oxjob_core::pool::frame::{Header, Kind};
 use oxjob_core::pool::memfd::{MapMode, Mapping};
@@ -147,6 +147,14 @@ fn map_failed(fd: &OwnedFd, err: std::io::Error) -> std::io::Error {
     )
 }
 
+/// A value moved into `Python::detach`, whose closure runs on the calling thread:
+/// a lock guard taken before it is released on the thread that took it.
+struct OnThisThread<T>(T);
+
+// SAFETY: `Python::detach` runs its closure synchronously on the current thread, so
+// the wrapped value (a `MutexGuard`) is never used or dropped on another thread.
+unsafe impl<T> Send for OnThisThread<T> {}
+
 /// Worker processes on the caller's side.
 #[pyclass(module = "oxjob._engine", frozen)]
 pub struct Engine {
@@ -286,6 +294,33 @@ impl Engine {
             // Workers may keep any input mapped (see `kept`): its drop is logged.
             for segment in &segments {
                 segment.mark_sent_to_worker();
+            }
+        }
+        // A frame the socket takes at once goes with the interpreter's lock held:
+        // letting go of it for the few microseconds of a sendmsg hands it to the
+        // dispatcher thread and back, which cost more than the send itself (a fifth
+        // of `Pool.imap` over tiny tasks). Only a worker that is behind is waited for
+        // without it.
+        if let Ok(supervisor) = self.supervisor.try_lock() {
+            match supervisor
+                .try_send(worker, kind, tag, bytes, &fds, n_shared)
+                .map_err(os_error)?
+            {
+                Progress::Sent => return Ok(()),
+                Progress::Nothing => {}
+                Progress::Part(sent) => {
+                    // Still holding the supervisor: no other frame can come between.
+                    let supervisor = OnThisThread(supervisor);
+                    let n_fds = fds.len();
+                    return py
+                        .detach(move || {
+                            let supervisor = supervisor;
+                            supervisor
+                                .0
+                                .finish_send(worker, kind, tag, bytes, n_fds, n_shared, sent)
+                        })
+                        .map_err(os_error);
+                }
             }
         }
         py.detach(|| self.lock().send(worker, kind, tag, bytes, &fds, n_shared))

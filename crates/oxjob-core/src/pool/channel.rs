@@ -60,21 +60,92 @@ pub fn send(
     fds: &[BorrowedFd<'_>],
     n_shared: u16,
 ) -> io::Result<()> {
-    let n_fds = u16::try_from(fds.len())
+    let header = header_of(kind, tag, body, fds.len(), n_shared)?;
+    let sent = send_first(sock, &header, body, fds, 0)?;
+    write_rest(sock, &header, body, sent)
+}
+
+/// How far [`try_send`] got without waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The whole frame went.
+    Sent,
+    /// Nothing went: the socket had no room. The stream is as it was.
+    Nothing,
+    /// The first `n` bytes went, the descriptors with them: [`finish`] must send the
+    /// rest before any other frame goes on this socket.
+    Part(usize),
+}
+
+/// Send as much of a frame as the socket takes at once, without waiting for room.
+///
+/// Lets a caller that holds a lock others need (the interpreter's, say) send small
+/// frames without letting go of it, and wait only when the receiver is behind.
+pub fn try_send(
+    sock: &UnixStream,
+    kind: Kind,
+    tag: u64,
+    body: &[u8],
+    fds: &[BorrowedFd<'_>],
+    n_shared: u16,
+) -> io::Result<Progress> {
+    let header = header_of(kind, tag, body, fds.len(), n_shared)?;
+    match send_first(sock, &header, body, fds, libc::MSG_DONTWAIT) {
+        Ok(sent) if sent == header.len() + body.len() => Ok(Progress::Sent),
+        Ok(sent) => Ok(Progress::Part(sent)),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Progress::Nothing),
+        Err(err) => Err(err),
+    }
+}
+
+/// Send the rest of a frame of which [`try_send`] sent the first `sent` bytes
+/// (`n_fds` descriptors, which went with them); waits for room as [`send`] does.
+pub fn finish(
+    sock: &UnixStream,
+    kind: Kind,
+    tag: u64,
+    body: &[u8],
+    n_fds: usize,
+    n_shared: u16,
+    sent: usize,
+) -> io::Result<()> {
+    let header = header_of(kind, tag, body, n_fds, n_shared)?;
+    write_rest(sock, &header, body, sent)
+}
+
+fn header_of(
+    kind: Kind,
+    tag: u64,
+    body: &[u8],
+    n_fds: usize,
+    n_shared: u16,
+) -> io::Result<[u8; HEADER_LEN]> {
+    let n_fds = u16::try_from(n_fds)
         .ok()
         .filter(|&n| n <= MAX_FDS)
-        .ok_or_else(|| io::Error::other(format!("{} descriptors in one frame", fds.len())))?;
+        .ok_or_else(|| io::Error::other(format!("{n_fds} descriptors in one frame")))?;
     if n_shared > n_fds {
         return Err(io::Error::other("more shared segments than descriptors"));
     }
-    let header = Header {
+    Ok(Header {
         kind,
         tag,
         len: body.len() as u64,
         n_fds,
         n_shared,
     }
-    .encode();
+    .encode())
+}
+
+/// One `sendmsg` of the header and body with the descriptors (retried if a signal
+/// interrupts it): how many bytes went.
+fn send_first(
+    sock: &UnixStream,
+    header: &[u8; HEADER_LEN],
+    body: &[u8],
+    fds: &[BorrowedFd<'_>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
     let mut iov = [
         libc::iovec {
             iov_base: header.as_ptr() as *mut libc::c_void,
@@ -108,18 +179,26 @@ pub fn send(
             }
         }
     }
-    let sent = loop {
+    loop {
         // SAFETY: `msg` points to live buffers (header, body, control) for the call.
-        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | flags) };
         if n >= 0 {
-            break n as usize;
+            return Ok(n as usize);
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
         }
-    };
-    // The descriptors went with the first bytes; the rest is a plain stream.
+    }
+}
+
+/// The descriptors went with the first bytes; the rest is a plain stream.
+fn write_rest(
+    sock: &UnixStream,
+    header: &[u8; HEADER_LEN],
+    body: &[u8],
+    sent: usize,
+) -> io::Result<()> {
     let mut writer = sock;
     if sent < header.len() {
         writer.write_all(&header[sent..])?;
@@ -225,6 +304,58 @@ mod tests {
     use super::*;
     use crate::pool::memfd;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn a_send_that_must_not_wait_stops_when_the_socket_is_full() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let mut sent = 0u64;
+        let full = loop {
+            match try_send(&a, Kind::Batch, sent, b"0123456789", &[], 0).expect("try_send") {
+                Progress::Sent => sent += 1,
+                Progress::Nothing => break true,
+                Progress::Part(n) => {
+                    // The socket took the frame's start: it must be finished first.
+                    finish(&a, Kind::Batch, sent, b"0123456789", 0, 0, n).expect("finish");
+                    sent += 1;
+                }
+            }
+            if sent > 10_000_000 {
+                break false;
+            }
+        };
+        assert!(full, "a socket nobody reads never filled up");
+        let reader = std::thread::spawn(move || {
+            (0..sent)
+                .map(|_| recv(&b).expect("recv").expect("frame").header.tag)
+                .collect::<Vec<_>>()
+        });
+        drop(a);
+        assert_eq!(reader.join().expect("join"), (0..sent).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_frame_sent_in_part_is_finished_whole_with_its_descriptors() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let payload = memfd::from_bytes(&[7u8; 10]).expect("memfd");
+        let big: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        let progress = try_send(&a, Kind::Batch, 2, &big, &[payload.as_fd()], 1).expect("try");
+        let Progress::Part(sent) = progress else {
+            panic!("8 MiB went at once into a socket nobody reads: {progress:?}");
+        };
+        assert!(sent > 0 && sent < big.len());
+        let reader = std::thread::spawn(move || {
+            let first = recv(&b).expect("recv").expect("frame");
+            let second = recv(&b).expect("recv").expect("frame");
+            (first, second)
+        });
+        finish(&a, Kind::Batch, 2, &big, 1, 1, sent).expect("finish");
+        send(&a, Kind::Batch, 3, b"next", &[], 0).expect("send");
+        let (first, second) = reader.join().expect("join");
+        assert_eq!((first.header.tag, first.header.n_shared), (2, 1));
+        assert!(first.body[..] == big[..], "the body arrived changed");
+        assert_eq!(first.fds.len(), 1);
+        assert_eq!((second.header.tag, &second.body[..]), (3, &b"next"[..]));
+    }
 
     #[test]
     fn a_frame_beyond_memory_is_skipped_and_the_stream_goes_on() {

@@ -15,7 +15,7 @@ pub mod frame;
 pub mod memfd;
 pub mod spares;
 
-use channel::Frame;
+use channel::{Frame, Progress};
 use frame::Kind;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -352,11 +352,7 @@ impl Supervisor {
         fds: &[BorrowedFd<'_>],
         n_shared: u16,
     ) -> io::Result<()> {
-        let slot = self
-            .slots
-            .get(worker)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| io::Error::other(format!("no worker {worker}")))?;
+        let slot = self.slot(worker)?;
         self.check_owner()?;
         if matches!(kind, Kind::Batch | Kind::Init) {
             // Before it maps this frame's shared segments: which it may stop keeping.
@@ -403,6 +399,55 @@ impl Supervisor {
     /// A handle on the events, to wait for them without holding the supervisor.
     pub fn events(&self) -> Events {
         self.events.clone()
+    }
+
+    /// Send a frame only as far as the worker's socket takes it at once (see
+    /// [`channel::try_send`]); [`Progress::Part`] must be completed with
+    /// [`Supervisor::finish_send`] before anything else goes to this worker.
+    ///
+    /// A frame that [`Supervisor::send`] would precede with others (segments to
+    /// forget, spare result segments) is not attempted: `Nothing` (send it with
+    /// `send`, which may wait).
+    pub fn try_send(
+        &self,
+        worker: usize,
+        kind: Kind,
+        tag: u64,
+        body: &[u8],
+        fds: &[BorrowedFd<'_>],
+        n_shared: u16,
+    ) -> io::Result<Progress> {
+        let slot = self.slot(worker)?;
+        self.check_owner()?;
+        let news = matches!(kind, Kind::Batch | Kind::Init)
+            && dropped::end() != slot.told.load(Ordering::Relaxed);
+        if news || (kind == Kind::Batch && spares::waiting()) {
+            return Ok(Progress::Nothing);
+        }
+        channel::try_send(&slot.sock, kind, tag, body, fds, n_shared)
+    }
+
+    /// Send the rest of a frame [`Supervisor::try_send`] sent the first `sent` bytes of.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_send(
+        &self,
+        worker: usize,
+        kind: Kind,
+        tag: u64,
+        body: &[u8],
+        n_fds: usize,
+        n_shared: u16,
+        sent: usize,
+    ) -> io::Result<()> {
+        let slot = self.slot(worker)?;
+        channel::finish(&slot.sock, kind, tag, body, n_fds, n_shared, sent)
+    }
+
+    fn slot(&self, worker: usize) -> io::Result<&Slot> {
+        self.slots
+            .get(worker)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| io::Error::other(format!("no worker {worker}")))
     }
 
     /// Kill the worker in slot `worker` (SIGKILL); its exit is reported as an event.

@@ -107,6 +107,11 @@ impl Pool {
     }
 }
 
+/// Whether any spare is waiting to be handed out (a busy pool counts as one).
+pub fn waiting() -> bool {
+    pool().is_none_or(|pool| !pool.spares.is_empty())
+}
+
 /// Results smaller than this are not worth a descriptor held open while they live.
 pub const MIN_BYTES: usize = 8 << 20;
 /// Bound on the descriptors results hold open for later reuse (`ulimit -n` is often

@@ -4,6 +4,9 @@ and nothing leaks (workers, file descriptors). Hang limits only, no timings."""
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -211,6 +214,57 @@ def test_a_worker_dying_while_work_is_sent_is_reported_as_a_death(entry, no_leak
                 with pytest.raises(TerminatedWorkerError, match=r"EXIT\(7\)"):
                     pool.map(fh.exit_now, range(50), chunksize=1)
     assert Parallel(n_jobs=2)(delayed(fh.square_after)(i) for i in range(4)) == [0, 1, 4, 9]
+
+
+def test_a_worker_dying_in_the_middle_of_a_large_frame_never_raises_sigpipe(tmp_path):
+    # Command-line tools often restore SIGPIPE's default action, which kills the process
+    # on a write to a closed socket. The worker is slow to start (sitecustomize), so the
+    # caller is still writing its ~7 MB initializer frame when the worker is killed.
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import os, time\nif os.environ.get('OXJOB_PARENT_PID'):\n    time.sleep(1.5)\n"
+    )
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, threading, time
+            import oxjob
+
+            def children():
+                found = []
+                for pid in filter(str.isdigit, os.listdir("/proc")):
+                    try:
+                        with open(f"/proc/{pid}/stat") as stat:
+                            ppid = stat.read().rsplit(")", 1)[1].split()[1]
+                    except OSError:
+                        continue
+                    if ppid == str(os.getpid()):
+                        found.append(int(pid))
+                return found
+
+            def kill_the_first_worker():
+                while not children():
+                    time.sleep(0.005)
+                time.sleep(0.5)  # the caller waits for the worker to read the frame
+                os.kill(children()[0], signal.SIGKILL)
+
+            if __name__ == "__main__":
+                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+                threading.Thread(target=kill_the_first_worker, daemon=True).start()
+                big = [str(i) for i in range(1_000_000)]  # pickled inline: ~7 MB
+                with oxjob.Pool(1, initializer=len, initargs=(big,)) as pool:
+                    print(pool.map(abs, [-1, -2]))
+            """
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=f"{slow}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "[1, 2]"
 
 
 def test_a_worker_killed_while_returning_a_large_result(no_leaks):

@@ -147,13 +147,16 @@ fn map_failed(fd: &OwnedFd, err: std::io::Error) -> std::io::Error {
     )
 }
 
-/// A value moved into `Python::detach`, whose closure runs on the calling thread:
-/// a lock guard taken before it is released on the thread that took it.
-struct OnThisThread<T>(T);
+/// The supervisor's guard, moved into `Python::detach` to finish a frame without the
+/// GIL while no other frame can be sent. It must be dropped inside the closure: other
+/// methods lock the supervisor with the GIL held, so a guard still held while waiting
+/// for the GIL could deadlock with them.
+struct HeldSupervisor<'a>(std::sync::MutexGuard<'a, Supervisor>);
 
-// SAFETY: `Python::detach` runs its closure synchronously on the current thread, so
-// the wrapped value (a `MutexGuard`) is never used or dropped on another thread.
-unsafe impl<T> Send for OnThisThread<T> {}
+// SAFETY: `Python::detach` runs its closure synchronously on the calling thread, so
+// the guard is used and dropped on the thread that locked the mutex; it holds no
+// Python object.
+unsafe impl Send for HeldSupervisor<'_> {}
 
 /// Worker processes on the caller's side.
 #[pyclass(module = "oxjob._engine", frozen)]
@@ -269,8 +272,8 @@ impl Engine {
         })
     }
 
-    fn __len__(&self) -> usize {
-        self.lock().len()
+    fn __len__(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.lock().len())
     }
 
     /// Send a frame with `segments` as descriptors; the last `n_shared` are shared.
@@ -310,13 +313,12 @@ impl Engine {
                 Progress::Nothing => {}
                 Progress::Part(sent) => {
                     // Still holding the supervisor: no other frame can come between.
-                    let supervisor = OnThisThread(supervisor);
+                    let held = HeldSupervisor(supervisor);
                     let n_fds = fds.len();
                     return py
                         .detach(move || {
-                            let supervisor = supervisor;
-                            supervisor
-                                .0
+                            let held = held; // the whole guard moves in, and drops here
+                            held.0
                                 .finish_send(worker, kind, tag, bytes, n_fds, n_shared, sent)
                         })
                         .map_err(os_error);
@@ -387,8 +389,9 @@ impl Engine {
     }
 
     /// SIGKILL a worker; its exit arrives as an event.
-    fn kill(&self, worker: usize) {
-        self.lock().kill(worker);
+    fn kill(&self, py: Python<'_>, worker: usize) {
+        // Without the GIL: a send waiting for a busy worker holds the supervisor.
+        py.detach(|| self.lock().kill(worker));
     }
 
     /// (Re)start the worker in a slot; returns its new generation.
@@ -397,13 +400,13 @@ impl Engine {
     }
 
     /// Process id of a worker.
-    fn pid(&self, worker: usize) -> Option<i32> {
-        self.lock().pid(worker)
+    fn pid(&self, py: Python<'_>, worker: usize) -> Option<i32> {
+        py.detach(|| self.lock().pid(worker))
     }
 
     /// Generation of a worker slot.
-    fn generation(&self, worker: usize) -> Option<u64> {
-        self.lock().generation(worker)
+    fn generation(&self, py: Python<'_>, worker: usize) -> Option<u64> {
+        py.detach(|| self.lock().generation(worker))
     }
 
     /// Ask workers to exit, wait up to `grace` seconds, kill the rest.

@@ -192,7 +192,10 @@ fn send_first(
     }
 }
 
-/// The descriptors went with the first bytes; the rest is a plain stream.
+/// The descriptors went with the first bytes; the rest is a plain stream. (The
+/// standard library writes to sockets with `MSG_NOSIGNAL`: a peer that died is an
+/// `EPIPE` error, never a SIGPIPE, even in a process that restored SIGPIPE's default
+/// action; tests/test_engine_faults.py checks it.)
 fn write_rest(
     sock: &UnixStream,
     header: &[u8; HEADER_LEN],

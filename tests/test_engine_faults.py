@@ -267,6 +267,24 @@ def test_a_worker_dying_in_the_middle_of_a_large_frame_never_raises_sigpipe(tmp_
     assert done.stdout.strip() == "[1, 2]"
 
 
+def test_a_long_task_never_holds_up_the_caller_behind_its_workers_full_socket():
+    # A worker reads its next frame only when its running task ends. Frames queued
+    # behind a long task filled its socket, and the caller waited there, holding the
+    # engine: nothing else could be submitted or returned until the task ended.
+    with oxjob.Pool(2) as pool:
+        pool.map(len, [b"x"] * 400, chunksize=1)  # known to be short: several queued
+        submitted = threading.Event()
+
+        def submit():
+            pool.map_async(fh.sleep_or_len, [20.0] + [bytes(150_000)] * 40, chunksize=1)
+            submitted.set()
+
+        threading.Thread(target=submit, daemon=True).start()
+        assert submitted.wait(15), "map_async waited for a busy worker to read its socket"
+        assert pool.apply_async(abs, (-5,)).get(timeout=15) == 5
+        pool.terminate()
+
+
 def test_a_worker_killed_while_returning_a_large_result(no_leaks):
     np = pytest.importorskip("numpy")
     victim = []

@@ -32,6 +32,8 @@ class Task:
         "released",
         "started",
         "duration",
+        "frames",
+        "unread",
     )
 
     def __init__(self, task_id, call, func, form, arguments, done, start) -> None:
@@ -47,6 +49,9 @@ class Task:
         self.released = False  # the worker said it maps none of them any more
         self.started: float | None = None  # when it reached the head of its worker
         self.duration = 0.0
+        # Its BATCH frame, made and waiting for a worker that can take it at once.
+        self.frames: tuple | None = None
+        self.unread = 0  # bytes of its frames still in the worker's socket, at most
 
     def expected(self) -> float:
         """Seconds this task should take, from its call's recent tasks."""

@@ -53,6 +53,10 @@ MAP, STARMAP, CALLS, TASKS = "map", "starmap", "calls", "tasks"
 _BURST = 64  # events handled per wake-up of the dispatcher, at most
 _SPARE_SECONDS = 1.0  # idle time after which spare input segments are freed
 _OVERDUE_SLACK = 0.0005  # seconds a task may run past twice its expected time
+# Bytes of frames a busy worker may have waiting in its socket. A worker reads its next
+# frame only when its running task ends; more than its socket holds (~200 KiB) would
+# leave the caller waiting there, holding the engine, for as long as that task runs.
+_UNREAD_BYTES = 128 << 10
 
 
 #: How many ``os.fork()`` calls separate this process from the first one: an engine
@@ -128,6 +132,7 @@ class TaskEngine(InputSegments):
         ]
         self.sent: list[set] = [set() for _ in range(processes)]
         self.completed = [0] * processes
+        self.unread = [0] * processes  # bytes sent to each worker behind its running task
         self.dying: set[int] = set()  # a send failed: its exit event is on the way
         self.killed: dict[int, int] = {}  # worker -> id of the task we killed it for
         self.functions = FunctionTable()
@@ -290,6 +295,7 @@ class TaskEngine(InputSegments):
                 return
             self.pending.popleft()
             if task.call.cancelled:
+                self._drop_frames(task)
                 continue
             if task.start is not None:
                 if not task.start():
@@ -298,19 +304,20 @@ class TaskEngine(InputSegments):
                 task.start = None  # once: a task re-dispatched after a death is running
             if worker in self.pool.dead:
                 self._respawn(worker)
-            try:
-                prep_start = time.perf_counter()
-                func_ids, calls = self._calls_of(task, worker)
-                call = task.call
-                call._carried = []
-                body, segments, n_shared = dumps_auto(calls, self.max_nbytes, call.segment_for)
-                call.note_prep(time.perf_counter() - prep_start)
-            except Exception as exc:  # noqa: BLE001 - reported on the task's result
-                self._finished(task)
-                _deliver(task, False, _pickling_error(task, exc))
+            frames = task.frames or self._prepare(task)
+            if frames is None:
                 continue
-            task.segments = segments[: len(segments) - n_shared]
-            self._carry(task)
+            func_ids, body, segments, n_shared = frames
+            queue = self.inflight[worker]
+            size = 0
+            if queue:
+                # Behind a running task, it waits in the worker's socket: only if it fits.
+                size = len(body) + sum(len(p) for f, p in func_ids if f not in self.sent[worker])
+                if self.unread[worker] + size > _UNREAD_BYTES:
+                    task.frames = frames  # for the next worker with nothing to run
+                    self.pending.appendleft(task)
+                    return
+            task.frames = None
             for func_id, payload in func_ids:
                 if func_id not in self.sent[worker]:
                     self._send(worker, FUNCTION, func_id, payload, [])
@@ -322,12 +329,51 @@ class TaskEngine(InputSegments):
                 task.segments = []
                 self.pending.appendleft(task)
                 continue
-            queue = self.inflight[worker]
-            if not queue:
+            if queue:
+                task.unread = size
+                self.unread[worker] += size
+            else:
                 task.started = time.monotonic()
             queue.append(task)
 
-    def _calls_of(self, task: Task, worker: int) -> tuple[list, Any]:
+    def _prepare(self, task: Task) -> tuple | None:
+        """Pickle the task's calls (large buffers into segments): its frames, or None
+        if it cannot be pickled (its outcome is then the error)."""
+        try:
+            prep_start = time.perf_counter()
+            func_ids, calls = self._calls_of(task)
+            call = task.call
+            call._carried = []
+            body, segments, n_shared = dumps_auto(calls, self.max_nbytes, call.segment_for)
+            call.note_prep(time.perf_counter() - prep_start)
+        except Exception as exc:  # noqa: BLE001 - reported on the task's result
+            self._finished(task)
+            _deliver(task, False, _pickling_error(task, exc))
+            return None
+        task.segments = segments[: len(segments) - n_shared]
+        self._carry(task)
+        return func_ids, body, segments, n_shared
+
+    def _drop_frames(self, task: Task) -> None:
+        """A task made ready but never sent lets go of its input segments."""
+        if task.frames is not None:
+            task.frames = None
+            self._unkeep(task)
+            task.segments = []
+
+    def _next_started(self, worker: int, task: Task) -> None:
+        """``task`` left the worker's queue; the next one, if any, is now running."""
+        queue = self.inflight[worker]
+        queue.remove(task)
+        self.unread[worker] -= task.unread
+        task.unread = 0
+        if queue and queue[0].started is None:
+            head = queue[0]
+            head.started = time.monotonic()
+            self.unread[worker] -= head.unread  # the worker has read its frame
+            head.unread = 0
+
+    def _calls_of(self, task: Task) -> tuple[list, Any]:
         """The function ids the task needs and its calls in the worker's BATCH form."""
         if task.form == TASKS:
             ids, needed = {}, []
@@ -410,9 +456,7 @@ class TaskEngine(InputSegments):
         if kind == RELEASED:
             task.released = True
             return
-        queue.remove(task)
-        if queue and queue[0].started is None:
-            queue[0].started = time.monotonic()
+        self._next_started(worker, task)
         self._segments_returned(task)
         self._finished(task)
         try:
@@ -445,9 +489,7 @@ class TaskEngine(InputSegments):
         task = next((t for t in queue if t.id == tag), None)
         if task is None or getattr(exc, "kind", None) not in (RESULT, ERROR):
             return
-        queue.remove(task)
-        if queue and queue[0].started is None:
-            queue[0].started = time.monotonic()
+        self._next_started(worker, task)
         task.released = False  # unknown: never refill its inputs
         self._segments_returned(task)
         self._finished(task)
@@ -469,8 +511,9 @@ class TaskEngine(InputSegments):
             if task in lost or task.call.cancelled:
                 self._finished(task)
         queue.clear()
+        self.unread[worker] = 0
         for task in reversed(again):
-            task.started = None
+            task.started, task.unread = None, 0
             task.segments, task.released = [], False
             self._unkeep(task)
             self.pending.appendleft(task)
@@ -517,6 +560,7 @@ class TaskEngine(InputSegments):
             dropped = [t for t in self.pending if t.call is call]
             self.pending = collections.deque(t for t in self.pending if t.call is not call)
             for task in dropped:
+                self._drop_frames(task)
                 self._finished(task)
             return dropped
 

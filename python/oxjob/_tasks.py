@@ -309,19 +309,22 @@ class TaskEngine(InputSegments):
                 continue
             func_ids, body, segments, n_shared = frames
             queue = self.inflight[worker]
-            size = 0
-            if queue:
-                # Behind a running task, it waits in the worker's socket: only if it fits.
-                size = len(body) + sum(len(p) for f, p in func_ids if f not in self.sent[worker])
-                if self.unread[worker] + size > _UNREAD_BYTES:
-                    task.frames = frames  # for the next worker with nothing to run
-                    self.pending.appendleft(task)
-                    return
+            sent = self.sent[worker]
+            size = len(body)
+            for func_id, payload in func_ids:
+                if func_id not in sent:
+                    size += len(payload)
+            if queue and self.unread[worker] + size > _UNREAD_BYTES:
+                # Behind a running task, it would wait in the worker's socket, which
+                # holds only so much: keep it for the next worker with nothing to run.
+                task.frames = frames
+                self.pending.appendleft(task)
+                return
             task.frames = None
             for func_id, payload in func_ids:
-                if func_id not in self.sent[worker]:
+                if func_id not in sent:
                     self._send(worker, FUNCTION, func_id, payload, [])
-                    self.sent[worker].add(func_id)
+                    sent.add(func_id)
             if not self._send(worker, BATCH, task.id, body, segments, n_shared):
                 # It died before this task reached it: the task goes to another worker,
                 # the death is reported by its exit event to the task it was running.

@@ -229,26 +229,17 @@ def test_a_worker_dying_in_the_middle_of_a_large_frame_never_raises_sigpipe(tmp_
     script.write_text(
         textwrap.dedent(
             """
-            import os, signal, threading, time
+            import os, signal, sys, threading, time
             import oxjob
 
-            def children():
-                found = []
-                for pid in filter(str.isdigit, os.listdir("/proc")):
-                    try:
-                        with open(f"/proc/{pid}/stat") as stat:
-                            ppid = stat.read().rsplit(")", 1)[1].split()[1]
-                    except OSError:
-                        continue
-                    if ppid == str(os.getpid()):
-                        found.append(int(pid))
-                return found
+            sys.path.insert(0, sys.argv[1])
+            from _helpers import worker_children
 
             def kill_the_first_worker():
-                while not children():
+                while not worker_children():
                     time.sleep(0.005)
                 time.sleep(0.5)  # the caller waits for the worker to read the frame
-                os.kill(children()[0], signal.SIGKILL)
+                os.kill(worker_children()[0], signal.SIGKILL)
 
             if __name__ == "__main__":
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -261,7 +252,11 @@ def test_a_worker_dying_in_the_middle_of_a_large_frame_never_raises_sigpipe(tmp_
     )
     env = dict(os.environ, PYTHONPATH=f"{slow}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env
+        [sys.executable, str(script), os.path.dirname(__file__)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.strip() == "[1, 2]"

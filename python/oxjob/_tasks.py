@@ -310,16 +310,18 @@ class TaskEngine(InputSegments):
             func_ids, body, segments, n_shared = frames
             queue = self.inflight[worker]
             sent = self.sent[worker]
-            size = len(body)
-            for func_id, payload in func_ids:
-                if func_id not in sent:
-                    size += len(payload)
-            if queue and self.unread[worker] + size > _UNREAD_BYTES:
-                # Behind a running task, it would wait in the worker's socket, which
-                # holds only so much: keep it for the next worker with nothing to run.
-                task.frames = frames
-                self.pending.appendleft(task)
-                return
+            size = 0
+            if queue:
+                # Behind a running task, it waits in the worker's socket, which holds
+                # only so much: past that, keep it for the next worker with nothing to run.
+                size = len(body)
+                for func_id, payload in func_ids:
+                    if func_id not in sent:
+                        size += len(payload)
+                if self.unread[worker] + size > _UNREAD_BYTES:
+                    task.frames = frames
+                    self.pending.appendleft(task)
+                    return
             task.frames = None
             for func_id, payload in func_ids:
                 if func_id not in sent:

@@ -34,7 +34,7 @@ from oxjob import (
     Parallel,
     Pool,
     ProcessPoolExecutor,
-    _tasks,  # the shared engine's workers, to kill -9 one from outside
+    _shared_engine,  # the shared engine's workers, to kill -9 one from outside
     delayed,
 )
 from oxjob.exceptions import RemoteTraceback, TerminatedWorkerError
@@ -316,7 +316,7 @@ def op_outside_kill(rng):
             check_squares(out, range(n))
 
     Parallel(n_jobs=2)(delayed(square)(x) for x in range(2))  # the engine of n_jobs=2
-    outcome = under_kill(_tasks._SHARED, rng, 0.6, run)
+    outcome = under_kill(_shared_engine._SHARED, rng, 0.6, run)
     return f"{'large' if large else 'small'}.{outcome}", 1
 
 

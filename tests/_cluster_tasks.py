@@ -103,9 +103,9 @@ def oxjob_parallel_inside(n):
     it gave, and whether it started oxjob workers in the Dask worker."""
     import warnings
 
-    from oxjob import Parallel, _tasks, delayed
+    from oxjob import Parallel, _shared_engine, delayed
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(n))
-    return out, [str(w.message) for w in caught], _tasks._SHARED is not None
+    return out, [str(w.message) for w in caught], _shared_engine._SHARED is not None

@@ -38,9 +38,9 @@ def worker_children():
 
 
 def shared_workers():
-    from oxjob import _tasks
+    from oxjob import _shared_engine
 
-    engine = _tasks._SHARED
+    engine = _shared_engine._SHARED
     return set(engine.pids()) if engine else set()
 
 
@@ -306,9 +306,10 @@ def test_a_worker_killed_while_returning_a_large_result(no_leaks):
     killer.join()
     # A worker killed while idle is noticed by its exit event: a task sent to it before
     # that would (rightly) fail, so the next call waits for the death to be seen.
-    from oxjob import _tasks
+    from oxjob import _shared_engine
 
-    assert settle(lambda: bool(_tasks._SHARED.pool.dead) or victim[0] not in shared_workers())
+    engine = _shared_engine._SHARED
+    assert settle(lambda: bool(engine.pool.dead) or victim[0] not in shared_workers())
     out = Parallel(n_jobs=2)(delayed(fh.big_array)(8, float(i)) for i in range(4))
     assert [float(a[0]) for a in out] == [0.0, 1.0, 2.0, 3.0]
 

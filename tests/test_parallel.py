@@ -35,9 +35,9 @@ children = h.worker_children
 
 
 def worker_pids():
-    from oxjob import _tasks
+    from oxjob import _shared_engine
 
-    engine = _tasks._SHARED
+    engine = _shared_engine._SHARED
     return set(engine.pids()) if engine else set()
 
 
@@ -280,13 +280,13 @@ def test_unpicklable_argument_names_the_task():
 
 
 def test_functions_reach_each_worker_once_per_call():
-    from oxjob import _process_pool, _tasks
+    from oxjob import _process_pool, _shared_engine
 
     sent = []
     real = _process_pool._engine.Engine.send
 
     Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(2))
-    pool = _tasks._SHARED.pool
+    pool = _shared_engine._SHARED.pool
 
     class Spy:
         def __init__(self, engine):
@@ -318,7 +318,7 @@ FORK_CHILD = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     import _helpers as h
     from oxjob import Parallel, delayed
-    from oxjob import _tasks
+    from oxjob import _shared_engine
 
     def run(backend):
         out = Parallel(n_jobs=2, backend=backend)(delayed(h.big_result)(2**21, i) for i in range(4))
@@ -326,15 +326,15 @@ FORK_CHILD = textwrap.dedent(
 
     # Large results leave spare segments behind, and the workers stay for reuse.
     assert run("loky") and run("threading")
-    parent_workers = _tasks._SHARED.pids()
+    parent_workers = _shared_engine._SHARED.pids()
     pid = os.fork()
     if pid == 0:
         ok = run("loky") and run("threading")
-        ok = ok and set(_tasks._SHARED.pids()).isdisjoint(parent_workers)
+        ok = ok and set(_shared_engine._SHARED.pids()).isdisjoint(parent_workers)
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, status
-    assert run("loky") and _tasks._SHARED.pids() == parent_workers
+    assert run("loky") and _shared_engine._SHARED.pids() == parent_workers
     print("ok")
     """
 )

@@ -89,7 +89,7 @@ class ProcessRunner:
         initializer: Any = None,
         initargs: tuple = (),
     ) -> None:
-        from ._tasks import shared_call
+        from ._shared_engine import shared_call
 
         self.call = shared_call(n_workers, mmap_mode, max_nbytes, idle_timeout)
         self.outcomes: queue.SimpleQueue = queue.SimpleQueue()

@@ -23,6 +23,7 @@ from typing import Any
 
 from .exceptions import CorruptFileError
 
+_DEFLATE_MAX_RATIO = 1032
 _PY2_MESSAGE = (
     "You may be trying to read with python 3 a joblib pickle generated with python 2. "
     "This feature is not supported by joblib nor by oxjob."
@@ -254,8 +255,21 @@ def read_zfile(file_handle: Any) -> bytes:
     following = file_handle.read(1)
     if following != b" ":  # joblib <= 0.8.4 on Python 2 wrote one more space
         file_handle.seek(header_length)
-    data = zlib.decompress(file_handle.read(), 15, length)
-    if len(data) != length:
+    stored = file_handle.read()
+    # The header's length sized the output buffer (joblib does so): it must be one
+    # the stored bytes can produce, at deflate's largest ratio (1032: 258 bytes per
+    # two bits), and no more than it is decoded.
+    if length > len(stored) * _DEFLATE_MAX_RATIO:
+        raise CorruptFileError(
+            f"joblib < 0.10 compressed file: a length of {length} bytes cannot come "
+            f"from {len(stored)} compressed bytes"
+        )
+    inflate = zlib.decompressobj(15)
+    try:
+        data = inflate.decompress(stored, length + 1)
+    except zlib.error as exc:
+        raise CorruptFileError(f"joblib < 0.10 compressed file: {exc}") from None
+    if len(data) != length or not inflate.eof:
         raise CorruptFileError("joblib < 0.10 compressed file: wrong decompressed length")
     return data
 

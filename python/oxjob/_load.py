@@ -19,7 +19,14 @@ from typing import Any
 
 from . import _engine, _streams
 from ._joblib_read import load_zfile, unpickle_joblib
-from ._oxjob_format import MAGIC, LoadContext, load_mapped, read_container_stream, unpickle
+from ._oxjob_format import (
+    MAGIC,
+    LoadContext,
+    load_mapped,
+    looks_like_container,
+    read_container_stream,
+    unpickle,
+)
 from ._safe import FastUnpickler, JoblibStream, Policy
 from .compressors import STREAM_COMPRESSORS
 from .exceptions import CorruptFileError
@@ -48,7 +55,7 @@ def load_path(path: str, mmap_mode: str | None, native: bool, policy: Policy | N
     with open(path, "rb") as f:
         head = f.read(_HEAD)
         f.seek(0)
-        if head.startswith(MAGIC):
+        if looks_like_container(head):
             f.close()
             return _load_container_path(path, mmap_mode, native, policy)
         if head.startswith(_streams.ZFILE_PREFIX):
@@ -100,7 +107,7 @@ def _load_container_path(
 def _load_decoded(inner: Any, what: str, native: bool, policy: Policy | None) -> Any:
     """Load what a decompressor yields: an oxjob container or a pickle stream."""
     head, source = _head_of(inner)
-    if head.startswith(MAGIC):
+    if looks_like_container(head):
         parts, _ = read_container_stream(source, what)
         value = unpickle(parts[0], parts[1:], LoadContext(native), what, policy)
     else:
@@ -266,7 +273,7 @@ def load_fileobj(fileobj: Any, mmap_mode: str | None, native: bool, policy: Poli
             message = None  # a raw file object: read, as joblib does
         if message:
             warnings.warn(message, stacklevel=3)
-    if head.startswith(MAGIC):
+    if looks_like_container(head):
         parts, _ = read_container_stream(source, what)
         return unpickle(parts[0], parts[1:], LoadContext(native), what, policy)
     if head.startswith(_streams.ZFILE_PREFIX):

@@ -256,23 +256,6 @@ def _dump(
     return stream.getbuffer(), regular + pickler.shared, len(pickler.shared)
 
 
-class FunctionTable:
-    """The functions sent to workers, each pickled once (by value) and known by a
-    small id, so that a batch names its function instead of carrying it."""
-
-    def __init__(self) -> None:
-        self._known: dict[int, tuple[int, bytes, Any]] = {}
-
-    def id_of(self, func: Any) -> tuple[int, bytes]:
-        """``(id, pickled function)``; the table keeps ``func`` alive, so its
-        ``id()`` is never reused for another function meanwhile."""
-        known = self._known.get(id(func))
-        if known is None:
-            body, _, _ = dumps(func, None, by_value=True)
-            known = self._known[id(func)] = (len(self._known), bytes(body), func)
-        return known[0], known[1]
-
-
 _cloud_class: list = []
 
 

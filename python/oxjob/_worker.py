@@ -156,6 +156,8 @@ def main() -> int:
         SHUTDOWN,
         SPARES,
         dumps_auto,
+        holds_file_maps,
+        keep_file_maps,
         loads,
     )
 
@@ -171,11 +173,12 @@ def main() -> int:
     max_nbytes = int(os.environ.get("OXJOB_MAX_NBYTES", str(1 << 20)))
     functions: dict = {}
     spares = _Spares(channel)
+    keep_file_maps(True)  # memmap arguments' files: mapped once per call, not per batch
     channel.send(READY, os.getpid(), b"", [])
     while True:
         # Spare result segments, and the shared segments of tasks (kept mapped between
         # batches: mapping them anew costs their page faults again).
-        holding = any(spares.by_size.values()) or channel.keeps_segments()
+        holding = any(spares.by_size.values()) or channel.keeps_segments() or holds_file_maps()
         try:
             message = channel.recv(min(idle_timeout, _SPARE_SECONDS) if holding else idle_timeout)
         except EOFError:
@@ -191,6 +194,7 @@ def main() -> int:
             if holding:
                 spares.clear()  # idle: give their memory back
                 channel.let_go_of_segments()
+                keep_file_maps(True)
                 continue
             return 0  # idle for too long: the caller starts a new worker when needed
         kind, tag, body, buffers, shared = message
@@ -227,6 +231,7 @@ def main() -> int:
         elif kind == END_CALL:
             functions.clear()
             spares.clear()
+            keep_file_maps(True)
         elif kind == INIT:
             initializer, initargs = loads(body, buffers, shared)
             if initializer is not None:

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from . import _engine
-from ._safe import FastUnpickler, Policy
+from ._safe import FastUnpickler, JoblibStream, Policy
 from .exceptions import CorruptFileError
 
 MAGIC = b"\x93OXJOB\r\n"
@@ -185,7 +185,19 @@ def unpickle(
     context.sections = buffers
     token = _LOAD_CONTEXT.set(context)
     try:
-        return FastUnpickler(io.BytesIO(stream), policy, buffers=buffers).load()
+        if policy is not None:
+            from ._safe_unpickle import load_stream
+
+            stored = len(memoryview(stream)) + sum(len(memoryview(b)) for b in buffers)
+            return load_stream(
+                io.BytesIO(stream), policy, what, stored=stored, buffers=buffers
+            ).value
+        return FastUnpickler(io.BytesIO(stream), buffers=buffers).load()
+    except JoblibStream as exc:
+        raise CorruptFileError(
+            f"{what}: the container's pickle stream is invalid: {exc}, which only joblib's "
+            "own format holds"
+        ) from None
     except pickle.UnpicklingError as exc:
         if type(exc) is not pickle.UnpicklingError:
             raise

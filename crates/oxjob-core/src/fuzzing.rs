@@ -5,7 +5,7 @@ mod hostile;
 
 pub use hostile::hostile_container;
 
-use crate::buffer::with_limit;
+use crate::buffer::{largest_asked, with_limit};
 use crate::codec::Codec;
 use crate::container::{parse, read_all};
 use crate::error::Error;
@@ -27,6 +27,24 @@ pub fn check_decoder(data: &[u8]) {
         for (section, bytes) in layout.sections.iter().zip(&decoded) {
             assert_eq!(section.raw_len, bytes.len() as u64);
         }
+    }
+}
+
+/// Decode `data`, a damaged copy of a real container: as [`check_decoder`], and it
+/// either decodes or is corrupt (never out of memory), found before more than the
+/// input's own size was allocated for any section (compressed chunks are checked
+/// before their output is allocated).
+pub fn check_mutated(data: &[u8]) {
+    check_decoder(data);
+    let (result, largest) = largest_asked(|| read_all(data, 2));
+    match result {
+        Ok(_) => {}
+        Err(Error::Corrupt(_)) => assert!(
+            largest <= data.len() as u64,
+            "{largest} bytes allocated for a corrupt {}-byte input",
+            data.len()
+        ),
+        Err(err) => panic!("a damaged container failed with {err:?}"),
     }
 }
 

@@ -104,3 +104,9 @@ def rss_mb(pid=None):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def put_from_init(value):
+    with SHARED["lock"]:
+        SHARED["queue"].put(value)
+    return value

@@ -38,10 +38,11 @@ from ._protocol import (
     READY,
     RELEASED,
     RESULT,
-    dumps,
+    SHUTDOWN,
     dumps_auto,
 )
 from ._protocol import loads as _loads
+from ._worker_start import dumps_for_start
 from .exceptions import BrokenProcessPool, TerminatedWorkerError
 
 __all__ = ["Call", "Task", "TaskEngine"]
@@ -116,6 +117,11 @@ class TaskEngine(InputSegments):
         max_tasks_per_child: int | None = None,
         forget_when_idle: bool = False,
     ) -> None:
+        # The initializer is pickled anew for every worker start (its descriptors can
+        # be fetched once each, see _worker_start.py); the first pickle, made before any
+        # worker starts so that the constructor raises its error, goes to the first one.
+        self.init = None if initializer is None else (initializer, tuple(initargs))
+        self.init_frame = None if initializer is None else dumps_for_start(*self.init)
         self.pool = ProcessPool(processes, mmap_mode, max_nbytes, idle_timeout)
         self.n = processes
         self.max_nbytes = max_nbytes
@@ -133,6 +139,10 @@ class TaskEngine(InputSegments):
         self.completed = [0] * processes
         self.unread = [0] * processes  # bytes sent to each worker behind its running task
         self.dying: set[int] = set()  # a send failed: its exit event is on the way
+        # Told to exit after max_tasks_per_child tasks: replaced once it has exited (as
+        # the stdlib's, it exits on its own, so its atexit work, a multiprocessing
+        # queue's flush for one, is done).
+        self.retired: set[int] = set()
         self.killed: dict[int, int] = {}  # worker -> id of the task we killed it for
         self.functions = FunctionTable()
         self.open_calls = 0
@@ -146,9 +156,6 @@ class TaskEngine(InputSegments):
         self.recent: collections.OrderedDict = collections.OrderedDict()
         self.recent_bytes = 0
         self.ids = itertools.count(1)
-        self.init = None
-        if initializer is not None:
-            self.init = dumps((initializer, tuple(initargs)), None, by_value=True)
         for worker in range(processes):
             self._started(worker)
         self.stopping = False
@@ -190,11 +197,11 @@ class TaskEngine(InputSegments):
         return task
 
     def _initialize_workers(self, initializer: Callable, initargs: tuple) -> None:
-        body, segments, n_shared = dumps((initializer, tuple(initargs)), None, by_value=True)
         with self.lock:
             for worker in range(self.n):
                 if worker in self.pool.dead:
                     self._respawn(worker)
+                body, segments, n_shared = dumps_for_start(initializer, initargs)
                 self._send(worker, INIT, 0, body, segments, n_shared)
 
     def _close(self, call: Call) -> None:
@@ -233,12 +240,14 @@ class TaskEngine(InputSegments):
         self.sent[worker] = set()
         self.completed[worker] = 0
         if self.init is not None:
-            body, segments, n_shared = self.init
+            frame, self.init_frame = self.init_frame, None
+            body, segments, n_shared = frame or dumps_for_start(*self.init)
             self._send(worker, INIT, 0, body, segments, n_shared)
 
     def _respawn(self, worker: int) -> None:
         self.pool.respawn(worker)
         self.dying.discard(worker)
+        self.retired.discard(worker)
         self.killed.pop(worker, None)
         self._started(worker)
 
@@ -461,6 +470,13 @@ class TaskEngine(InputSegments):
             _, worker, generation, code, sig = event
             if generation != self.pool.generations[worker] or self.stopping:
                 return
+            if worker in self.retired:
+                self.retired.discard(worker)
+                self.pool.dead.add(worker)
+                self.sent[worker] = set()
+                self._respawn(worker)
+                self._dispatch()
+                return
             self._worker_died(worker, code, sig)
             self._dispatch()
             return
@@ -495,7 +511,11 @@ class TaskEngine(InputSegments):
         _deliver(task, *outcome)
         self.completed[worker] += 1
         if self.max_tasks and self.completed[worker] >= self.max_tasks and not queue:
-            self._respawn(worker)  # retired after max_tasks_per_child tasks
+            # Retired after max_tasks_per_child tasks: it takes no more; its exit event
+            # brings its replacement.
+            if self._send(worker, SHUTDOWN, 0, b"", []):
+                self.retired.add(worker)
+                self.dying.add(worker)
         self._dispatch()
 
     def _frame_failed(self, exc: MemoryError) -> None:

@@ -17,6 +17,7 @@ pub mod buffer;
 pub mod codec;
 pub mod container;
 pub mod error;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod hash;
 pub mod parallel;

@@ -303,3 +303,13 @@ def test_container_naming_joblibs_record_is_a_corrupt_file(tmp_path):
     for trusted in (None, []):
         with pytest.raises(CorruptFileError, match="NumpyArrayWrapper"):
             oxjob.load(path, trusted=trusted)
+
+
+def test_undecodable_compressed_streams_are_corrupt_files():
+    # Found by the fuzzer: a stream that starts like zlib raised zlib.error.
+    import io
+
+    for data in (b"x\x02cnumpy\nfoo", b"\x1f\x8b\x08\x00\x00\x00", b"BZh91AY&SY\x00"):
+        for trusted in (None, []):
+            with pytest.raises(CorruptFileError, match="does not decode"):
+                oxjob.load(io.BytesIO(data), trusted=trusted)

@@ -117,6 +117,35 @@ def _load_decoded(
     codec: str | None = None,
 ) -> Any:
     """Load what a decompressor yields: an oxjob container or a pickle stream."""
+    with _undecodable(what):
+        return _load_decoded_stream(inner, what, native, policy, stored, codec)
+
+
+@contextlib.contextmanager
+def _undecodable(what: str) -> Iterator[None]:
+    """A compressed stream whose data does not decode is a corrupt file, not zlib's error."""
+    import lzma
+    import zlib
+
+    errors: tuple[type[BaseException], ...] = (zlib.error, lzma.LZMAError, EOFError)
+    try:
+        yield
+    except errors as exc:
+        raise CorruptFileError(f"{what}: the compressed stream does not decode: {exc}") from exc
+    except OSError as exc:  # gzip.BadGzipFile, bz2's "Invalid data stream"
+        if type(exc).__name__ != "BadGzipFile" and "Invalid data stream" not in str(exc):
+            raise
+        raise CorruptFileError(f"{what}: the compressed stream does not decode: {exc}") from exc
+
+
+def _load_decoded_stream(
+    inner: Any,
+    what: str,
+    native: bool,
+    policy: Policy | None,
+    stored: int | None,
+    codec: str | None,
+) -> Any:
     head, source = _head_of(inner)
     if looks_like_container(head):
         parts, _ = read_container_stream(source, what)

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from . import _engine, _streams
+from ._atomic import write_atomically
 
 # Files written by oxjob 0.1 name the array rebuilder here.
 from ._oxjob_format import rebuild_array as _rebuild_array  # noqa: F401
@@ -144,16 +145,8 @@ def _write_payload(
 
 
 def _write_atomically(filename: str, write: Any) -> None:
-    directory, base = os.path.split(os.path.abspath(filename))
-    temp = os.path.join(directory, f".{base}.{os.getpid()}.oxjob-tmp")
-    try:
-        with open(temp, "wb") as raw:
-            write(raw)
-        os.replace(temp, filename)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    # An unpredictable temporary name, created exclusively: see ``_atomic``.
+    write_atomically(filename, write)
 
 
 def load(

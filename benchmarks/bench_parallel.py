@@ -1,6 +1,6 @@
-"""P1, P9, P10: Parallel side by side with joblib, multiprocessing.Pool and threads.
+"""P1, P9, P10, P11: Parallel side by side with joblib, multiprocessing.Pool and threads.
 
-Run: ``python benchmarks/bench_parallel.py [--repeat 5]``. Prints a markdown report
+Run: ``python benchmarks/bench_parallel.py [--repeat 5] [--only P11]``. Prints a markdown report
 (medians, ratios in the same run) for benchmarks/README.md.
 """
 
@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import joblib
@@ -24,6 +25,53 @@ def square(x):
     return x * x
 
 
+def window_mean(data, sl):
+    return data[sl].mean()
+
+
+def memmap_scenario(repeat: int) -> str:
+    """P11: joblib's parallel_memmap.py gallery workload (95 window means over an 80 MB
+    array) on a read-only memmap, beside the same array in memory and in oxjob.shared."""
+    import numpy as np
+
+    table = Table("P11: 95 tasks over an 80 MB array, n_jobs=2 (gallery's parallel_memmap.py)")
+    data = np.random.default_rng(0).random(10_000_000)
+    slices = [slice(s, s + 500_000) for s in range(0, data.size - 500_000, 100_000)]
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+        path = os.path.join(d, "data")
+        oxjob.dump(data, path)
+        mapped = oxjob.load(path, mmap_mode="r")
+        in_shared = oxjob.shared.as_shared(data)
+        for lib in (joblib, oxjob):  # warm workers
+            lib.Parallel(n_jobs=2)(lib.delayed(abs)(-i) for i in range(4))
+
+        def run(lib, array):
+            return lambda: lib.Parallel(n_jobs=2)(
+                lib.delayed(window_mean)(array, sl) for sl in slices
+            )
+
+        times = interleaved_median_times(
+            {
+                "loop (memmap)": lambda: [window_mean(mapped, sl) for sl in slices],
+                "joblib, memmap (mmap_mode='r')": run(joblib, mapped),
+                "oxjob, memmap (mmap_mode='r')": run(oxjob, mapped),
+                "joblib, in-memory array": run(joblib, data),
+                "oxjob, in-memory array": run(oxjob, data),
+                "oxjob, oxjob.shared array": run(oxjob, in_shared),
+            },
+            repeat,
+        )
+
+    baselines = {
+        "oxjob, memmap (mmap_mode='r')": "joblib, memmap (mmap_mode='r')",
+        "oxjob, in-memory array": "joblib, in-memory array",
+        "oxjob, oxjob.shared array": "oxjob, memmap (mmap_mode='r')",
+    }
+    for name, seconds in times.items():
+        table.add(name, seconds, baseline=baselines.get(name))
+    return table.render("loop (memmap)")
+
+
 def fresh_interpreter(code: str, repeat: int) -> float:
     return median_time(lambda: subprocess.run([sys.executable, "-c", code], check=True), repeat)
 
@@ -31,6 +79,7 @@ def fresh_interpreter(code: str, repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", choices=["P11"], help="run this scenario alone")
     args = parser.parse_args()
     repeat = args.repeat
     print(
@@ -38,6 +87,9 @@ def main() -> None:
         f"{oxjob.__version__}, {os.cpu_count()} CPUs",
         flush=True,
     )
+    if args.only == "P11":
+        print("\n" + memmap_scenario(repeat))
+        return
     reports = []
 
     p1 = Table("P1: 100k tiny tasks (x*x), n_jobs=2, warm workers (variants take turns)")
@@ -120,6 +172,7 @@ def main() -> None:
     )
     executor.shutdown()
     reports.append(p10.render("ThreadPoolExecutor.map"))
+    reports.append(memmap_scenario(repeat))
     print()
     print("\n\n".join(reports))
 

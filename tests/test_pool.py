@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import oxjob
-from oxjob.exceptions import RemoteTraceback, TerminatedWorkerError
+from oxjob.exceptions import TerminatedWorkerError
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _helpers as h  # noqa: E402
@@ -160,13 +160,6 @@ def test_frames_larger_than_a_sockets_buffer_arrive_whole(pool):
     blobs = [rng.bytes(int(n)) for n in rng.integers(100_000, 1_000_000, size=48)]
     assert pool.map(zlib.crc32, blobs, chunksize=1) == [zlib.crc32(b) for b in blobs]
     assert list(pool.imap(len, blobs)) == [len(b) for b in blobs]
-
-
-def test_remote_traceback_is_attached():
-    with oxjob.Pool(1) as pool:
-        with pytest.raises(ValueError) as info:
-            pool.apply(h.fail_on, (3,))
-    assert isinstance(info.value.__cause__, RemoteTraceback)
 
 
 INTERRUPT = textwrap.dedent(

@@ -48,7 +48,7 @@ _LAZY = {
     "parallel_backend": "backends",
     "register_parallel_backend": "backends",
     "Pool": "pool",
-    "ProcessPoolExecutor": "pool",
+    "ProcessPoolExecutor": "_executor",
     "Memory": "memory",
     "MemorizedResult": "memory",
     "expires_after": "memory",

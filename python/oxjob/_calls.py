@@ -8,6 +8,8 @@ import functools
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
+from ._outcomes import OXJOB
+
 if TYPE_CHECKING:
     from ._tasks import TaskEngine
 
@@ -34,6 +36,7 @@ class Task:
         "duration",
         "frames",
         "unread",
+        "func_ids",
     )
 
     def __init__(self, task_id, call, func, form, arguments, done, start) -> None:
@@ -52,6 +55,7 @@ class Task:
         # Its BATCH frame, made and waiting for a worker that can take it at once.
         self.frames: tuple | None = None
         self.unread = 0  # bytes of its frames still in the worker's socket, at most
+        self.func_ids: tuple = ()  # the engine's function ids it holds (see _functions.py)
 
     def expected(self) -> float:
         """Seconds this task should take, from its call's recent tasks."""
@@ -73,6 +77,8 @@ class Call:
     def __init__(self, engine: TaskEngine, cache_inputs: bool) -> None:
         self.engine = engine
         self.cache_inputs = cache_inputs
+        # Which front end's exception types its failures take (see _outcomes.py).
+        self.style = OXJOB
         self.cancelled = False
         self.closed = False
         self.live = 0  # tasks submitted and not finished

@@ -1,25 +1,31 @@
 """``python -m oxjob inspect FILE``: a file's format and the types it needs, run nothing.
 
-The file is unpickled with :class:`~oxjob._safe.Recorder`, which rebuilds only the
-safe globals (containers, numpy) and stands a stub in for every other one, so no
-code chosen by the file runs, not even its imports.
+The file is read by the safe loader's opcode interpreter in record mode
+(:mod:`oxjob._safe_unpickle`): only the reviewed default rules make anything
+(containers, numpy data), every other global is recorded and replaced by an inert
+stand-in without being imported, and joblib's array data is skipped, not read.
 """
 
 from __future__ import annotations
 
+import io
 import os
-from typing import Any
 
 from . import _engine, _streams
-from ._joblib_read import JoblibUnpickler, load_zfile
+from ._joblib_read import read_zfile
 from ._load import _head_of, bad_pickle
-from ._oxjob_format import MAGIC, LoadContext, read_container_stream, unpickle
-from ._safe import Recorder
+from ._oxjob_format import MAGIC, read_container_stream
+from ._safe import Policy
+from ._safe_joblib import JoblibContext
+from ._safe_unpickle import load_stream
+
+
+def _record(source: object, path: str, **kw: object) -> dict[str, bool]:
+    return load_stream(source, Policy(()), path, record=True, **kw).seen
 
 
 def describe(path: str) -> tuple[list[str], dict[str, bool]]:
     """Lines describing the file's format, and ``{global: safe}`` for what it needs."""
-    recorder = Recorder()
     with open(path, "rb") as f:
         head = f.read(len(MAGIC))
     size = os.path.getsize(path)
@@ -30,12 +36,15 @@ def describe(path: str) -> tuple[list[str], dict[str, bool]]:
         for i, (codec, offset, length) in enumerate(buffers):
             lines.append(f"  buffer {i}: {length} bytes, codec {codec}, data at offset {offset}")
         parts = _engine.read_file(path)
-        unpickle(parts[0], parts[1:], LoadContext(False), path, recorder)
-        return lines, recorder.seen
+        seen = _record(io.BytesIO(parts[0]), path, buffers=parts[1:], stored=size)
+        return lines, seen
+    context = JoblibContext(path)  # joblib < 0.10's files are beside this one
     if head.startswith(_streams.ZFILE_PREFIX):
-        load_zfile(path, what=path, native=False, policy=recorder)
+        with open(path, "rb") as f:
+            content = read_zfile(f, limit=1 << 30)
+        seen = _record(io.BytesIO(content), path, context=context, stored=len(content))
         lines = [f"{path}: joblib < 0.10 file (zlib 'ZF' file, arrays in files beside it)"]
-        return lines, recorder.seen
+        return lines, seen
     name = _streams.detect(head)
     with open(path, "rb") as f:
         source = _streams.open_reader(name, f) if name else f
@@ -43,44 +52,21 @@ def describe(path: str) -> tuple[list[str], dict[str, bool]]:
         wrapping = f"in a {name} stream" if name else "uncompressed"
         if inner_head.startswith(MAGIC):
             parts, data = read_container_stream(source, path)
-            unpickle(parts[0], parts[1:], LoadContext(False), path, recorder)
+            seen = _record(io.BytesIO(parts[0]), path, buffers=parts[1:], stored=len(data))
             lines = [f"{path}: oxjob container ({len(data)} bytes) {wrapping}, {size} bytes"]
-            return lines, recorder.seen
-        unpickler = _Counting(source, what=path, native=False, policy=recorder)
+            return lines, seen
         with bad_pickle(path):
-            unpickler.load()
+            seen = _record(source, path, context=context, stored=size, codec=name)
     protocol = inner_head[1] if inner_head[:1] == b"\x80" else 0
-    if unpickler.records:
-        aligned = "joblib >= 1.2" if unpickler.aligned else "joblib 0.10 to 1.1"
-        kind = f"joblib file ({aligned} format, {unpickler.records} arrays)"
+    if context.compat:
+        kind = "joblib < 0.10 file (arrays in .npy files beside it)"
+    elif context.records:
+        aligned = "joblib >= 1.2" if context.aligned else "joblib 0.10 to 1.1"
+        kind = f"joblib file ({aligned} format, {context.records} arrays)"
     else:
         kind = "pickle file (no joblib arrays)"
     lines = [f"{path}: {kind}, {wrapping}, pickle protocol {protocol}, {size} bytes"]
-    return lines, recorder.seen
-
-
-class _Counting(JoblibUnpickler):
-    """Counts joblib's array records (and whether they were aligned, joblib >= 1.2)."""
-
-    dispatch = JoblibUnpickler.dispatch.copy()
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.records = 0
-        self.aligned = False
-
-    def load_build(self) -> None:
-        top = self.stack[-2] if len(self.stack) > 1 else None
-        from ._joblib_read import NumpyArrayWrapper
-
-        if isinstance(top, NumpyArrayWrapper):
-            self.records += 1
-            state = self.stack[-1]
-            if isinstance(state, dict) and state.get("numpy_array_alignment_bytes"):
-                self.aligned = True
-        super().load_build()
-
-    dispatch[b"b"[0]] = load_build
+    return lines, seen
 
 
 def report(path: str) -> list[str]:
@@ -97,5 +83,7 @@ def report(path: str) -> list[str]:
             f"{', '.join(prefixes)}, or list the names above"
         )
     else:
-        lines.append("nothing beyond containers and numpy: oxjob.load(path, trusted=[]) loads it")
+        lines.append(
+            "nothing beyond the always-allowed types: oxjob.load(path, trusted=[]) loads it"
+        )
     return lines

@@ -23,6 +23,7 @@ from typing import Any
 
 from .exceptions import CorruptFileError
 
+_DEFLATE_MAX_RATIO = 1032
 _PY2_MESSAGE = (
     "You may be trying to read with python 3 a joblib pickle generated with python 2. "
     "This feature is not supported by joblib nor by oxjob."
@@ -133,7 +134,7 @@ class NDArrayWrapper:
 
         unpickler.compat_mode = True
         name = os.path.basename(str(self.filename))  # never outside the file's directory
-        kwargs = {"allow_pickle": unpickler.policy is None}
+        kwargs = {"allow_pickle": True}  # plain loads only: safe ones read it in _safe_joblib
         if getattr(self, "allow_mmap", True) and unpickler.mmap_mode is not None:
             kwargs["mmap_mode"] = unpickler.mmap_mode
         array = np.load(os.path.join(unpickler.dirname, name), **kwargs)
@@ -186,7 +187,6 @@ class JoblibUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         mmap: Any = None,
         mmap_mode: str | None = None,
         native: bool = True,
-        policy: Any = None,
     ) -> None:
         super().__init__(file_handle)
         self.file_handle = file_handle
@@ -195,19 +195,16 @@ class JoblibUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self.dirname = os.path.dirname(filename) if filename else ""
         self.mmap, self.mmap_mode = mmap, mmap_mode
         self.native = native
-        self.policy = policy
         self.compat_mode = False
 
     def nested(self, file_handle: Any) -> JoblibUnpickler:
         """An unpickler for a nested stream (object arrays), with the same rules."""
-        return JoblibUnpickler(file_handle, what=self.what, native=self.native, policy=self.policy)
+        return JoblibUnpickler(file_handle, what=self.what, native=self.native)
 
     def find_class(self, module: str, name: str) -> Any:
         record = joblib_record(module, name)
         if record is not None:
             return record
-        if self.policy is not None:
-            return self.policy.find_class(module, name)
         return super().find_class(module, name)
 
     def load(self) -> Any:
@@ -232,6 +229,12 @@ class JoblibUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
 def unpickle_joblib(fileobj: Any, compat: bool = False, **options: Any) -> Any:
     """Load one joblib stream from ``fileobj`` (positioned at its start)."""
+    if options.get("policy") is not None:
+        from ._load import safe_pickle
+
+        what, native, policy = options.pop("what"), options.pop("native"), options.pop("policy")
+        return safe_pickle(fileobj, what, native, policy, compat=compat, **options)
+    options.pop("policy", None)
     unpickler = JoblibUnpickler(fileobj, **options)
     try:
         value = unpickler.load()
@@ -242,7 +245,7 @@ def unpickle_joblib(fileobj: Any, compat: bool = False, **options: Any) -> Any:
     return value
 
 
-def read_zfile(file_handle: Any) -> bytes:
+def read_zfile(file_handle: Any, limit: int | None = None) -> bytes:
     """The content of a joblib < 0.10 ``ZF`` file: ``ZF``, a hex length, zlib data."""
     file_handle.seek(0)
     header_length = 2 + len(f"{2**64:#x}")
@@ -251,18 +254,42 @@ def read_zfile(file_handle: Any) -> bytes:
         length = int(length_field, 16)
     except ValueError:
         raise CorruptFileError("invalid joblib < 0.10 compressed file header") from None
+    if limit is not None and length > limit:
+        from .exceptions import LoadLimitError
+
+        raise LoadLimitError(
+            f"a joblib < 0.10 compressed file of {length} bytes is over what max_bytes leaves"
+        )
     following = file_handle.read(1)
     if following != b" ":  # joblib <= 0.8.4 on Python 2 wrote one more space
         file_handle.seek(header_length)
-    data = zlib.decompress(file_handle.read(), 15, length)
-    if len(data) != length:
+    stored = file_handle.read()
+    # The header's length sized the output buffer (joblib does so): it must be one
+    # the stored bytes can produce, at deflate's largest ratio (1032: 258 bytes per
+    # two bits), and no more than it is decoded.
+    if length > len(stored) * _DEFLATE_MAX_RATIO:
+        raise CorruptFileError(
+            f"joblib < 0.10 compressed file: a length of {length} bytes cannot come "
+            f"from {len(stored)} compressed bytes"
+        )
+    inflate = zlib.decompressobj(15)
+    try:
+        data = inflate.decompress(stored, length + 1)
+    except zlib.error as exc:
+        raise CorruptFileError(f"joblib < 0.10 compressed file: {exc}") from None
+    if len(data) != length or not inflate.eof:
         raise CorruptFileError("joblib < 0.10 compressed file: wrong decompressed length")
     return data
 
 
 def load_zfile(path: str, **options: Any) -> Any:
     """Load a joblib < 0.10 compressed file (the arrays in ``ZF`` files beside it)."""
+    limit = None
+    if options.get("policy") is not None:
+        from ._safe import budget
+
+        limit = budget(options["policy"], os.path.getsize(path), "zlib")
     with open(path, "rb") as f:
-        content = read_zfile(f)
+        content = read_zfile(f, limit=limit)
     options["mmap"], options["mmap_mode"] = None, None
     return unpickle_joblib(io.BytesIO(content), compat=True, filename=path, **options)

@@ -19,7 +19,14 @@ from typing import Any
 
 from . import _engine, _streams
 from ._joblib_read import load_zfile, unpickle_joblib
-from ._oxjob_format import MAGIC, LoadContext, load_mapped, read_container_stream, unpickle
+from ._oxjob_format import (
+    MAGIC,
+    LoadContext,
+    load_mapped,
+    looks_like_container,
+    read_container_stream,
+    unpickle,
+)
 from ._safe import FastUnpickler, JoblibStream, Policy
 from .compressors import STREAM_COMPRESSORS
 from .exceptions import CorruptFileError
@@ -48,13 +55,14 @@ def load_path(path: str, mmap_mode: str | None, native: bool, policy: Policy | N
     with open(path, "rb") as f:
         head = f.read(_HEAD)
         f.seek(0)
-        if head.startswith(MAGIC):
+        if looks_like_container(head):
             f.close()
             return _load_container_path(path, mmap_mode, native, policy)
         if head.startswith(_streams.ZFILE_PREFIX):
             if mmap_mode is not None:
                 _warn_compressed(mmap_mode, path)
             return load_zfile(path, what=path, native=native, policy=policy)
+        stored = os.fstat(f.fileno()).st_size
         name = _streams.detect(head)
         wrapper = None if name is not None else _wrapper_for(head)  # built-in streams first
         if name is not None or wrapper is not None:
@@ -62,11 +70,14 @@ def load_path(path: str, mmap_mode: str | None, native: bool, policy: Policy | N
                 _warn_compressed(mmap_mode, path)
             inner = wrapper.decompressor_file(f) if wrapper else _streams.open_reader(name, f)
             with inner:
-                return _load_decoded(inner, path, native, policy)
+                return _load_decoded(
+                    inner, path, native, policy, stored=stored, codec=name or "gzip"
+                )
         mapping = _map(path, mmap_mode) if mmap_mode is not None else None
         return _load_pickle(
-            f, path, native, policy, filename=path, mmap=mapping, mmap_mode=_mode(mmap_mode)
-        )
+            f, path, native, policy, filename=path, mmap=mapping, mmap_mode=_mode(mmap_mode),
+            stored=stored,
+        )  # fmt: skip
 
 
 def _mode(mmap_mode: str | None) -> str | None:
@@ -97,14 +108,50 @@ def _load_container_path(
     return unpickle(parts[0], parts[1:], LoadContext(native), path, policy)
 
 
-def _load_decoded(inner: Any, what: str, native: bool, policy: Policy | None) -> Any:
+def _load_decoded(
+    inner: Any,
+    what: str,
+    native: bool,
+    policy: Policy | None,
+    stored: int | None = None,
+    codec: str | None = None,
+) -> Any:
     """Load what a decompressor yields: an oxjob container or a pickle stream."""
+    with _undecodable(what):
+        return _load_decoded_stream(inner, what, native, policy, stored, codec)
+
+
+@contextlib.contextmanager
+def _undecodable(what: str) -> Iterator[None]:
+    """A compressed stream whose data does not decode is a corrupt file, not zlib's error."""
+    import lzma
+    import zlib
+
+    errors: tuple[type[BaseException], ...] = (zlib.error, lzma.LZMAError, EOFError)
+    try:
+        yield
+    except errors as exc:
+        raise CorruptFileError(f"{what}: the compressed stream does not decode: {exc}") from exc
+    except OSError as exc:  # gzip.BadGzipFile, bz2's "Invalid data stream"
+        if type(exc).__name__ != "BadGzipFile" and "Invalid data stream" not in str(exc):
+            raise
+        raise CorruptFileError(f"{what}: the compressed stream does not decode: {exc}") from exc
+
+
+def _load_decoded_stream(
+    inner: Any,
+    what: str,
+    native: bool,
+    policy: Policy | None,
+    stored: int | None,
+    codec: str | None,
+) -> Any:
     head, source = _head_of(inner)
-    if head.startswith(MAGIC):
+    if looks_like_container(head):
         parts, _ = read_container_stream(source, what)
         value = unpickle(parts[0], parts[1:], LoadContext(native), what, policy)
     else:
-        value = _load_pickle(source, what, native, policy)
+        value = _load_pickle(source, what, native, policy, stored=stored, codec=codec)
     finish = getattr(inner, "finish", None)
     if finish is not None:
         finish()
@@ -113,14 +160,47 @@ def _load_decoded(inner: Any, what: str, native: bool, policy: Policy | None) ->
 
 def _load_pickle(fileobj: Any, what: str, native: bool, policy: Policy | None, **kw: Any) -> Any:
     """Load a pickle stream, plain or in joblib's format, from ``fileobj``."""
+    stored, codec = kw.pop("stored", None), kw.pop("codec", None)
+    if policy is not None:
+        return safe_pickle(fileobj, what, native, policy, stored=stored, codec=codec, **kw)
     start = fileobj.tell() if _seekable(fileobj) else None
     with bad_pickle(what):
         if start is not None:
             try:
-                return FastUnpickler(fileobj, policy).load()
+                return FastUnpickler(fileobj).load()
             except JoblibStream:
                 fileobj.seek(start)
         return unpickle_joblib(fileobj, what=what, native=native, policy=policy, **kw)
+
+
+def safe_pickle(
+    fileobj: Any,
+    what: str,
+    native: bool,
+    policy: Policy,
+    *,
+    filename: str | None = None,
+    mmap: Any = None,
+    mmap_mode: str | None = None,
+    stored: int | None = None,
+    codec: str | None = None,
+    compat: bool = False,
+) -> Any:
+    """A safe load (``trusted=...``) of a pickle stream, plain or in joblib's format."""
+    from ._joblib_read import compat_warning
+    from ._safe_joblib import JoblibContext
+    from ._safe_unpickle import load_stream
+
+    context = JoblibContext(filename, mmap, mmap_mode)
+    context.native = native
+    if stored is None and _seekable(fileobj):
+        here = fileobj.tell()
+        stored = fileobj.seek(0, os.SEEK_END) - here
+        fileobj.seek(here)
+    unpickler = load_stream(fileobj, policy, what, stored=stored, codec=codec, context=context)
+    if context.compat or compat:
+        compat_warning(filename or what)
+    return unpickler.value
 
 
 @contextlib.contextmanager
@@ -266,7 +346,7 @@ def load_fileobj(fileobj: Any, mmap_mode: str | None, native: bool, policy: Poli
             message = None  # a raw file object: read, as joblib does
         if message:
             warnings.warn(message, stacklevel=3)
-    if head.startswith(MAGIC):
+    if looks_like_container(head):
         parts, _ = read_container_stream(source, what)
         return unpickle(parts[0], parts[1:], LoadContext(native), what, policy)
     if head.startswith(_streams.ZFILE_PREFIX):

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from . import _engine
-from ._safe import FastUnpickler, Policy
+from ._safe import FastUnpickler, JoblibStream, Policy
 from .exceptions import CorruptFileError
 
 MAGIC = b"\x93OXJOB\r\n"
@@ -185,7 +185,19 @@ def unpickle(
     context.sections = buffers
     token = _LOAD_CONTEXT.set(context)
     try:
-        return FastUnpickler(io.BytesIO(stream), policy, buffers=buffers).load()
+        if policy is not None:
+            from ._safe_unpickle import load_stream
+
+            stored = len(memoryview(stream)) + sum(len(memoryview(b)) for b in buffers)
+            return load_stream(
+                io.BytesIO(stream), policy, what, stored=stored, buffers=buffers
+            ).value
+        return FastUnpickler(io.BytesIO(stream), buffers=buffers).load()
+    except JoblibStream as exc:
+        raise CorruptFileError(
+            f"{what}: the container's pickle stream is invalid: {exc}, which only joblib's "
+            "own format holds"
+        ) from None
     except pickle.UnpicklingError as exc:
         if type(exc) is not pickle.UnpicklingError:
             raise
@@ -221,17 +233,33 @@ def load_mapped(path: str, mmap_mode: str, policy: Policy | None) -> tuple[bool,
     return True, unpickle(stream, views, context, path, policy)
 
 
+def looks_like_container(head: bytes) -> bool:
+    """Whether a file's first 8 bytes are oxjob's magic, or that magic with a byte or
+    two damaged.
+
+    A damaged container must be reported as one (``CorruptFileError``), not read as
+    whatever format its damaged first byte happens to name (a pickle opcode asking
+    for exabytes, a zlib header). No other format ``load`` reads starts with 6 of
+    these 8 bytes.
+    """
+    if len(head) < len(MAGIC):
+        return head.startswith(MAGIC[:1]) and MAGIC.startswith(head)
+    return sum(a != b for a, b in zip(head, MAGIC)) <= 2
+
+
 def _read_exact(fileobj: Any, size: int, what: str) -> bytes:
-    """Exactly ``size`` bytes, read in bounded steps so a hostile size costs nothing."""
-    parts, left = [], size
+    """Exactly ``size`` bytes, read in steps that grow with what arrived, so that a
+    hostile size costs no more memory than the bytes the stream really holds."""
+    parts, left, got = [], size, 0
     while left:
-        data = fileobj.read(min(left, 64 << 20))
+        data = fileobj.read(min(left, max(1 << 20, got)))
         if not data:
             raise CorruptFileError(
                 f"{what}: truncated: the stream ended {left} bytes before the container did"
             )
         parts.append(data)
         left -= len(data)
+        got += len(data)
     return b"".join(parts)
 
 
@@ -246,6 +274,8 @@ def read_container_stream(fileobj: Any, what: str) -> tuple[list[Any], bytes]:
     pieces = [_read_exact(fileobj, 32, what)]
     if not pieces[0].startswith(MAGIC):
         raise CorruptFileError(f"{what}: not an oxjob file (bad magic)")
+    # Nothing is allocated from these fields beyond the bytes the stream delivers
+    # (see _read_exact); the engine checks them all once the container is read.
     for _ in range(u32(pieces[0], 12)):
         fixed = _read_exact(fileobj, 24, what)
         pieces.append(fixed)

@@ -10,9 +10,11 @@ are mapped shared on the other side, so writes are seen by both processes.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import sys
 import threading
+import weakref
 from typing import Any, Callable
 
 from ._engine import Segment
@@ -52,6 +54,111 @@ def _rebuild_shared(segment: Segment, offset: int, shape: tuple, strides: tuple,
     return np.ndarray(shape, dtype=dtype, buffer=segment, offset=offset, strides=strides)
 
 
+def _backing_memmap(np: Any, array: Any) -> Any:
+    """The ``np.memmap`` whose mapping of a file ``array``'s memory belongs to, if any:
+    the array in ``array``'s base chain whose own base is the ``mmap.mmap``."""
+    import mmap
+
+    node = array
+    while node is not None:
+        base = getattr(node, "base", None)
+        if isinstance(base, mmap.mmap):
+            return node if isinstance(node, np.memmap) else None
+        node = base
+    return None
+
+
+def _reduce_memmap(np: Any, obj: Any) -> Any:
+    """A memmap (or a view of one) as the region of its file, or None to copy it.
+
+    The receiver maps the same file region (path, offset, dtype, shape, strides,
+    mode), as joblib does: writes through ``r+``/``w+`` land in the file and the
+    sender sees them; nothing is copied."""
+    if type(obj) not in (np.ndarray, np.memmap) or obj.size == 0 or obj.dtype.hasobject:
+        return None
+    mapped = _backing_memmap(np, obj)
+    if mapped is None or not isinstance(mapped.filename, str) or mapped.mode not in _ACCESS:
+        return None
+    start = obj.__array_interface__["data"][0] - mapped.__array_interface__["data"][0]
+    start += mapped.offset  # the file offset of obj's first element
+    low = start + sum(min(0, (n - 1) * s) for n, s in zip(obj.shape, obj.strides))
+    high = start + sum(max(0, (n - 1) * s) for n, s in zip(obj.shape, obj.strides))
+    region = (os.path.abspath(mapped.filename), low, high + obj.itemsize - low, mapped.mode)
+    layout = (obj.shape, obj.strides, obj.dtype, start - low, obj.flags.writeable)
+    return _rebuild_memmap, (region, layout, type(obj) is np.memmap)
+
+
+#: np.memmap's modes and how the receiver maps the file (``w+`` must not truncate it).
+_ACCESS = {"r": ("rb", "ACCESS_READ"), "c": ("rb", "ACCESS_COPY")}
+_ACCESS.update({"r+": ("r+b", "ACCESS_WRITE"), "w+": ("r+b", "ACCESS_WRITE")})
+
+
+def _rebuild_memmap(region: tuple, layout: tuple, as_memmap: bool) -> Any:
+    import numpy as np
+
+    path, offset, length, mode = region
+    shape, strides, dtype, first, writeable = layout
+    mapping, start = _file_map(path, offset, length, mode)
+    kind = np.memmap if as_memmap else np.ndarray
+    out = np.ndarray.__new__(
+        kind, shape, dtype=dtype, buffer=mapping, offset=start + first, strides=strides
+    )
+    if as_memmap:  # what np.memmap itself sets, so that flush() and views work
+        out._mmap, out.filename, out.mode = mapping, path, "r+" if mode == "w+" else mode
+        out.offset = offset + first
+    if not writeable:
+        out.flags.writeable = False
+    return out
+
+
+#: Shared maps of whole files while arrays use them (weak: a deleted file's space is
+#: not held once its arrays are gone), found again while the file is the same (device,
+#: inode, size, mtime): the tasks of a batch map a file once, as they would a segment.
+_file_maps: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_file_maps_lock = threading.Lock()
+#: A worker keeps its maps between batches too (mapping anew costs the page faults
+#: again), until the call ends or it idles: see :func:`keep_file_maps`.
+_kept_maps: list | None = None
+
+
+def keep_file_maps(keep: bool) -> None:
+    """Whether file maps outlive the arrays made on them (in workers, between the
+    batches of a call); ``False`` lets go of those kept so far."""
+    global _kept_maps
+    with _file_maps_lock:
+        _kept_maps = [] if keep else None
+
+
+def holds_file_maps() -> bool:
+    """Whether some file map is kept only by :func:`keep_file_maps`."""
+    return bool(_kept_maps)
+
+
+def _file_map(path: str, offset: int, length: int, mode: str) -> tuple[Any, int]:
+    """A mapping of ``path`` that covers ``length`` bytes from ``offset``, and where
+    in the mapping ``offset`` lies."""
+    import mmap
+
+    file_mode, access = _ACCESS[mode]
+    with open(path, file_mode) as f:
+        stat = os.fstat(f.fileno())
+        if mode == "c":  # private pages: one task's writes are not the next one's
+            aligned = offset - offset % mmap.ALLOCATIONGRANULARITY
+            mapping = mmap.mmap(
+                f.fileno(), length + offset - aligned, access=mmap.ACCESS_COPY, offset=aligned
+            )
+            return mapping, offset - aligned
+        key = (path, access, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        with _file_maps_lock:
+            mapping = _file_maps.get(key)
+            if mapping is None:
+                mapping = mmap.mmap(f.fileno(), stat.st_size, access=getattr(mmap, access))
+                _file_maps[key] = mapping
+                if _kept_maps is not None:
+                    _kept_maps.append(mapping)
+    return mapping, offset
+
+
 class _SharedAware:
     """Pickler mixin: shared arrays and segments become handles, not bytes."""
 
@@ -70,6 +177,9 @@ class _SharedAware:
             if segment is not None:
                 offset = obj.__array_interface__["data"][0] - segment.address
                 return _rebuild_shared, (segment, offset, obj.shape, obj.strides, obj.dtype)
+            reduced = _reduce_memmap(np, obj)
+            if reduced is not None:
+                return reduced
         main = reduce_main(obj)  # the caller's script: one module in the worker
         if main is not None:
             return main
@@ -144,23 +254,6 @@ def _dump(
     pickler.shared = []
     pickler.dump(obj)
     return stream.getbuffer(), regular + pickler.shared, len(pickler.shared)
-
-
-class FunctionTable:
-    """The functions sent to workers, each pickled once (by value) and known by a
-    small id, so that a batch names its function instead of carrying it."""
-
-    def __init__(self) -> None:
-        self._known: dict[int, tuple[int, bytes, Any]] = {}
-
-    def id_of(self, func: Any) -> tuple[int, bytes]:
-        """``(id, pickled function)``; the table keeps ``func`` alive, so its
-        ``id()`` is never reused for another function meanwhile."""
-        known = self._known.get(id(func))
-        if known is None:
-            body, _, _ = dumps(func, None, by_value=True)
-            known = self._known[id(func)] = (len(self._known), bytes(body), func)
-        return known[0], known[1]
 
 
 _cloud_class: list = []

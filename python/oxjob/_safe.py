@@ -1,10 +1,23 @@
-"""What ``load(trusted=...)`` lets a pickle stream rebuild, and ``inspect``'s recorder.
+"""Which names a safe load (``load(trusted=...)``) may resolve, and how far it trusts them.
 
-A pickle stream runs code only through the globals it asks for (``GLOBAL`` and
-``STACK_GLOBAL`` opcodes, resolved by ``find_class``): every callable that
-``REDUCE``, ``NEWOBJ`` or ``BUILD`` invokes comes from there. Refusing every
-global outside an allowlist, before it is imported, therefore stops a hostile
-file before any of its code runs.
+A name reaches the loader through ``GLOBAL``/``STACK_GLOBAL``. It is checked as a
+string first, so a refused name is never imported: ``__main__``, test modules and
+dunder attributes never resolve, whatever the list says. Then, by decreasing
+trust:
+
+- an entry listed **exactly** (``'pkg.mod.func'`` or a class) may be called with the
+  file's arguments, and its instances get their state through the class's own
+  ``__setstate__``: the caller vouched for that code;
+- a class under a listed **prefix** (``'sklearn'``) may only be *rebuilt*: created
+  without running its constructor (``object.__new__``), then given its state (its
+  ``__setstate__`` if it has one, else its ``__dict__``); a function under a prefix
+  may be held as a value, never called by the file;
+- the reviewed default rules (``_safe_builtins``, ``_safe_numpy``) make containers,
+  scalars, numpy arrays, dtypes, random generators, masked arrays and scipy sparse
+  matrices from validated arguments, never from the file's choice of code.
+
+The opcodes themselves are run by :mod:`oxjob._safe_unpickle`. Plain ``load``
+(``trusted=None``) uses :class:`FastUnpickler`, the C unpickler.
 """
 
 from __future__ import annotations
@@ -14,46 +27,39 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
-from .exceptions import UnsafeLoadError
+from .exceptions import LoadLimitError, UnsafeLoadError
 
-__all__ = ["UnsafeLoadError"]
+__all__ = ["LoadLimitError", "UnsafeLoadError"]
 
-
-#: Always rebuilt in safe mode: containers, scalars, numpy arrays and dtypes, and
-#: oxjob's own array records. None of these runs code chosen by the file.
-SAFE_GLOBALS: dict[str, frozenset[str]] = {
-    "builtins": frozenset(
-        "dict list set frozenset tuple bytes bytearray str int float complex bool "
-        "slice range object".split()
-    ),
-    "copyreg": frozenset({"_reconstructor"}),
-    "_codecs": frozenset({"encode"}),
-    "collections": frozenset({"OrderedDict", "deque", "Counter", "defaultdict"}),
-    "datetime": frozenset({"datetime", "date", "time", "timedelta", "timezone"}),
-    "decimal": frozenset({"Decimal"}),
-    "fractions": frozenset({"Fraction"}),
-    "numpy": frozenset({"ndarray", "dtype", "matrix"}),
-    "numpy.core.multiarray": frozenset({"_reconstruct", "scalar"}),
-    "numpy._core.multiarray": frozenset({"_reconstruct", "scalar"}),
-    "numpy.core.numeric": frozenset({"_frombuffer"}),
-    "numpy._core.numeric": frozenset({"_frombuffer"}),
-    "oxjob.persistence": frozenset({"_rebuild_array"}),
-    "oxjob._oxjob_format": frozenset(
-        {"rebuild_array", "rebuild_small", "rebuild_indexed", "arena"}
-    ),
-}
+# A safe load's memory budget when the caller gives no max_bytes: the stored size
+# times the worst expansion its codec allows (bytes read, then an array's copy: 2 for
+# raw), never below a floor that small files may use.
+BUDGET_FLOOR = 256 << 20
+WORST_RATIO = {"raw": 2, "gzip": 1032, "zlib": 1032, "lz4": 256, "bz2": 1 << 13, "xz": 1 << 13}
+WORST_RATIO["lzma"] = WORST_RATIO["xz"]
 
 
-def _is_safe(module: str, name: str) -> bool:
-    if name in SAFE_GLOBALS.get(module, ()):
-        return True
-    # numpy's dtype classes (numpy.dtypes.Float64DType ...) only describe dtypes.
-    return module == "numpy.dtypes" and name.endswith("DType") and name.isidentifier()
+def budget(policy: Policy, stored: int | None, codec: str | None) -> int:
+    """What a safe load of ``stored`` bytes under ``codec`` may allocate."""
+    if policy.max_bytes is not None:
+        return policy.max_bytes
+    if stored is None:
+        return BUDGET_FLOOR
+    return max(BUDGET_FLOOR, stored * WORST_RATIO.get(codec or "raw", 1032))
+
+
+# Module parts never imported by a safe load: a script run as ``__main__`` executes
+# its top level on import, and test modules import test-only code paths.
+_NEVER_MODULES = ("__main__", "__mp_main__", "test", "tests", "testing", "conftest")
+
+
+def refuse(message: str) -> UnsafeLoadError:
+    return UnsafeLoadError(message)
 
 
 def _entry_name(entry: Any) -> str:
     if isinstance(entry, str):
-        if not entry or entry.startswith(".") or entry.endswith("."):
+        if not entry or entry.startswith(".") or entry.endswith(".") or ".." in entry:
             raise ValueError(f"trusted entry {entry!r} is not a module or qualified name")
         return entry
     module, qualname = getattr(entry, "__module__", None), getattr(entry, "__qualname__", None)
@@ -67,63 +73,7 @@ def _entry_name(entry: Any) -> str:
     )
 
 
-def _refused(module: str, name: str) -> UnsafeLoadError:
-    return UnsafeLoadError(
-        f"refusing to load '{module}.{name}': it is not in trusted. If this file comes "
-        f"from a source you trust, pass trusted=[..., '{module}.{name}'] (or the module "
-        f"prefix '{module.split('.')[0]}') to allow it; its code will then run."
-    )
-
-
-class Policy:
-    """The globals a safe load may resolve: the safe set plus the caller's list."""
-
-    def __init__(self, trusted: Iterable[Any]) -> None:
-        if isinstance(trusted, (str, bytes)) or not isinstance(trusted, Iterable):
-            raise TypeError(
-                "trusted must be None or a list of module names, qualified names or "
-                f"classes, got {trusted!r}"
-            )
-        self.entries = tuple(_entry_name(entry) for entry in trusted)
-
-    def _listed(self, qualified: str) -> bool:
-        return qualified in self.entries
-
-    def _under(self, module: str) -> bool:
-        return any(module == e or module.startswith(e + ".") for e in self.entries)
-
-    def allowed(self, module: str, name: str) -> bool:
-        return _is_safe(module, name) or self._listed(f"{module}.{name}") or self._under(module)
-
-    def find_class(self, module: str, name: str) -> Any:
-        module, name = _python3_name(module, name)
-        if not self.allowed(module, name) or any(p.startswith("__") for p in name.split(".")):
-            raise _refused(module, name)
-        found = _resolve(module, name)
-        if _is_safe(module, name):
-            return found
-        if not callable(found) or isinstance(found, types.ModuleType):
-            raise _refused(module, name)
-        # A listed module may re-export something from elsewhere (``from os import
-        # system``): what the name resolves to must be listed itself.
-        home = getattr(found, "__module__", None)
-        qualname = getattr(found, "__qualname__", None)
-        if not isinstance(home, str) or not isinstance(qualname, str):
-            raise _refused(module, name)
-        if self._listed(f"{home}.{qualname}") or _is_safe(home, qualname):
-            return found
-        if isinstance(found, type) and self._under(home):
-            return found
-        if self._under(home):
-            raise UnsafeLoadError(
-                f"refusing to call '{home}.{qualname}': a module prefix in trusted allows "
-                f"classes only; list the function itself, trusted=[..., '{home}.{qualname}'], "
-                "to allow it"
-            )
-        raise _refused(home, qualname)
-
-
-def _python3_name(module: str, name: str) -> tuple[str, str]:
+def python3_name(module: str, name: str) -> tuple[str, str]:
     """Python 2's names, as pickle's ``fix_imports`` maps them (``__builtin__.complex``)."""
     import _compat_pickle
 
@@ -132,54 +82,82 @@ def _python3_name(module: str, name: str) -> tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
-def _resolve(module: str, name: str) -> Any:
+def check_name(module: str, name: str) -> None:
+    """Refuse, as strings, the names no list can allow."""
+    parts = module.split(".")
+    if not all(p.isidentifier() for p in parts) or not all(
+        p.isidentifier() for p in name.split(".")
+    ):
+        raise refuse(f"refusing to load {module!r}.{name!r}: not a valid module and name")
+    for part in parts:
+        low = part.lower()
+        if low in _NEVER_MODULES or low.startswith(("test_", "_test")) or low.endswith("_test"):
+            raise refuse(
+                f"refusing to load '{module}.{name}': a safe load never imports a "
+                f"'{part}' module (a script or test module runs code on import)"
+            )
+    for part in name.split("."):
+        if part.startswith("__") and part.endswith("__"):
+            raise refuse(
+                f"refusing to load '{module}.{name}': dunder attributes ('{part}') are "
+                "never resolved by a safe load"
+            )
+
+
+def resolve(module: str, name: str) -> Any:
+    """Import ``module`` (the name was allowed before) and walk ``name``'s parts."""
     import importlib
 
-    found: Any = importlib.import_module(module)
-    for part in name.split("."):
-        found = getattr(found, part)
+    try:
+        found: Any = importlib.import_module(module)
+        for part in name.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise UnsafeLoadError(f"cannot resolve '{module}.{name}': {exc}") from exc
     return found
 
 
-class _Stub:
-    """Stands for a class ``inspect`` does not rebuild: accepts whatever pickle does."""
+class Policy:
+    """The caller's ``trusted`` list: exact names and module prefixes."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        return object.__new__(cls)
+    def __init__(self, trusted: Iterable[Any]) -> None:
+        if isinstance(trusted, (str, bytes)) or not isinstance(trusted, Iterable):
+            raise TypeError(
+                "trusted must be None or a list of module names, qualified names or "
+                f"classes, got {trusted!r}"
+            )
+        self.entries = frozenset(_entry_name(entry) for entry in trusted)
+        self.max_bytes: int | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    def listed(self, qualified: str) -> bool:
+        """Whether ``qualified`` is listed exactly."""
+        return qualified in self.entries
 
-    def __setstate__(self, state: Any) -> None:
-        pass
+    def under(self, module: str) -> bool:
+        """Whether ``module`` is under a listed prefix."""
+        return any(module == e or module.startswith(e + ".") for e in self.entries)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self
-
-    def append(self, item: Any) -> None:
-        pass
-
-    def extend(self, items: Any) -> None:
-        pass
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        pass
+    def trusts(self, qualified: str) -> bool:
+        """Whether a default rule that needs ``qualified`` (or its package) applies."""
+        module = qualified.rsplit(".", 1)[0]
+        return self.listed(qualified) or self.under(module)
 
 
-class Recorder(Policy):
-    """Resolves only the safe globals; records every global and stubs the others."""
+def refused(module: str, name: str) -> UnsafeLoadError:
+    """The error for a name outside the list, with advice that works when followed."""
+    return UnsafeLoadError(
+        f"refusing to load '{module}.{name}': it is not in trusted. If this file comes "
+        f"from a source you trust, pass trusted=[..., '{module}.{name}'] (or, for a "
+        f"class, the module prefix '{module.split('.')[0]}') to allow it; see "
+        "docs/persistence.md for what that trusts."
+    )
 
-    def __init__(self) -> None:
-        super().__init__(())
-        self.seen: dict[str, bool] = {}
 
-    def find_class(self, module: str, name: str) -> Any:
-        module, name = _python3_name(module, name)
-        safe = _is_safe(module, name)
-        self.seen.setdefault(f"{module}.{name}", safe)
-        if safe:
-            return _resolve(module, name)
-        return type(name.rsplit(".", 1)[-1], (_Stub,), {"__module__": module})
+def not_callable(qualified: str, why: str) -> UnsafeLoadError:
+    return UnsafeLoadError(
+        f"refusing to call '{qualified}' with the file's arguments: {why}. List it "
+        f"exactly, trusted=[..., '{qualified}'], if you trust its code with any arguments."
+    )
 
 
 class JoblibStream(Exception):
@@ -187,17 +165,11 @@ class JoblibStream(Exception):
 
 
 class FastUnpickler(pickle.Unpickler):
-    """The C unpickler, with ``find_class`` going through a policy and joblib detection."""
-
-    def __init__(self, file: Any, policy: Policy | None, **kwargs: Any) -> None:
-        super().__init__(file, **kwargs)
-        self.policy = policy
+    """The C unpickler of plain loads (``trusted=None``), with joblib record detection."""
 
     def find_class(self, module: str, name: str) -> Any:
         from ._joblib_read import joblib_record
 
         if joblib_record(module, name) is not None:
-            raise JoblibStream
-        if self.policy is not None:
-            return self.policy.find_class(module, name)
+            raise JoblibStream(f"the stream names joblib's array record {module}.{name}")
         return super().find_class(module, name)

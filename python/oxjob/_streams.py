@@ -155,8 +155,21 @@ class _ZlibReader(io.BufferedIOBase):
             data = self._out[self._pos : self._pos + size]
             self._pos += size
             return data
-        out = bytearray(size)
-        return bytes(out[: self.readinto(out)])
+        if size <= _BLOCK:
+            out = bytearray(size)
+            return bytes(out[: self.readinto(out)])
+        # A large size comes from the stream itself (a pickle's BINBYTES8): memory
+        # is taken as the data arrives, in steps that double, so a damaged or
+        # hostile size costs what the stream holds, not what it claims.
+        parts, filled = [], 0
+        while filled < size:
+            piece = bytearray(min(size - filled, max(_BLOCK, filled)))
+            got = self.readinto(piece)
+            parts.append(piece if got == len(piece) else piece[:got])
+            filled += got
+            if got < len(piece):
+                break  # the end of the stream
+        return b"".join(parts)
 
     read1 = read
 

@@ -19,14 +19,15 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import pickle
 import sys
 import threading
 import time
 from typing import Any, Callable
 
 from ._calls import _QUEUED_WORK, Call, Task
+from ._functions import FunctionTable
 from ._input_segments import _RECENT_SECONDS, InputSegments
+from ._outcomes import pickling_error, remote_error, unpickling_failed
 from ._process_pool import ProcessPool, describe_exit
 from ._protocol import (
     BATCH,
@@ -37,12 +38,12 @@ from ._protocol import (
     READY,
     RELEASED,
     RESULT,
-    FunctionTable,
-    dumps,
+    SHUTDOWN,
     dumps_auto,
 )
 from ._protocol import loads as _loads
-from .exceptions import RemoteTraceback, TerminatedWorkerError
+from ._worker_start import dumps_for_start
+from .exceptions import BrokenProcessPool, TerminatedWorkerError
 
 __all__ = ["Call", "Task", "TaskEngine"]
 
@@ -80,7 +81,7 @@ def _deliver(task: Task, ok: bool, value: Any) -> None:
         return
     try:
         done(ok, value)
-    except Exception:  # noqa: BLE001
+    except BaseException:  # noqa: BLE001 - even a SystemExit from a user's callback
         sys.excepthook(*sys.exc_info())
 
 
@@ -116,6 +117,11 @@ class TaskEngine(InputSegments):
         max_tasks_per_child: int | None = None,
         forget_when_idle: bool = False,
     ) -> None:
+        # The initializer is pickled anew for every worker start (its descriptors can
+        # be fetched once each, see _worker_start.py); the first pickle, made before any
+        # worker starts so that the constructor raises its error, goes to the first one.
+        self.init = None if initializer is None else (initializer, tuple(initargs))
+        self.init_frame = None if initializer is None else dumps_for_start(*self.init)
         self.pool = ProcessPool(processes, mmap_mode, max_nbytes, idle_timeout)
         self.n = processes
         self.max_nbytes = max_nbytes
@@ -133,6 +139,10 @@ class TaskEngine(InputSegments):
         self.completed = [0] * processes
         self.unread = [0] * processes  # bytes sent to each worker behind its running task
         self.dying: set[int] = set()  # a send failed: its exit event is on the way
+        # Told to exit after max_tasks_per_child tasks: replaced once it has exited (as
+        # the stdlib's, it exits on its own, so its atexit work, a multiprocessing
+        # queue's flush for one, is done).
+        self.retired: set[int] = set()
         self.killed: dict[int, int] = {}  # worker -> id of the task we killed it for
         self.functions = FunctionTable()
         self.open_calls = 0
@@ -146,12 +156,12 @@ class TaskEngine(InputSegments):
         self.recent: collections.OrderedDict = collections.OrderedDict()
         self.recent_bytes = 0
         self.ids = itertools.count(1)
-        self.init = None
-        if initializer is not None:
-            self.init = dumps((initializer, tuple(initargs)), None, by_value=True)
         for worker in range(processes):
             self._started(worker)
         self.stopping = False
+        self.stopped = False
+        self.retiring: bool | None = None  # None, or stop when idle (True) / now (False)
+        self.broken: str | None = None  # why the engine can take no more tasks
         self.thread = threading.Thread(target=self._run, name="oxjob-engine", daemon=True)
         self.thread.start()
 
@@ -176,6 +186,8 @@ class TaskEngine(InputSegments):
     def _submit(self, call, func, form, arguments, done, start) -> Task:
         self._check_owner()
         with self.lock:
+            if self.broken is not None:
+                raise BrokenProcessPool(self.broken)
             if self.stopping:
                 raise RuntimeError("This engine has been shut down")
             task = Task(next(self.ids), call, func, form, arguments, done, start)
@@ -185,11 +197,11 @@ class TaskEngine(InputSegments):
         return task
 
     def _initialize_workers(self, initializer: Callable, initargs: tuple) -> None:
-        body, segments, n_shared = dumps((initializer, tuple(initargs)), None, by_value=True)
         with self.lock:
             for worker in range(self.n):
                 if worker in self.pool.dead:
                     self._respawn(worker)
+                body, segments, n_shared = dumps_for_start(initializer, initargs)
                 self._send(worker, INIT, 0, body, segments, n_shared)
 
     def _close(self, call: Call) -> None:
@@ -219,6 +231,8 @@ class TaskEngine(InputSegments):
                 self._send(worker, END_CALL, 0, b"", [])
             self.sent[worker] = set()
         self.functions = FunctionTable()
+        for task in itertools.chain(self.pending, *self.inflight):
+            task.func_ids = ()  # their ids belong to the table just dropped
 
     # ---- dispatch --------------------------------------------------------------------
 
@@ -226,12 +240,14 @@ class TaskEngine(InputSegments):
         self.sent[worker] = set()
         self.completed[worker] = 0
         if self.init is not None:
-            body, segments, n_shared = self.init
+            frame, self.init_frame = self.init_frame, None
+            body, segments, n_shared = frame or dumps_for_start(*self.init)
             self._send(worker, INIT, 0, body, segments, n_shared)
 
     def _respawn(self, worker: int) -> None:
         self.pool.respawn(worker)
         self.dying.discard(worker)
+        self.retired.discard(worker)
         self.killed.pop(worker, None)
         self._started(worker)
 
@@ -352,7 +368,7 @@ class TaskEngine(InputSegments):
             call.note_prep(time.perf_counter() - prep_start)
         except Exception as exc:  # noqa: BLE001 - reported on the task's result
             self._finished(task)
-            _deliver(task, False, _pickling_error(task, exc))
+            _deliver(task, False, pickling_error(task.call.style, _calls_list(task), exc))
             return None
         task.segments = segments[: len(segments) - n_shared]
         self._carry(task)
@@ -378,16 +394,20 @@ class TaskEngine(InputSegments):
             head.unread = 0
 
     def _calls_of(self, task: Task) -> tuple[list, Any]:
-        """The function ids the task needs and its calls in the worker's BATCH form."""
+        """The function ids the task needs and its calls in the worker's BATCH form;
+        the task holds them (see _finished) until it finishes."""
+        self._release_functions(task)  # made ready again (its worker died)
         if task.form == TASKS:
             ids, needed = {}, []
             for func, _, _ in task.arguments:
                 if id(func) not in ids:
-                    func_id, payload = self.functions.id_of(func)
+                    func_id, payload = self.functions.acquire(func)
+                    task.func_ids += (func_id,)
                     ids[id(func)] = func_id
                     needed.append((func_id, payload))
             return needed, [(ids[id(f)], a, k) for f, a, k in task.arguments]
-        func_id, payload = self.functions.id_of(task.func)
+        func_id, payload = self.functions.acquire(task.func)
+        task.func_ids = (func_id,)
         if task.form == CALLS:
             calls: Any = [(func_id, a, k) for a, k in task.arguments]
         elif task.form == STARMAP:
@@ -401,6 +421,9 @@ class TaskEngine(InputSegments):
     def _run(self) -> None:
         quiet_since = None
         while not self.stopping:
+            if self.retiring is not None and (not self.retiring or self.idle()):
+                self._retire_now()
+                return
             try:
                 event = self.pool.engine.next_event(0.1)
             except MemoryError as exc:  # a result that could not be received
@@ -435,8 +458,8 @@ class TaskEngine(InputSegments):
                 for ready in burst:
                     try:
                         self._handle(ready)
-                    except Exception:  # noqa: BLE001 - a bug must not leave callers waiting
-                        sys.excepthook(*sys.exc_info())
+                    except BaseException as exc:  # noqa: BLE001 - never leave callers waiting
+                        self._break(exc)
                 self.changed.notify_all()
                 del burst
             # Events hold their results' buffers: keep none while waiting for more.
@@ -446,6 +469,13 @@ class TaskEngine(InputSegments):
         if event[0] == "exit":
             _, worker, generation, code, sig = event
             if generation != self.pool.generations[worker] or self.stopping:
+                return
+            if worker in self.retired:
+                self.retired.discard(worker)
+                self.pool.dead.add(worker)
+                self.sent[worker] = set()
+                self._respawn(worker)
+                self._dispatch()
                 return
             self._worker_died(worker, code, sig)
             self._dispatch()
@@ -471,16 +501,21 @@ class TaskEngine(InputSegments):
                 task.call.record(task)
                 outcome: tuple[bool, Any] = (True, results)
             else:  # ERROR
-                exc, tb, _ = _loads(body, buffers, shared)
-                exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
-                outcome = (False, exc)
-        except Exception as exc:  # noqa: BLE001 - e.g. a result class the caller cannot import
-            outcome = (False, exc)
+                exc, tb, where = _loads(body, buffers, shared)
+                single = task.form == CALLS and len(task.arguments) == 1
+                outcome = (False, remote_error(task.call.style, exc, tb, where, single))
+        except BaseException as exc:  # noqa: BLE001 - a class the caller cannot import, a
+            # SystemExit raised by a __reduce__...: only this task fails
+            outcome = (False, unpickling_failed(task.call.style, exc))
         del body, buffers, shared
         _deliver(task, *outcome)
         self.completed[worker] += 1
         if self.max_tasks and self.completed[worker] >= self.max_tasks and not queue:
-            self._respawn(worker)  # retired after max_tasks_per_child tasks
+            # Retired after max_tasks_per_child tasks: it takes no more; its exit event
+            # brings its replacement.
+            if self._send(worker, SHUTDOWN, 0, b"", []):
+                self.retired.add(worker)
+                self.dying.add(worker)
         self._dispatch()
 
     def _frame_failed(self, exc: MemoryError) -> None:
@@ -545,6 +580,21 @@ class TaskEngine(InputSegments):
 
     def _finished(self, task: Task) -> None:
         task.call.live -= 1
+        self._release_functions(task)
+
+    def _release_functions(self, task: Task) -> None:
+        """The task no longer needs its functions: those no other task needs are
+        forgotten here and by the workers that were sent them."""
+        if not task.func_ids:
+            return
+        forgotten = self.functions.release(task.func_ids)
+        task.func_ids = ()
+        for func_id in forgotten:
+            for worker, sent in enumerate(self.sent):
+                if func_id in sent:
+                    sent.discard(func_id)
+                    if worker not in self.pool.dead:
+                        self._send(worker, FUNCTION, func_id, b"", [])  # empty: forget it
 
     # ---- cancelling ------------------------------------------------------------------
 
@@ -596,11 +646,46 @@ class TaskEngine(InputSegments):
         """Process ids of the current workers."""
         return self.pool.pids()
 
+    def retire(self, wait: bool) -> None:
+        """Stop, from the dispatcher thread, once idle (``wait``) or at once; returns at
+        once. For finalizers: they may run in any thread, the dispatcher's included, at
+        any point (a garbage collection), so they must not wait or take the lock."""
+        self.retiring = wait
+
+    def _retire_now(self) -> None:
+        unfinished = self.stop(0.0 if self.retiring is False else 1.0)
+        for task in unfinished:
+            _deliver(task, False, RuntimeError("The pool was stopped before the task finished"))
+
+    def _break(self, exc: BaseException) -> None:
+        """Handling a frame failed in a way no task accounts for: report it, and fail
+        every task of this engine (only this one) with BrokenProcessPool, as the
+        stdlib's executor does when its manager thread meets an error."""
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        self.broken = (
+            "A process pool's dispatcher met an unexpected error (reported above); "
+            "the pool is not usable anymore"
+        )
+        broken = BrokenProcessPool(self.broken)
+        tasks = list(self.pending)
+        self.pending.clear()
+        for queue in self.inflight:
+            tasks.extend(queue)
+            queue.clear()
+        for task in tasks:
+            _deliver(task, False, broken)
+        self.retiring = False
+
     def stop(self, grace: float) -> list[Task]:
-        """Stop the dispatcher and the workers; returns the tasks left unfinished."""
+        """Stop the dispatcher and the workers; returns the tasks left unfinished.
+        Stopping again returns at once; during interpreter finalization the dispatcher
+        (a daemon thread, frozen then) is not waited for."""
         with self.lock:
+            if self.stopped:
+                return []
+            self.stopped = True
             self.stopping = True
-        if threading.current_thread() is not self.thread:
+        if threading.current_thread() is not self.thread and not sys.is_finalizing():
             self.thread.join()
         with self.lock:
             unfinished = list(self.pending)
@@ -614,25 +699,12 @@ class TaskEngine(InputSegments):
         return unfinished
 
 
-def _pickling_error(task: Task, exc: Exception) -> Exception:
-    """A pickling failure naming the call of the task that caused it."""
+def _calls_list(task: Task) -> list:
+    """The task's calls as ``(func, args, kwargs)``."""
     if task.form == TASKS:
-        calls = task.arguments
-    elif task.form == CALLS:
-        calls = [(task.func, a, k) for a, k in task.arguments]
-    elif task.form == STARMAP:
-        calls = [(task.func, a, {}) for a in task.arguments]
-    else:
-        calls = [(task.func, (a,), {}) for a in task.arguments]
-    for index, (func, args, kwargs) in enumerate(calls):
-        try:
-            dumps((args, kwargs), None, by_value=True)
-        except Exception as task_exc:  # noqa: BLE001
-            name = getattr(func, "__qualname__", repr(func))
-            error = pickle.PicklingError(
-                f"Could not pickle the task to send it to the workers: argument of task "
-                f"{index} of its batch ({name}) cannot be pickled: {task_exc!r}"
-            )
-            error.__cause__ = task_exc
-            return error
-    return pickle.PicklingError(f"Could not pickle the batch of tasks: {exc!r}")
+        return list(task.arguments)
+    if task.form == CALLS:
+        return [(task.func, a, k) for a, k in task.arguments]
+    if task.form == STARMAP:
+        return [(task.func, a, {}) for a in task.arguments]
+    return [(task.func, (a,), {}) for a in task.arguments]

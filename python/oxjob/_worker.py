@@ -42,14 +42,27 @@ class _BatchFailed(Exception):
         self.exc, self.index = exc, index
 
 
+def _reprs(results: list) -> list:
+    """What a result that could not be pickled is reported as (MaybeEncodingError)."""
+    reprs = []
+    for result in results:
+        try:
+            reprs.append(repr(result))
+        except Exception:  # noqa: BLE001
+            reprs.append(object.__repr__(result))
+    return reprs
+
+
 def _run_batch(functions: dict, body, buffers: list, shared: list) -> tuple[list, float]:
     """Unpickle and run one batch. Its arguments die with this frame, which lets the
     caller tell whether anything still holds the batch's input segments."""
+    from ._outcomes import UNPICKLING
     from ._protocol import loads
 
-    index = -1
+    index: Any = UNPICKLING  # the caller tells a task it could not rebuild apart
     try:
         calls = loads(body, buffers, shared)
+        index = -1
         start = time.perf_counter()
         if isinstance(calls, tuple):  # one function, positional arguments only
             func_id, arguments, *single = calls
@@ -131,6 +144,7 @@ _SPARE_SECONDS = 1.0  # spares are freed after this long without a frame
 
 def main() -> int:
     from . import _engine
+    from ._outcomes import RESULT as RESULT_FAILED
     from ._protocol import (
         BATCH,
         END_CALL,
@@ -142,6 +156,8 @@ def main() -> int:
         SHUTDOWN,
         SPARES,
         dumps_auto,
+        holds_file_maps,
+        keep_file_maps,
         loads,
     )
 
@@ -157,11 +173,12 @@ def main() -> int:
     max_nbytes = int(os.environ.get("OXJOB_MAX_NBYTES", str(1 << 20)))
     functions: dict = {}
     spares = _Spares(channel)
+    keep_file_maps(True)  # memmap arguments' files: mapped once per call, not per batch
     channel.send(READY, os.getpid(), b"", [])
     while True:
         # Spare result segments, and the shared segments of tasks (kept mapped between
         # batches: mapping them anew costs their page faults again).
-        holding = any(spares.by_size.values()) or channel.keeps_segments()
+        holding = any(spares.by_size.values()) or channel.keeps_segments() or holds_file_maps()
         try:
             message = channel.recv(min(idle_timeout, _SPARE_SECONDS) if holding else idle_timeout)
         except EOFError:
@@ -177,6 +194,7 @@ def main() -> int:
             if holding:
                 spares.clear()  # idle: give their memory back
                 channel.let_go_of_segments()
+                keep_file_maps(True)
                 continue
             return 0  # idle for too long: the caller starts a new worker when needed
         kind, tag, body, buffers, shared = message
@@ -187,7 +205,11 @@ def main() -> int:
                 results, duration = _run_batch(functions, body, buffers, shared)
                 del body, buffers, shared
                 outcome = (duration, results)
-                out, segments, n_shared = dumps_auto(outcome, max_nbytes, spares.fill)
+                try:
+                    out, segments, n_shared = dumps_auto(outcome, max_nbytes, spares.fill)
+                except BaseException as exc:  # noqa: BLE001 - the result cannot travel
+                    _send_error(channel, tag, exc, (RESULT_FAILED, _reprs(results)))
+                    continue
                 del results, outcome
                 if inputs and all(ref() is None for ref in inputs):
                     channel.send(RELEASED, tag, b"", [])  # the caller may refill them
@@ -199,6 +221,8 @@ def main() -> int:
                 _send_error(channel, tag, exc, -1)
         elif kind == SPARES:
             spares.keep(shared)
+        elif kind == FUNCTION and not body:
+            functions.pop(tag, None)  # no pending task needs it any more
         elif kind == FUNCTION:
             try:
                 functions[tag] = loads(body, buffers, shared)
@@ -207,6 +231,7 @@ def main() -> int:
         elif kind == END_CALL:
             functions.clear()
             spares.clear()
+            keep_file_maps(True)
         elif kind == INIT:
             initializer, initargs = loads(body, buffers, shared)
             if initializer is not None:

@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 __all__ = ["main"]
 
@@ -91,16 +92,22 @@ def _when(timestamp: float) -> str:
 
 def cache_command(args: argparse.Namespace) -> int:
     """Run ``cache info|ls|prune|clear`` on the cache of ``Memory(args.location)``."""
-    from .store import LocalStoreBackend
+    from .store import LocalStoreBackend, is_cache
 
     root = os.path.join(args.location, "oxjob")
-    if not os.path.isdir(root):
-        if os.path.basename(os.path.normpath(args.location)) == "oxjob":
-            root = args.location
-        else:
-            return _error(f"no oxjob cache in {args.location}")
+    if not os.path.isdir(root) and os.path.basename(os.path.normpath(args.location)) == "oxjob":
+        root = args.location
+    if not is_cache(root):
+        # Never prune or clear a folder that is not a cache (a checkout named oxjob,
+        # a typo): only what the store recognises as its own is ever removed anyway.
+        return _error(
+            f"no oxjob cache in {args.location} ({root} has neither oxjob's "
+            "CACHEDIR.TAG nor cache entries); nothing was changed"
+        )
     store = LocalStoreBackend()
-    store.configure(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a read-only cache can still be listed
+        store.configure(root)
     entries = store.entries()
     if args.action == "info":
         per_func: dict[str, list] = {}
@@ -131,8 +138,7 @@ def cache_command(args: argparse.Namespace) -> int:
         freed = sum(item.size for item in removed)
         print(f"removed {len(removed)} entries, freed {_human(freed)}")
     else:
-        store.clear()
-        print(f"removed {len(entries)} entries")
+        print(f"removed {store.clear()} entries")
     return 0
 
 

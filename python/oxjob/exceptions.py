@@ -18,6 +18,7 @@ __all__ = [
     "CacheWarning",
     "CorruptFileError",
     "JobLibCollisionWarning",
+    "LoadLimitError",
     "RemoteTraceback",
     "UnsafeLoadError",
     "TerminatedWorkerError",
@@ -70,4 +71,13 @@ class UnsafeLoadError(pickle.UnpicklingError):
 
     Nothing of the file's own code has run when this is raised. The message names
     the global and how to allow it.
+    """
+
+
+class LoadLimitError(UnsafeLoadError):
+    """A safe load (``load(trusted=...)``) met one of its size or work limits.
+
+    The message names the limit: ``max_bytes`` (raise it with ``load(...,
+    max_bytes=...)`` for a file you expect to be that large), the length of a number
+    written as text, or the nesting of tuples. Nothing of the file's code has run.
     """

@@ -217,9 +217,15 @@ class MemorizedFunc(Generic[P, R]):
         return self._code_info
 
     def _write_func_code(self, info: CodeInfo) -> None:
-        self.store_backend.store_cached_func_code(
-            self.func_id, f"{FIRST_LINE_TEXT} {info.first_line}\n{info.source}"
-        )
+        try:
+            self.store_backend.store_cached_func_code(
+                self.func_id, f"{FIRST_LINE_TEXT} {info.first_line}\n{info.source}"
+            )
+        except OSError as exc:
+            # A cache that cannot be written (full, read-only, a name too long) still
+            # returns results: the store of the result will fail and say so too.
+            warnings.warn(f"Unable to cache to disk: {exc}.", CacheWarning, stacklevel=5)
+            return
         _VERIFIED_CODE[(_store_key(self.store_backend), self.func_id)] = info.source
 
     def _check_previous_func_code(self, stacklevel: int = 2) -> bool:
@@ -245,7 +251,10 @@ class MemorizedFunc(Generic[P, R]):
             self.warn(
                 f"Function {func_name(self.func)} (identified by {self.func_id}) has changed."
             )
-        self.clear(warn=True)
+        try:
+            self.clear(warn=True)
+        except OSError as exc:
+            warnings.warn(f"Unable to clear the cache: {exc}.", CacheWarning, stacklevel=4)
         return False
 
     def clear(self, warn: bool = True) -> None:

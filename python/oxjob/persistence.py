@@ -15,13 +15,14 @@ import os
 from typing import IO, Any, Literal, Union
 
 from . import _engine, _streams
+from ._atomic import write_atomically
 
 # Files written by oxjob 0.1 name the array rebuilder here.
 from ._oxjob_format import rebuild_array as _rebuild_array  # noqa: F401
-from ._safe import Policy, UnsafeLoadError
+from ._safe import LoadLimitError, Policy, UnsafeLoadError
 from .compressors import STREAM_COMPRESSORS, resolve
 
-__all__ = ["UnsafeLoadError", "dump", "load"]
+__all__ = ["LoadLimitError", "UnsafeLoadError", "dump", "load"]
 
 _MMAP_MODES = (None, "r", "r+", "w+", "c")
 _FORMATS = ("oxjob", "joblib")
@@ -153,16 +154,8 @@ def _write_payload(
 
 
 def _write_atomically(filename: str, write: Any) -> None:
-    directory, base = os.path.split(os.path.abspath(filename))
-    temp = os.path.join(directory, f".{base}.{os.getpid()}.oxjob-tmp")
-    try:
-        with open(temp, "wb") as raw:
-            write(raw)
-        os.replace(temp, filename)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    # An unpredictable temporary name, created exclusively: see ``_atomic``.
+    write_atomically(filename, write)
 
 
 def load(
@@ -170,6 +163,7 @@ def load(
     mmap_mode: Literal["r+", "r", "w+", "c"] | None = None,
     ensure_native_byte_order: Any = "auto",
     trusted: Any = None,
+    max_bytes: int | None = None,
 ) -> Any:
     """Reconstruct a Python object from a file written by :func:`dump`, joblib or pickle.
 
@@ -201,11 +195,20 @@ def load(
         ``mmap_mode`` is an error.
     trusted : list of str or classes, optional
         Safe mode. ``None`` (default): unpickle as pickle does. A list (possibly
-        empty): only builtin containers and scalars, numpy arrays and dtypes, and
-        what is listed are rebuilt: a module prefix (``'sklearn'``) allows the
-        classes of its modules, a qualified name (``'pkg.mod.func'``) or a class
-        allows exactly that. Anything else raises
-        :class:`~oxjob.persistence.UnsafeLoadError` before it is imported.
+        empty): the file is read by oxjob's own opcode interpreter, which runs none
+        of its code. Builtin containers and scalars, numpy arrays, dtypes and
+        scalars, random generators, masked arrays and scipy sparse matrices are
+        always rebuilt, from validated arguments. A module prefix (``'sklearn'``)
+        lets the classes of its modules be *rebuilt* (created without their
+        constructor, then given their state); a qualified name (``'pkg.mod.func'``)
+        or a class listed exactly may also be *called* with the file's arguments.
+        Anything else raises :class:`~oxjob.exceptions.UnsafeLoadError` before it
+        is imported. See docs/persistence.md for what each entry trusts.
+    max_bytes : int, optional
+        Safe mode only: the most memory the file may ask for (strings, bytes,
+        arrays). Default: the file's size times its codec's worst expansion
+        ratio, and at least 256 MiB. Over it,
+        :class:`~oxjob.exceptions.LoadLimitError` is raised.
 
     Returns
     -------
@@ -217,7 +220,10 @@ def load(
     CorruptFileError
         For a truncated or damaged file, or one that is no pickle at all.
     UnsafeLoadError
-        With ``trusted``, for a global that is not allowed.
+        With ``trusted``, for a global or an operation that is not allowed.
+    LoadLimitError
+        With ``trusted``, when the file asks for more than ``max_bytes`` or for
+        work out of proportion to its size (a subclass of ``UnsafeLoadError``).
 
     Examples
     --------
@@ -245,7 +251,14 @@ def load(
     native = ensure_native_byte_order is True or (
         ensure_native_byte_order == "auto" and mmap_mode is None
     )
+    if max_bytes is not None:
+        if trusted is None:
+            raise ValueError("max_bytes bounds safe loads only: pass trusted=[...] with it")
+        if type(max_bytes) is not int or max_bytes <= 0:
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
     policy = None if trusted is None else Policy(trusted)
+    if policy is not None:
+        policy.max_bytes = max_bytes
     from ._load import load_fileobj, load_path
 
     if hasattr(filename, "read"):

@@ -9,29 +9,32 @@ See ``docs/pool.md``.
 
 from __future__ import annotations
 
+import atexit
 import collections
-import concurrent.futures
 import itertools
 import os
 import sys
 import threading
-import time
+import warnings
+import weakref
 from typing import Any, Callable, Iterable, Iterator
 
 from ._calls import MAX_DEPTH, Call, Task
+from ._outcomes import POOL
 from ._protocol import DEFAULT_MAX_NBYTES
 from ._tasks import CALLS, MAP, STARMAP, TaskEngine
 from .exceptions import TimeoutError
 
-__all__ = ["AsyncResult", "Pool", "ProcessPoolExecutor"]
+__all__ = ["AsyncResult", "Pool"]
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
 _NEVER = 10.0**9  # idle timeout of pool workers: they live until the pool ends
 _MAX_DEPTH = MAX_DEPTH
 
 
-def _open(processes, initializer, initargs, max_tasks_per_child) -> tuple[TaskEngine, Call]:
-    """A pool's own engine (its workers live as long as the pool) and its call."""
+def _open(processes, initializer, initargs, max_tasks_per_child, style) -> tuple[TaskEngine, Call]:
+    """A pool's own engine (its workers live as long as the pool) and its call, whose
+    failures take the exception types of ``style`` (see _outcomes.py)."""
     engine = TaskEngine(
         processes,
         "c",
@@ -41,7 +44,24 @@ def _open(processes, initializer, initargs, max_tasks_per_child) -> tuple[TaskEn
         initargs=initargs,
         max_tasks_per_child=max_tasks_per_child,
     )
-    return engine, engine.open_call(cache_inputs=False)
+    call = engine.open_call(cache_inputs=False)
+    call.style = style
+    return engine, call
+
+
+# Engines of the pools not terminated yet: stopped at interpreter exit, while threads
+# still run (multiprocessing terminates its pools there too), never later: a daemon
+# thread waited for during finalization never answers.
+_LIVE_ENGINES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _stop_live_engines() -> None:
+    for engine in list(_LIVE_ENGINES):
+        if not engine.forked():
+            _fail_unfinished(engine.stop(grace=0.0), "Pool terminated at interpreter exit")
+
+
+atexit.register(_stop_live_engines)
 
 
 def _fail_unfinished(tasks: list[Task], message: str) -> None:
@@ -270,7 +290,12 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         self._processes = processes
         self._state = _RUN
-        self._engine, self._call = _open(processes, initializer, initargs, maxtasksperchild)
+        self._engine, self._call = _open(processes, initializer, initargs, maxtasksperchild, POOL)
+        _LIVE_ENGINES.add(self._engine)
+        # A pool dropped without terminate() stops its workers (without waiting: the
+        # collection may happen in any thread), as multiprocessing's does.
+        self._finalizer = weakref.finalize(self, self._engine.retire, False)
+        self._finalizer.atexit = False
 
     def _check_running(self) -> None:
         if self._state != _RUN:
@@ -374,8 +399,10 @@ class Pool:
         if self._state == _TERMINATE:
             return
         self._state = _TERMINATE
+        self._finalizer.detach()
         if self._engine.forked():
             return  # the workers are the parent's; its locks may be held by lost threads
+        _LIVE_ENGINES.discard(self._engine)
         _fail_unfinished(self._engine.stop(grace=0.0), "Pool terminated before the task finished")
 
     def join(self) -> None:
@@ -384,6 +411,8 @@ class Pool:
             raise ValueError("Pool is still running")
         if self._state == _CLOSE:
             self._engine.wait_idle()
+            self._finalizer.detach()
+            _LIVE_ENGINES.discard(self._engine)
             self._engine.stop(grace=1.0)
             self._state = _TERMINATE
 
@@ -394,127 +423,15 @@ class Pool:
     def __exit__(self, *exc: Any) -> None:
         self.terminate()
 
-    def __del__(self) -> None:
-        if getattr(self, "_state", _TERMINATE) != _TERMINATE and hasattr(self, "_engine"):
-            try:
-                self.terminate()
-            except Exception:  # noqa: BLE001 - interpreter shutdown
-                pass
+    def __del__(self, _warn=warnings.warn) -> None:
+        # As multiprocessing's: a warning only; the finalizer stops the workers.
+        if getattr(self, "_state", None) == _RUN:
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
 
 
-class ProcessPoolExecutor(concurrent.futures.Executor):
-    """``concurrent.futures.ProcessPoolExecutor`` on oxjob's engine.
+def __getattr__(name: str) -> Any:
+    if name == "ProcessPoolExecutor":  # in its own module; named here as before
+        from ._executor import ProcessPoolExecutor
 
-    Parameters
-    ----------
-    max_workers : int, optional
-        Number of workers (default: ``os.cpu_count()``).
-    mp_context : object, optional
-        Accepted for compatibility; workers are always fresh interpreters.
-    initializer : callable, optional
-    initargs : tuple, default=()
-    max_tasks_per_child : int, optional
-        Replace a worker after this many tasks.
-    """
-
-    def __init__(
-        self,
-        max_workers: int | None = None,
-        mp_context: Any = None,
-        initializer: Callable | None = None,
-        initargs: tuple = (),
-        *,
-        max_tasks_per_child: int | None = None,
-    ) -> None:
-        if max_workers is not None and max_workers <= 0:
-            raise ValueError("max_workers must be greater than 0")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        if max_tasks_per_child is not None and (
-            not isinstance(max_tasks_per_child, int) or max_tasks_per_child < 1
-        ):
-            raise ValueError("max_tasks_per_child must be >= 1")
-        self._max_workers = _default_processes(max_workers)
-        self._engine, self._call = _open(
-            self._max_workers, initializer, initargs, max_tasks_per_child
-        )
-        self._shutdown = False
-        self._lock = threading.Lock()
-        self._futures: dict[int, concurrent.futures.Future] = {}
-        self._ids = itertools.count()
-
-    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
-        """Schedule ``fn(*args, **kwargs)``; returns a :class:`concurrent.futures.Future`."""
-        with self._lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            future: concurrent.futures.Future = concurrent.futures.Future()
-            key = next(self._ids)
-            self._futures[key] = future
-
-        def done(ok: bool, value: Any) -> None:
-            self._futures.pop(key, None)
-            if ok:
-                future.set_result(value[0])
-            else:
-                future.set_exception(value)
-
-        self._call.submit(fn, CALLS, [(args, kwargs)], done, future.set_running_or_notify_cancel)
-        return future
-
-    def map(
-        self, fn: Callable, *iterables: Iterable, timeout: float | None = None, chunksize: int = 1
-    ) -> Iterator:
-        """Like the built-in ``map``, on the workers; ``chunksize`` items per task."""
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        items = list(zip(*iterables))
-        futures = []
-        for start in range(0, len(items), chunksize):
-            chunk = items[start : start + chunksize]
-            future: concurrent.futures.Future = concurrent.futures.Future()
-            with self._lock:
-                if self._shutdown:
-                    raise RuntimeError("cannot schedule new futures after shutdown")
-
-            def done(ok: bool, value: Any, future=future) -> None:
-                future.set_result(value) if ok else future.set_exception(value)
-
-            self._call.submit(fn, STARMAP, chunk, done, future.set_running_or_notify_cancel)
-            futures.append(future)
-        return _chain_results(futures, timeout)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop accepting tasks; optionally cancel queued ones and wait for the rest."""
-        with self._lock:
-            self._shutdown = True
-        if self._engine.forked():
-            return  # the workers are the parent's
-        if cancel_futures:
-            # Futures not finished yet are cancelled (a running task's result is dropped).
-            self._call.drop_pending()
-            for future in list(self._futures.values()):
-                future.cancel()
-        if wait:
-            self._engine.wait_idle()
-            self._engine.stop(grace=1.0)
-        else:
-            threading.Thread(target=self._finish, daemon=True).start()
-
-    def _finish(self) -> None:
-        self._engine.wait_idle()
-        self._engine.stop(grace=1.0)
-
-
-def _chain_results(futures: list, timeout: float | None) -> Iterator:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        for future in futures:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                yield from future.result(left)
-            except concurrent.futures.TimeoutError:
-                raise concurrent.futures.TimeoutError() from None
-    finally:
-        for future in futures:
-            future.cancel()
+        return ProcessPoolExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

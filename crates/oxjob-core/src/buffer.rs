@@ -35,6 +35,7 @@ impl Buffer {
     /// filled even where the kernel would hand out the address space).
     pub fn zeroed(len: usize, purpose: &str) -> Result<Buffer> {
         let no_memory = || Error::no_memory(len as u64, purpose);
+        LARGEST.set(LARGEST.get().max(len as u64));
         if len as u64 > memory_ceiling().min(LIMIT.get()) {
             return Err(no_memory());
         }
@@ -94,6 +95,24 @@ pub fn zeroed_vec(len: usize) -> Option<Vec<u8>> {
 
 thread_local! {
     static LIMIT: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
+    static LARGEST: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Run `f` and return, beside its result, the largest buffer [`Buffer::zeroed`] was
+/// asked for on this thread meanwhile (granted or not): how tests check that a
+/// hostile file is refused before its claimed size is allocated.
+pub fn largest_asked<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    struct Restore(u64);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            LARGEST.set(self.0.max(LARGEST.get()));
+        }
+    }
+    let restore = Restore(LARGEST.replace(0));
+    let result = f();
+    let largest = LARGEST.get();
+    drop(restore);
+    (result, largest)
 }
 
 /// Run `f` with [`Buffer::zeroed`] refusing, on this thread, buffers larger than

@@ -5,9 +5,9 @@ mod hostile;
 
 pub use hostile::hostile_container;
 
-use crate::buffer::with_limit;
+use crate::buffer::{largest_asked, with_limit};
 use crate::codec::Codec;
-use crate::container::{parse, read_all};
+use crate::container::{check_compressed, parse, read_all};
 use crate::error::Error;
 use crate::pool::dropped;
 use crate::pool::frame::{Header, HEADER_LEN};
@@ -27,6 +27,34 @@ pub fn check_decoder(data: &[u8]) {
         for (section, bytes) in layout.sections.iter().zip(&decoded) {
             assert_eq!(section.raw_len, bytes.len() as u64);
         }
+    }
+}
+
+/// Decode `data`, a damaged copy of a real container: as [`check_decoder`], and it
+/// either decodes or is corrupt (never out of memory), found before more than the
+/// input's own size was allocated for any section, unless every compressed chunk
+/// has a valid checksum and framing (then only inflating it can tell; a fuzzer
+/// that solves comparisons can forge checksums).
+pub fn check_mutated(data: &[u8]) {
+    check_decoder(data);
+    let (result, largest) = largest_asked(|| read_all(data, 2));
+    match result {
+        Ok(_) => {}
+        Err(Error::Corrupt(_)) if largest > data.len() as u64 => {
+            let forged = parse(data).is_ok_and(|layout| {
+                layout
+                    .sections
+                    .iter()
+                    .all(|section| check_compressed(data, section).is_ok())
+            });
+            assert!(
+                forged,
+                "{largest} bytes allocated for a corrupt {}-byte input",
+                data.len()
+            );
+        }
+        Err(Error::Corrupt(_)) => {}
+        Err(err) => panic!("a damaged container failed with {err:?}"),
     }
 }
 

@@ -9,7 +9,7 @@
 
 use oxjob_core::codec::Codec;
 use oxjob_core::container::{write, Section, SectionKind, WriteOptions};
-use oxjob_core::fuzzing::{check_decoder, check_frame, check_hostile, Outcome};
+use oxjob_core::fuzzing::{check_frame, check_hostile, check_mutated, Outcome};
 use oxjob_core::pool::dropped;
 use oxjob_core::pool::frame::{Header, Kind};
 use std::time::{Duration, Instant};
@@ -135,7 +135,7 @@ fn fuzz(seeds: &[Vec<u8>], share: f64, check: fn(&[u8])) -> u64 {
 
 #[test]
 fn mutated_containers_never_crash_or_overallocate() {
-    let runs = fuzz(&corpus(), 0.5, check_decoder);
+    let runs = fuzz(&corpus(), 0.5, check_mutated);
     println!("{runs} mutated containers decoded without a crash");
 }
 

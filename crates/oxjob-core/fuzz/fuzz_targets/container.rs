@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    oxjob_core::fuzzing::check_decoder(data);
+    oxjob_core::fuzzing::check_mutated(data);
 });

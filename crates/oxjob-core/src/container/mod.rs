@@ -24,16 +24,23 @@
 //! anything is allocated, and every allocation is fallible: a size the file can
 //! justify but memory cannot hold is [`crate::Error::Memory`], never an abort.
 //!
+//! Compressed chunks are checked before they are inflated: before any section's
+//! output is allocated, the checksum of every compressed chunk's stored bytes, and
+//! what its codec's framing says about its decoded size, are checked (see
+//! `check.rs`). The checksums cover the stored bytes, not the decoded ones, for
+//! exactly this reason: a damaged file is found without inflating anything.
+//!
 //! The one exception: `load(mmap_mode='r+')` lets users write into the stored
 //! arrays, so before mapping it sets the `unverified` flag (bit 0 of `flags`) of the
 //! uncompressed buffer sections, whose data checksums are then no longer checked.
 
+mod check;
 mod read;
 mod write;
 
+pub use check::{check_compressed, check_decodes, verify_stored};
 pub use read::{
-    mark_unverified, parse, read_section, verify_stored, ChunkInfo, FileSource, Layout,
-    SectionLayout, Source,
+    mark_unverified, parse, read_section, ChunkInfo, FileSource, Layout, SectionLayout, Source,
 };
 pub use write::{write, WriteOptions};
 
@@ -95,28 +102,55 @@ pub struct Section<'a> {
 
 /// Parse `src` and decode every section, checking everything; returns the layout
 /// and the decoded sections (pickle stream first).
+///
+/// Every compressed chunk's stored bytes are checked (checksum and framing) before
+/// the first section's output is allocated, and uncompressed sections (whose
+/// checksums are checked as they are read, and whose size the file's own bytes
+/// bound) are read before compressed ones: a damaged file costs no more memory
+/// than its own bytes.
 pub fn read_all<S: Source + ?Sized>(
     src: &S,
     threads: usize,
 ) -> crate::Result<(Layout, Vec<crate::buffer::Buffer>)> {
     let layout = parse(src)?;
+    for section in &layout.sections {
+        check_compressed(src, section)?;
+    }
     let mut decoded = Vec::new();
     decoded
         .try_reserve_exact(layout.sections.len())
         .map_err(|_| crate::Error::no_memory(layout.sections.len() as u64, "section list"))?;
-    for (index, section) in layout.sections.iter().enumerate() {
-        decoded.push(decode_section(src, section, index, threads)?);
+    decoded.resize_with(layout.sections.len(), || None);
+    for raw_first in [true, false] {
+        for (index, section) in layout.sections.iter().enumerate() {
+            if (section.codec == crate::codec::Codec::Raw) == raw_first {
+                decoded[index] = Some(decode_checked(src, section, index, threads)?);
+            }
+        }
     }
-    Ok((layout, decoded))
+    Ok((layout, decoded.into_iter().flatten().collect()))
 }
 
-/// Decode one section into a buffer of its own.
+/// Decode one section into a buffer of its own, checking its compressed chunks
+/// (as [`read_all`] does) before allocating it.
+pub fn decode_section<S: Source + ?Sized>(
+    src: &S,
+    section: &SectionLayout,
+    index: usize,
+    threads: usize,
+) -> crate::Result<crate::buffer::Buffer> {
+    check_compressed(src, section)?;
+    decode_checked(src, section, index, threads)
+}
+
+/// Decode a section whose compressed chunks have been checked.
 ///
 /// `parse` has checked raw_len against the bytes present, so the size is one the
 /// file can justify, yet it can exceed the memory at hand. Then the section's
-/// stored checksums are checked before saying so: a damaged file is reported as
+/// stored checksums are checked, and its chunks inflated one at a time into a
+/// chunk-sized scratch buffer, before saying so: a damaged file is reported as
 /// corrupt (what it is), and only an intact one as too large for this process.
-pub fn decode_section<S: Source + ?Sized>(
+fn decode_checked<S: Source + ?Sized>(
     src: &S,
     section: &SectionLayout,
     index: usize,
@@ -129,6 +163,7 @@ pub fn decode_section<S: Source + ?Sized>(
         Ok(out) => out,
         Err(err) => {
             verify_stored(src, section)?;
+            check_decodes(src, section)?;
             return Err(err);
         }
     };
@@ -176,5 +211,7 @@ pub(crate) fn padding_for(offset: u64) -> u64 {
     (ALIGN - offset % ALIGN) % ALIGN
 }
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

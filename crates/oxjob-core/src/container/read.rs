@@ -109,6 +109,13 @@ pub struct SectionLayout {
     index: usize,
 }
 
+impl SectionLayout {
+    /// The section's number in its container (0: the pickle stream).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
 /// The checked structure of a container.
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -146,7 +153,7 @@ fn push<T>(vec: &mut Vec<T>, item: T, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn zeroed(len: u64, what: &str) -> Result<Vec<u8>> {
+pub(super) fn zeroed(len: u64, what: &str) -> Result<Vec<u8>> {
     usize::try_from(len)
         .ok()
         .and_then(crate::buffer::zeroed_vec)
@@ -426,28 +433,6 @@ pub fn read_section<S: Source + ?Sized>(
         }
         Ok(())
     })
-}
-
-/// Check the stored checksums of `section`'s chunks without decoding them, reading
-/// one chunk at a time: cheap (the stored bytes only) and small in memory, for
-/// telling a damaged file from a large one when a section's memory cannot be had.
-pub fn verify_stored<S: Source + ?Sized>(src: &S, section: &SectionLayout) -> Result<()> {
-    if section.codec == Codec::Raw && section.unverified {
-        return Ok(());
-    }
-    let largest = section.chunks.iter().map(|c| c.stored_len).max();
-    let mut scratch = zeroed(u64::from(largest.unwrap_or(0)), "a stored chunk")?;
-    for (c, chunk) in section.chunks.iter().enumerate() {
-        let stored = &mut scratch[..chunk.stored_len as usize];
-        src.read_at(chunk.offset, stored)?;
-        if checksum64(stored, chunk_seed(section.index, c as u64)) != chunk.checksum {
-            return Err(Error::corrupt(format!(
-                "section {} chunk {c} checksum mismatch",
-                section.index
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Mark every uncompressed buffer section of the container in `file` as

@@ -152,8 +152,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}")
             return 1
     else:
+        from .exceptions import UnsafeLoadError
+
         try:
             inspect(args.file)
+        except UnsafeLoadError as exc:  # a hostile file: nothing of it ran
+            print(f"error: {exc} (inspect ran none of the file's code)")
+            return 1
         except (OSError, ValueError) as exc:
             print(f"error: {exc}")
             return 1

@@ -28,11 +28,13 @@ __all__ = [
     "FIRST_LINE_TEXT",
     "CodeInfo",
     "bind_arguments",
+    "call_signature",
     "code_info",
     "code_token",
     "extract_first_line",
     "func_id",
     "func_name",
+    "path_component",
     "warn_collision",
 ]
 
@@ -58,9 +60,42 @@ def func_name(func: Callable) -> str:
     return getattr(func, "__name__", None) or type(func).__name__
 
 
+#: Characters kept as they are in a path component; anything else is %-escaped.
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+#: Longest component kept whole: file systems allow 255 bytes, and an entry's own
+#: work and trash names add to its function's.
+_MAX_COMPONENT = 120
+
+
+def path_component(name: str) -> str:
+    """``name`` as one directory name that stays where it is put.
+
+    Ordinary names (letters, digits, ``_``, ``-``, ``.``) are kept as they are, so the
+    layout is joblib's; anything else (``/``, ``\\``, unicode, control characters,
+    ``%``) is %-escaped from its UTF-8 bytes; a leading ``.`` is escaped too (no
+    ``.``, ``..`` or hidden names), an empty name becomes ``%``, and a name longer than
+    120 characters is cut and ends with a hash of the whole.
+    """
+    raw = name.encode("utf-8", "surrogatepass")
+    out = "".join(chr(b) if chr(b) in _SAFE else f"%{b:02X}" for b in raw)
+    if out.startswith("."):
+        out = "%2E" + out[1:]
+    if not out:
+        out = "%"
+    if len(out) > _MAX_COMPONENT:
+        out = f"{out[: _MAX_COMPONENT - 33]}-{_hash(name)}"
+    return out
+
+
 def func_id(func: Callable) -> str:
-    """``module/.../name``: where a function's entries live (joblib's layout)."""
+    """``module/.../name``: where a function's entries live (joblib's layout).
+
+    Each part is a :func:`path_component`, so whatever a module or function claims to
+    be called, its entries stay under the cache's location.
+    """
     module = getattr(func, "__module__", None) or "__main__"
+    if not isinstance(module, str):
+        module = repr(module)
     parts = module.split(".")
     if module == "__main__":
         try:
@@ -74,8 +109,10 @@ def func_id(func: Callable) -> str:
     # joblib's "unknown" for nameless callables (partials, instances): never their
     # repr, whose address would make a new directory in every process.
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or "unknown"
+    if not isinstance(name, str):
+        name = "unknown"
     name = name.replace("<", "-").replace(">", "-")
-    return "/".join([*parts, name])
+    return "/".join(path_component(part) for part in [*parts, name])
 
 
 def _code_fields(code: types.CodeType) -> tuple:
@@ -146,6 +183,25 @@ def _call_text(name: str, args: tuple, kwargs: dict) -> str:
     args_text = repr(tuple(args))[1:-1].rstrip(",")
     kwargs_text = ", ".join(f"{k}={v}" for k, v in kwargs.items())
     return f"{name}({args_text}, {kwargs_text})"
+
+
+#: The signature given to callables that tell none (builtins such as ``max``, ufuncs of
+#: numpy < 2.3): their arguments are keyed by position and keyword, as joblib keys them.
+_ANY_ARGUMENTS = inspect.Signature(
+    [
+        inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+        inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+    ]
+)
+
+
+def call_signature(func: Callable) -> inspect.Signature:
+    """``inspect.signature(func)``, or ``(*args, **kwargs)`` for a callable that has none."""
+    try:
+        return inspect.signature(func)
+    except ValueError:
+        # "no signature found for builtin": joblib caches these too.
+        return _ANY_ARGUMENTS
 
 
 def bind_arguments(signature: inspect.Signature, func: Callable, args: tuple, kwargs: dict) -> dict:

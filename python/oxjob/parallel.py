@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from numbers import Integral
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 from . import _engine, _mainscript
 from . import backends as _backends
@@ -394,18 +394,18 @@ class Parallel:
 
     def __init__(
         self,
-        n_jobs: Any = None,
-        backend: Any = None,
-        return_as: str = "list",
-        verbose: Any = None,
+        n_jobs: int | None = None,
+        backend: str | ParallelBackendBase | None = None,
+        return_as: Literal["list", "generator", "generator_unordered"] = "list",
+        verbose: int | None = None,
         timeout: float | None = None,
-        pre_dispatch: Any = "2 * n_jobs",
-        batch_size: Any = "auto",
-        temp_folder: Any = None,
-        max_nbytes: Any = None,
-        mmap_mode: Any = None,
-        prefer: Any = None,
-        require: Any = None,
+        pre_dispatch: int | str = "2 * n_jobs",
+        batch_size: int | Literal["auto"] = "auto",
+        temp_folder: str | os.PathLike[str] | None = None,
+        max_nbytes: int | str | None = None,
+        mmap_mode: Literal["r+", "r", "w+", "c"] | None = None,
+        prefer: Literal["processes", "threads"] | None = None,
+        require: Literal["sharedmem"] | None = None,
         progress: bool = False,
         **backend_kwargs: Any,
     ) -> None:
@@ -483,6 +483,49 @@ class Parallel:
             return
         writer = sys.stderr.write if self.verbose < 50 else sys.stdout.write
         writer(f"[{self}]: {msg}\n")
+
+    # joblib's progress hooks: a subclass may override ``print_progress`` (a tqdm bar,
+    # say) and read these counters of the current (or last) call.
+    _state: _CallState | None = None
+
+    @property
+    def n_dispatched_tasks(self) -> int:
+        """Tasks sent to workers so far in the current (or last) call."""
+        return self._state.n_dispatched if self._state is not None else 0
+
+    @property
+    def n_dispatched_batches(self) -> int:
+        """Batches sent to workers so far in the current (or last) call."""
+        return self._state.n_batches if self._state is not None else 0
+
+    @property
+    def n_completed_tasks(self) -> int:
+        """Tasks whose results came back so far in the current (or last) call."""
+        return self._state.n_completed if self._state is not None else 0
+
+    def _is_completed(self) -> bool:
+        """Whether every task was read, dispatched and completed (joblib's meaning:
+        never while the caller's iterable is still being read or after a failure)."""
+        state = self._state
+        if state is None or state.aborting:
+            return False
+        done_reading = (
+            state.finished
+            or state.exhausted
+            or (state.n_tasks is not None and state.n_dispatched >= state.n_tasks)
+        )
+        return done_reading and state.n_completed == state.n_dispatched
+
+    def print_progress(self) -> None:
+        """Report progress; called as joblib calls it, after each batch completes and
+        once when the call ends, whatever ``verbose`` is.
+
+        The default writes joblib's ``verbose`` lines. Override it to drive your own
+        display from :attr:`n_completed_tasks`, :attr:`n_dispatched_tasks`,
+        :attr:`n_dispatched_batches` and ``_is_completed()``, as with joblib.
+        """
+        if self._state is not None:
+            self._print_progress(self._state, finished=self._state.finished)
 
     def _print_progress(self, state: _CallState, finished: bool = False) -> None:
         """joblib's ``print_progress``: the same lines at the same counts. A line
@@ -644,7 +687,7 @@ class Parallel:
         return size
 
     def _run(self, iterable: Iterable, n_workers: int) -> Iterator:
-        state = _CallState(n_workers, getattr(iterable, "__len__", None))
+        state = self._state = _CallState(n_workers, getattr(iterable, "__len__", None))
         pre_dispatch = self._pre_dispatch_batches(n_workers)
         state.pre_dispatch = pre_dispatch or 0
         tasks = iter(iterable)
@@ -703,7 +746,7 @@ class Parallel:
                     state.n_completed += size
                     if bar is not None:
                         bar.update(size, state.n_tasks)
-                    self._print_progress(state)
+                    self.print_progress()
                     if self.return_ordered:
                         ordered[batch_id] = value
                         while next_to_yield in ordered:
@@ -712,6 +755,7 @@ class Parallel:
                     else:
                         yield value
         except BaseException as exc:
+            state.aborting = True
             runner.cancel()
             # The exception's traceback keeps this frame alive until the cycle collector
             # runs: let go of the results it holds now (their shared memory with them).
@@ -722,7 +766,8 @@ class Parallel:
         else:
             runner.close()
             retrieval.__exit__(None, None, None)
-            self._print_progress(state, finished=True)
+            state.finished = True
+            self.print_progress()
         finally:
             if bar is not None:
                 bar.close()
@@ -767,6 +812,8 @@ class _CallState:
         self.dispatch_all = False
         self.start_time = time.time()
         self._weight = 0
+        self.finished = False  # every result is in (the last progress report)
+        self.aborting = False  # a task failed or the call was stopped
 
     @property
     def all_dispatched(self) -> bool:

@@ -12,9 +12,10 @@ format by content and reads all of them, plus plain pickle files and every forma
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import IO, Any, Literal, Union
 
 from . import _engine, _streams
+from ._atomic import write_atomically
 
 # Files written by oxjob 0.1 name the array rebuilder here.
 from ._oxjob_format import rebuild_array as _rebuild_array  # noqa: F401
@@ -27,9 +28,18 @@ _MMAP_MODES = (None, "r", "r+", "w+", "c")
 _FORMATS = ("oxjob", "joblib")
 
 
+#: ``compress`` as joblib documents it: a level 0-9, True (level 3), a codec name, or
+#: ``(codec, level)``.
+Compress = Union[bool, int, str, tuple[str, int]]
+
+
 def dump(
-    value: Any, filename: Any, compress: Any = 0, protocol: int | None = None, format: str = "oxjob"
-) -> Any:
+    value: Any,
+    filename: str | os.PathLike[str] | IO[bytes],
+    compress: Compress = 0,
+    protocol: int | None = None,
+    format: Literal["oxjob", "joblib"] = "oxjob",
+) -> list[str] | None:
     """Persist a Python object to one file, fast for large numpy arrays.
 
     Same signature and semantics as :func:`joblib.dump`, plus ``format``. A file
@@ -144,21 +154,13 @@ def _write_payload(
 
 
 def _write_atomically(filename: str, write: Any) -> None:
-    directory, base = os.path.split(os.path.abspath(filename))
-    temp = os.path.join(directory, f".{base}.{os.getpid()}.oxjob-tmp")
-    try:
-        with open(temp, "wb") as raw:
-            write(raw)
-        os.replace(temp, filename)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    # An unpredictable temporary name, created exclusively: see ``_atomic``.
+    write_atomically(filename, write)
 
 
 def load(
-    filename: Any,
-    mmap_mode: str | None = None,
+    filename: str | os.PathLike[str] | IO[bytes],
+    mmap_mode: Literal["r+", "r", "w+", "c"] | None = None,
     ensure_native_byte_order: Any = "auto",
     trusted: Any = None,
     max_bytes: int | None = None,

@@ -21,11 +21,19 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import _engine
+from ._atomic import make_dirs, remove_dirs, write_atomically
 from ._oxjob_format import INBAND_COMPRESSED, INBAND_RAW, LoadContext, pickle_parts, unpickle
 from .compressors import resolve
+from .exceptions import CacheWarning
 from .persistence import load
 
-__all__ = ["CacheItemInfo", "LocalStoreBackend", "StoreBackendBase", "register_store_backend"]
+__all__ = [
+    "CacheItemInfo",
+    "LocalStoreBackend",
+    "StoreBackendBase",
+    "is_cache",
+    "register_store_backend",
+]
 
 #: One cache entry: its directory, its size in bytes, and when it was last used.
 CacheItemInfo = collections.namedtuple("CacheItemInfo", "path size last_access")
@@ -59,13 +67,75 @@ def _write_gitignore(location: str) -> None:
     parent, base = os.path.split(os.path.normpath(location))
     directory = parent if parent and base == "oxjob" else location
     gitignore = os.path.join(directory, ".gitignore")
-    if os.path.exists(gitignore):
+    if os.path.lexists(gitignore):
         return
     try:
-        with open(gitignore, "w") as file:
-            file.write("# Created by oxjob automatically.\n*\n")
+        write_atomically(gitignore, lambda f: f.write(b"# Created by oxjob automatically.\n*\n"))
     except OSError as exc:
         warnings.warn(f"Unable to write {gitignore}. Exception: {exc}.", stacklevel=3)
+
+
+#: Marks a directory as an oxjob cache (the Cache Directory Tagging Specification's
+#: tag, so backup tools skip it too); ``python -m oxjob cache`` refuses folders
+#: without it or any entry.
+CACHE_TAG = "CACHEDIR.TAG"
+_TAG_TEXT = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by oxjob (oxjob.Memory).\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
+
+
+def _write_tag(location: str) -> None:
+    tag = os.path.join(location, CACHE_TAG)
+    if not os.path.exists(tag):
+        write_atomically(tag, lambda f: f.write(_TAG_TEXT.encode()))
+
+
+def is_cache(root: str) -> bool:
+    """Whether ``root`` is an oxjob cache: it has oxjob's tag, or holds entries or
+    function sources (caches written before the tag) and nothing the store does not
+    recognise at its top (a checkout or a user's folder is refused)."""
+    try:
+        with open(os.path.join(root, CACHE_TAG), encoding="utf-8", errors="replace") as f:
+            if "oxjob" in f.read(512):
+                return True
+    except OSError:
+        pass
+    try:
+        listing = list(os.scandir(root))
+    except OSError:
+        return False
+    if any(not item.is_dir(follow_symlinks=False) for item in listing if item.name != CACHE_TAG):
+        return False
+    return any(_holds_cache_files(item.path, depth=0) for item in listing)
+
+
+def _holds_cache_files(directory: str, depth: int) -> bool:
+    if depth > 32:
+        return False
+    try:
+        listing = list(os.scandir(directory))
+    except OSError:
+        return False
+    for item in listing:
+        if item.name == "func_code.py" and item.is_file(follow_symlinks=False):
+            return True
+        if item.name == "output.oxjob" and item.is_file(follow_symlinks=False):
+            return True
+        if item.is_dir(follow_symlinks=False) and not item.name.startswith("."):
+            if _holds_cache_files(item.path, depth + 1):
+                return True
+    return False
+
+
+def _inside(location: str, path: str) -> str:
+    """``location/path`` for a ``/``-separated relative ``path``; ``ValueError`` when a
+    part would leave ``location`` (``..``, an absolute path, an empty part)."""
+    parts = path.split("/")
+    if not path or any(p in ("", ".", "..") or os.sep in p or "\0" in p for p in parts):
+        raise ValueError(f"cache path {path!r} must be relative and stay inside the store")
+    return os.path.join(location, *parts)
 
 
 _BYTE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -242,10 +312,21 @@ class LocalStoreBackend(StoreBackendBase):
             parse_age_limit(options.get("age_limit")),
         )
         self._options = options
-        with private_files():
-            os.makedirs(self.location, exist_ok=True)
-            _write_gitignore(self.location)
-            self._store = _engine.Store(self.location)
+        self._store = _engine.Store(self.location)
+        try:
+            with private_files():
+                os.makedirs(self.location, exist_ok=True)
+                _write_tag(self.location)
+                _write_gitignore(self.location)
+        except OSError as exc:
+            # A location that cannot be written (read-only, full, a name too long)
+            # still caches nothing and computes everything: each store warns.
+            warnings.warn(
+                f"Unable to create the cache in {self.location}: {exc}. Results are "
+                "computed but not stored.",
+                CacheWarning,
+                stacklevel=4,
+            )
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -282,12 +363,14 @@ class LocalStoreBackend(StoreBackendBase):
         inband = INBAND_RAW if self.codec == "raw" else INBAND_COMPRESSED
         parts = pickle_parts(item, None, inband)
         with private_files():
-            stored = self._store.put(
+            nbytes = self._store.put(
                 *call_id, parts, self.codec, self.level, json.dumps(metadata).encode()
             )
         if any(limit is not None for limit in self.limits):
-            self._store.reduce(*self.limits)
-        return stored
+            # Amortised O(1): the store walks its entries only when a bound may have
+            # been crossed (see crates/oxjob-core/src/store/entries.rs).
+            self._store.after_put(nbytes, *self.limits)
+        return True
 
     def contains_item(self, call_id: Any) -> bool:
         return self._store.contains(*call_id)
@@ -302,22 +385,24 @@ class LocalStoreBackend(StoreBackendBase):
     def clear_item(self, call_id: Any) -> None:
         self._store.remove(*call_id)
 
-    def clear_path(self, path: str) -> None:
-        self._store.clear(path)
+    def clear_path(self, path: str) -> int:
+        """Remove one function's entries and source; returns how many entries."""
+        return self._store.clear(path)
 
     def store_cached_func_code(self, path: str, func_code: str) -> None:
-        directory = os.path.join(self.location, path)
-        target = os.path.join(directory, "func_code.py")
-        temp = f"{target}.{os.getpid()}.tmp"
+        directory = _inside(self.location, path)
+        data = func_code.encode("utf-8", "surrogatepass")
         with private_files():
-            os.makedirs(directory, exist_ok=True)
-            with open(temp, "w", encoding="utf-8") as f:
-                f.write(func_code)
-        os.replace(temp, target)
+            made = make_dirs(directory)
+            try:
+                write_atomically(os.path.join(directory, "func_code.py"), lambda f: f.write(data))
+            except BaseException:
+                remove_dirs(made)  # leave nothing behind
+                raise
 
     def get_cached_func_code(self, path: str) -> str:
-        with open(os.path.join(self.location, path, "func_code.py"), encoding="utf-8") as f:
-            return f.read()
+        with open(os.path.join(_inside(self.location, path), "func_code.py"), "rb") as f:
+            return f.read().decode("utf-8", "surrogatepass")
 
     def get_items(self) -> list:
         return [
@@ -348,8 +433,10 @@ class LocalStoreBackend(StoreBackendBase):
             for f, a, size, t, _ in removed
         ]
 
-    def clear(self) -> None:
-        self._store.clear(None)
+    def clear(self) -> int:
+        """Remove every entry and function source (nothing else); returns how many
+        entries."""
+        return self._store.clear(None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(location={self.location!r})"

@@ -8,6 +8,7 @@
 //! * [`container`]: the file format shared by `dump`/`load` and the cache.
 //! * [`hash`]: the streaming xxh3-128 hasher behind `oxjob.hash`.
 //! * [`store`]: the on-disk cache store behind `oxjob.Memory`.
+//! * [`tempname`]: temporary files beside their targets, under names nobody can plant.
 //! * [`pool`]: the worker supervisor behind `Parallel`: processes, frames, memfds.
 //! * [`parallel`]: the small scoped-thread work queue used to compress, decompress
 //!   and checksum chunks on several cores.
@@ -22,5 +23,6 @@ pub mod hash;
 pub mod parallel;
 pub mod pool;
 pub mod store;
+pub mod tempname;
 
 pub use error::{Error, Result};

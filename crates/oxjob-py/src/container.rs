@@ -6,12 +6,12 @@ use oxjob_core::buffer::Buffer;
 use oxjob_core::codec::{Codec, CODEC_NAMES};
 use oxjob_core::container::{self, FileSource, Section, SectionKind, WriteOptions};
 use oxjob_core::parallel;
+use oxjob_core::tempname;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 
 pub(crate) fn options(codec: &str, level: i32, threads: Option<usize>) -> PyResult<WriteOptions> {
     let codec = Codec::from_name(codec).map_err(|e| to_py(e, "codec"))?;
@@ -41,16 +41,6 @@ pub(crate) fn sections(borrowed: &[Borrowed]) -> Vec<Section<'_>> {
         .collect()
 }
 
-fn temp_path_beside(target: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    target.with_file_name(format!(".{name}.{}.{unique}.oxjob-tmp", std::process::id()))
-}
-
 /// Write `parts` (pickle stream, then buffers) to `path` atomically: into a
 /// temporary file beside it, renamed over it once complete. Returns the size.
 #[pyfunction]
@@ -68,12 +58,9 @@ pub fn write_file(
     let sections = sections(&borrowed);
     let what = path.display().to_string();
     py.detach(|| {
-        let temp = temp_path_beside(&path);
+        // An unpredictable name, created exclusively: nothing planted is followed.
+        let (file, temp) = tempname::create_beside(&path).map_err(oxjob_core::Error::Io)?;
         let result = (|| {
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)?;
             let mut sink = BufWriter::with_capacity(1 << 20, file);
             let written = container::write(&mut sink, &sections, &opts)?;
             sink.into_inner().map_err(io::IntoInnerError::into_error)?;

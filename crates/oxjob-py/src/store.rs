@@ -3,7 +3,7 @@
 use crate::container::{borrow_all, into_python, options, sections};
 use crate::errors::to_py;
 use oxjob_core::parallel;
-use oxjob_core::store::{EntryInfo, Limits, PutOutcome};
+use oxjob_core::store::{EntryInfo, Limits};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use std::path::PathBuf;
@@ -63,7 +63,8 @@ impl Store {
             .map_err(|e| to_py(e, "cache"))
     }
 
-    /// Store `[pickle, buffer, ...]` and `metadata`; False if another writer won.
+    /// Store `[pickle, buffer, ...]` and `metadata`, replacing an older entry of the
+    /// key; returns the bytes the entry takes.
     #[pyo3(signature = (func_id, key, parts, codec, level, metadata, threads=None))]
     #[allow(clippy::too_many_arguments)]
     fn put(
@@ -76,14 +77,14 @@ impl Store {
         level: i32,
         metadata: &[u8],
         threads: Option<usize>,
-    ) -> PyResult<bool> {
+    ) -> PyResult<u64> {
         let opts = options(codec, level, threads)?;
         let borrowed = borrow_all(parts)?;
         let sections = sections(&borrowed);
         let outcome = py
             .detach(|| self.inner.put(func_id, key, &sections, &opts, metadata))
             .map_err(|e| to_py(e, &self.describe(func_id, key)))?;
-        Ok(outcome == PutOutcome::Stored)
+        Ok(outcome.bytes())
     }
 
     /// `[pickle, buffer, ...]` of an entry, or None when absent; marks it as used.
@@ -121,9 +122,9 @@ impl Store {
             .map_err(|e| to_py(e, &self.describe(func_id, key)))
     }
 
-    /// Remove a function's entries (`sub`), or everything.
+    /// Remove a function's entries (`sub`), or every entry; returns how many.
     #[pyo3(signature = (sub=None))]
-    fn clear(&self, py: Python<'_>, sub: Option<&str>) -> PyResult<()> {
+    fn clear(&self, py: Python<'_>, sub: Option<&str>) -> PyResult<usize> {
         py.detach(|| self.inner.clear(sub))
             .map_err(|e| to_py(e, "cache"))
     }
@@ -145,23 +146,49 @@ impl Store {
         items_limit: Option<usize>,
         age_limit: Option<f64>,
     ) -> PyResult<Vec<EntryTuple>> {
-        let age = match age_limit {
-            Some(s) if !(s.is_finite() && s >= 0.0) => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "age_limit must be a non-negative duration, got {s} seconds"
-                )))
-            }
-            Some(s) => Some(Duration::from_secs_f64(s)),
-            None => None,
-        };
-        let limits = Limits {
-            bytes: bytes_limit,
-            items: items_limit,
-            age,
-        };
+        let limits = limits(bytes_limit, items_limit, age_limit)?;
         let removed = py
             .detach(|| self.inner.reduce(&limits))
             .map_err(|e| to_py(e, "cache"))?;
         Ok(removed.into_iter().map(entry_tuple).collect())
     }
+
+    /// Enforce bounds after a write of `nbytes`, walking the store only when due
+    /// (amortised O(1) per write); returns the removed entries.
+    #[pyo3(signature = (nbytes, bytes_limit=None, items_limit=None, age_limit=None))]
+    fn after_put(
+        &self,
+        py: Python<'_>,
+        nbytes: u64,
+        bytes_limit: Option<u64>,
+        items_limit: Option<usize>,
+        age_limit: Option<f64>,
+    ) -> PyResult<Vec<EntryTuple>> {
+        let limits = limits(bytes_limit, items_limit, age_limit)?;
+        let removed = py
+            .detach(|| self.inner.after_put(nbytes, &limits))
+            .map_err(|e| to_py(e, "cache"))?;
+        Ok(removed.into_iter().map(entry_tuple).collect())
+    }
+}
+
+fn limits(
+    bytes_limit: Option<u64>,
+    items_limit: Option<usize>,
+    age_limit: Option<f64>,
+) -> PyResult<Limits> {
+    let age = match age_limit {
+        Some(s) if !(s.is_finite() && s >= 0.0) => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "age_limit must be a non-negative duration, got {s} seconds"
+            )))
+        }
+        Some(s) => Some(Duration::from_secs_f64(s)),
+        None => None,
+    };
+    Ok(Limits {
+        bytes: bytes_limit,
+        items: items_limit,
+        age,
+    })
 }

@@ -4,63 +4,82 @@
 //! ```text
 //! <root>/<module>/.../<function>/<args-hash>/output.oxjob   the result, a container
 //! <root>/<module>/.../<function>/<args-hash>/metadata.json  written by the Python side
+//! <root>/<module>/.../<function>/func_code.py               written by the Python side
 //! ```
 //!
-//! * An entry is built in a hidden `.tmp-*` directory and renamed into place, so a
-//!   reader sees a whole entry or none, without locks. When two processes race on
-//!   one key, the first rename wins and the other discards its copy.
-//! * An entry is removed by renaming it to a hidden `.trash-*` name first, so it
-//!   disappears at once even while its files are deleted.
+//! * An entry is built in a hidden `.tmp-<random>` directory and renamed into place,
+//!   so a reader sees a whole entry or none, without locks. A newer result for a key
+//!   replaces the older entry atomically (`renameat2(RENAME_EXCHANGE)` on Linux), so
+//!   the next read returns what was stored last.
+//! * An entry is removed by renaming it to a hidden `.trash-<random>` name first, so
+//!   it disappears at once even while its files are deleted.
 //! * The last access time of an entry is the access time of its `output.oxjob`,
 //!   set explicitly on every hit (independent of `noatime` mounts); eviction removes
 //!   the least recently used entries first.
-//! * Hidden directories left by a killed writer are removed by [`Store::reduce`] and
-//!   [`Store::clear`] once they are older than [`STALE_AFTER`].
+//! * Only what the store recognises as its own is ever removed: entry directories
+//!   (`output.oxjob` and `metadata.json`, nothing else), `func_code.py` files, its
+//!   own work directories, and directories it emptied. Anything else found under the
+//!   root is left alone.
+//! * Work directories left by a killed writer are removed by [`Store::entries`],
+//!   [`Store::reduce`] and [`Store::clear`] once they are older than [`STALE_AFTER`].
 
 mod entries;
+
+mod install;
 
 pub use entries::{EntryInfo, Limits};
 
 use crate::container::{self, Section, WriteOptions};
 use crate::error::{Error, Result};
+use crate::tempname;
 use std::fs::{self, File, FileTimes};
-use std::io::{BufWriter, ErrorKind};
+use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// Name of the result file in an entry.
 pub const OUTPUT: &str = "output.oxjob";
 /// Name of the metadata file in an entry.
 pub const METADATA: &str = "metadata.json";
+/// Name of the function's source, beside its entries (written by the Python side).
+pub const FUNC_CODE: &str = "func_code.py";
 /// Hidden work directories older than this belong to a dead writer.
 pub const STALE_AFTER: Duration = Duration::from_secs(600);
 
 const TMP_PREFIX: &str = ".tmp-";
 const TRASH_PREFIX: &str = ".trash-";
 
-/// What [`Store::put`] did.
+/// Whether a hidden name is one of the store's own work or trash directories.
+fn is_work_name(name: &str) -> bool {
+    name.starts_with(TMP_PREFIX) || name.starts_with(TRASH_PREFIX)
+}
+
+/// What [`Store::put`] did; both carry the bytes the entry takes on disk.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PutOutcome {
-    /// The entry was written.
-    Stored,
-    /// Another writer had stored this key first; its entry was kept.
-    AlreadyPresent,
+    /// The entry was written where there was none.
+    Stored(u64),
+    /// An older entry of this key was replaced.
+    Replaced(u64),
+}
+
+impl PutOutcome {
+    /// Bytes of the new entry (result and metadata).
+    pub fn bytes(&self) -> u64 {
+        match self {
+            PutOutcome::Stored(bytes) | PutOutcome::Replaced(bytes) => *bytes,
+        }
+    }
 }
 
 /// A cache store rooted at one directory.
+///
+/// Clones share what the store knows of its size (see [`Store::after_put`]).
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
-}
-
-fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    tally: Arc<Mutex<entries::Tally>>,
 }
 
 /// Check that a caller-supplied relative path stays inside the store.
@@ -81,7 +100,10 @@ fn relative(path: &str) -> Result<&Path> {
 impl Store {
     /// A store at `root` (created on the first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Store { root: root.into() }
+        Store {
+            root: root.into(),
+            tally: Arc::default(),
+        }
     }
 
     /// The store's directory.
@@ -94,10 +116,12 @@ impl Store {
         Ok(self.root.join(relative(func_id)?).join(relative(key)?))
     }
 
-    /// Store `sections` (pickle stream, then buffers) and `metadata` under `key`.
+    /// Store `sections` (pickle stream, then buffers) and `metadata` under `key`,
+    /// replacing an older entry of that key.
     ///
-    /// Nothing partial is ever visible: on any error the work directory is removed
-    /// and the error returned.
+    /// Nothing partial is ever visible, and nothing is left behind on failure: the
+    /// work directory and the directories made for it are removed and the error
+    /// returned.
     pub fn put(
         &self,
         func_id: &str,
@@ -110,34 +134,30 @@ impl Store {
         let parent = target
             .parent()
             .ok_or_else(|| Error::Invalid("entry has no parent directory".into()))?;
-        fs::create_dir_all(parent)?;
-        let work = parent.join(format!("{TMP_PREFIX}{key}-{}", unique_suffix()));
+        let made = tempname::create_dirs(parent)?;
         let result = (|| {
-            fs::create_dir(&work)?;
-            let file = File::create(work.join(OUTPUT))?;
-            let mut sink = BufWriter::with_capacity(1 << 20, file);
-            container::write(&mut sink, sections, opts)?;
-            sink.into_inner()
-                .map_err(std::io::IntoInnerError::into_error)?;
-            fs::write(work.join(METADATA), metadata)?;
-            match fs::rename(&work, &target) {
-                Ok(()) => Ok(PutOutcome::Stored),
-                // A non-empty directory already holds the key: a concurrent writer won.
-                Err(err)
-                    if target.join(OUTPUT).exists()
-                        && matches!(
-                            err.kind(),
-                            ErrorKind::DirectoryNotEmpty | ErrorKind::AlreadyExists
-                        ) =>
-                {
-                    let _ = fs::remove_dir_all(&work);
-                    Ok(PutOutcome::AlreadyPresent)
-                }
-                Err(err) => Err(Error::Io(err)),
+            let work = tempname::create_dir_in(parent, TMP_PREFIX)?;
+            let written = (|| {
+                let file = tempname::create_new(&work.join(OUTPUT))?;
+                let mut sink = BufWriter::with_capacity(1 << 20, file);
+                let written = container::write(&mut sink, sections, opts)?;
+                sink.into_inner()
+                    .map_err(std::io::IntoInnerError::into_error)?;
+                tempname::create_new(&work.join(METADATA))?.write_all(metadata)?;
+                let bytes = written + metadata.len() as u64;
+                Ok(if install::install(&work, &target)? {
+                    PutOutcome::Replaced(bytes)
+                } else {
+                    PutOutcome::Stored(bytes)
+                })
+            })();
+            if written.is_err() {
+                let _ = fs::remove_dir_all(&work);
             }
+            written
         })();
         if result.is_err() {
-            let _ = fs::remove_dir_all(&work);
+            tempname::remove_dirs(&made);
         }
         result
     }
@@ -180,31 +200,26 @@ impl Store {
     }
 
     /// Remove entry `key`, if present.
+    /// Anything else at that path is left alone.
     pub fn remove(&self, func_id: &str, key: &str) -> Result<()> {
-        remove_atomically(&self.entry_dir(func_id, key)?)
-    }
-
-    /// Remove everything under `sub` (a function's directory), or the whole store
-    /// when `sub` is `None`, together with stale work directories.
-    pub fn clear(&self, sub: Option<&str>) -> Result<()> {
-        let dir = match sub {
-            Some(sub) => self.root.join(relative(sub)?),
-            None => self.root.clone(),
-        };
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(err) => return Err(Error::Io(err)),
-        };
-        for entry in entries {
-            let path = entry?.path();
-            if path.is_dir() {
-                remove_atomically(&path)?;
-            } else {
-                fs::remove_file(&path)?;
-            }
+        let dir = self.entry_dir(func_id, key)?;
+        if entries::is_entry(&dir) {
+            remove_atomically(&dir)?;
         }
         Ok(())
+    }
+
+    /// Remove the entries of one function (`sub`, its directory) and its
+    /// `func_code.py`, or, when `sub` is `None`, every entry and `func_code.py` of the
+    /// store. Directories this emptied go too; anything the store does not recognise
+    /// as its own stays. Returns the number of entries removed.
+    pub fn clear(&self, sub: Option<&str>) -> Result<usize> {
+        let removed = match sub {
+            Some(sub) => entries::clear_dir(&self.root.join(relative(sub)?), false)?,
+            None => entries::clear_dir(&self.root, true)?,
+        };
+        self.forget_tally();
+        Ok(removed)
     }
 }
 
@@ -217,7 +232,7 @@ fn remove_atomically(dir: &Path) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let trash = parent.join(format!("{TRASH_PREFIX}{name}-{}", unique_suffix()));
+    let trash = parent.join(install::trash_name(&name));
     match fs::rename(dir, &trash) {
         Ok(()) => {}
         Err(err) if matches!(err.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {

@@ -56,15 +56,22 @@ fn put_get_remove() {
     let dir = TempDir::new("basic");
     let store = Store::new(&dir.0);
     assert!(store.get("m/f", "k1", 1).expect("get").is_none());
-    assert_eq!(put(&store, "m/f", "k1", &[1, 2, 3]), PutOutcome::Stored);
+    assert!(matches!(
+        put(&store, "m/f", "k1", &[1, 2, 3]),
+        PutOutcome::Stored(_)
+    ));
     assert!(store.contains("m/f", "k1"));
     let got = store.get("m/f", "k1", 1).expect("get").expect("hit");
     assert_eq!(got[0], b"stream"[..]);
     assert_eq!(got[1], vec![1u8, 2, 3]);
-    assert_eq!(put(&store, "m/f", "k1", &[9]), PutOutcome::AlreadyPresent);
+    // A newer result replaces the entry: the next read returns it.
+    assert!(matches!(
+        put(&store, "m/f", "k1", &[9]),
+        PutOutcome::Replaced(_)
+    ));
     assert_eq!(
         store.get("m/f", "k1", 1).expect("get").expect("hit")[1],
-        vec![1u8, 2, 3]
+        vec![9u8]
     );
     store.remove("m/f", "k1").expect("remove");
     assert!(!store.contains("m/f", "k1"));
@@ -177,8 +184,63 @@ fn clear_function_or_everything() {
     let store = Store::new(&dir.0);
     put(&store, "m/f", "a", &[1]);
     put(&store, "m/g", "b", &[1]);
-    store.clear(Some("m/f")).expect("clear");
+    assert_eq!(store.clear(Some("m/f")).expect("clear"), 1);
     assert!(!store.contains("m/f", "a") && store.contains("m/g", "b"));
-    store.clear(None).expect("clear");
+    assert_eq!(store.clear(None).expect("clear"), 1);
     assert!(store.entries().expect("ls").is_empty());
+    assert!(!dir.0.join("m").exists(), "emptied directories go");
+}
+
+#[test]
+fn clear_and_walks_leave_what_is_not_the_stores() {
+    let dir = TempDir::new("foreign");
+    let store = Store::new(&dir.0);
+    put(&store, "m/f", "a", &[1]);
+    // A user's files: beside entries, inside an entry-like directory, hidden.
+    fs::write(dir.0.join("m/f/notes.txt"), b"mine").expect("write");
+    fs::create_dir_all(dir.0.join("m/f/b")).expect("mkdir");
+    fs::write(dir.0.join("m/f/b").join(OUTPUT), b"mine").expect("write");
+    fs::write(dir.0.join("m/f/b/extra"), b"mine").expect("write");
+    let git = dir.0.join(".git");
+    fs::create_dir_all(&git).expect("mkdir");
+    let old = SystemTime::now() - STALE_AFTER - Duration::from_secs(5);
+    File::open(&git)
+        .and_then(|f| f.set_times(FileTimes::new().set_modified(old)))
+        .expect("times");
+    fs::create_dir_all(dir.0.join("empty")).expect("mkdir");
+    assert_eq!(store.entries().expect("ls").len(), 1);
+    assert_eq!(store.clear(None).expect("clear"), 1);
+    store.remove("m/f", "b").expect("remove");
+    for kept in [
+        "m/f/notes.txt",
+        "m/f/b/extra",
+        "m/f/b/output.oxjob",
+        ".git",
+        "empty",
+    ] {
+        assert!(dir.0.join(kept).exists(), "{kept} was removed");
+    }
+    assert!(!store.contains("m/f", "a"));
+}
+
+#[test]
+fn bounds_hold_exactly_with_one_writer_and_walk_rarely() {
+    let dir = TempDir::new("tally");
+    let store = Store::new(&dir.0);
+    let limits = Limits {
+        items: Some(40),
+        ..Limits::default()
+    };
+    let mut walks = 0;
+    for i in 0..200 {
+        let outcome = put(&store, "m/f", &format!("k{i}"), &[1]);
+        let before = store.tally.lock().expect("tally").puts;
+        store.after_put(outcome.bytes(), &limits).expect("bound");
+        if store.tally.lock().expect("tally").puts <= before {
+            walks += 1;
+        }
+        assert!(store.entries().expect("ls").len() <= 40);
+    }
+    // Past 40 entries a crossing evicts down to 35: a walk per ~5 writes, not one each.
+    assert!(walks < 100, "{walks} walks for 200 writes");
 }

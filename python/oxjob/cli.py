@@ -222,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             inspect(args.file)
         except UnsafeLoadError as exc:  # a hostile file: nothing of it ran
-            print(f"error: {exc} (inspect ran none of the file's code)")
-            return 1
+            return _error(f"{exc} (inspect ran none of the file's code)")
         except (OSError, ValueError) as exc:
             return _error(exc)
     return 0

@@ -171,7 +171,10 @@ class parallel_config:
         # joblib's callers (scikit-learn) follow the same settings while joblib is here.
         from ._joblib_bridge import joblib_config
 
-        self._joblib = joblib_config({k: v for k, v in given.items() if v is not _NOT_SET})
+        try:
+            self._joblib = joblib_config({k: v for k, v in given.items() if v is not _NOT_SET})
+        except Exception:  # noqa: BLE001 - settings joblib refuses: oxjob's still apply
+            self._joblib = None
 
     def _check_backend(self, backend: Any, inner_max_num_threads: Any, **params: Any) -> Any:
         if backend is _NOT_SET or backend is None:

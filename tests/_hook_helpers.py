@@ -38,3 +38,11 @@ def recording_scorer(folder, estimator, X, y):
     with open(os.path.join(folder, f"{os.getpid()}-{threading.get_ident()}"), "a") as f:
         f.write(where + "\n")
     return estimator.score(X, y)
+
+
+def nested_dask_sum(n):
+    """A Dask task that itself runs a Parallel call on the cluster and waits for it."""
+    from oxjob import Parallel, delayed, parallel_config
+
+    with parallel_config(backend="dask"):
+        return sum(Parallel()(delayed(abs)(-i) for i in range(n)))

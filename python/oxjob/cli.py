@@ -217,8 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             return _error(exc)
     else:
+        from .exceptions import UnsafeLoadError
+
         try:
             inspect(args.file)
+        except UnsafeLoadError as exc:  # a hostile file: nothing of it ran
+            return _error(f"{exc} (inspect ran none of the file's code)")
         except (OSError, ValueError) as exc:
             return _error(exc)
     return 0

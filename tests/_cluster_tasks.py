@@ -109,3 +109,7 @@ def oxjob_parallel_inside(n):
         warnings.simplefilter("always")
         out = Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(n))
     return out, [str(w.message) for w in caught], _shared_engine._SHARED is not None
+
+
+def env_var(name):
+    return os.environ.get(name)

@@ -110,3 +110,9 @@ def put_from_init(value):
     with SHARED["lock"]:
         SHARED["queue"].put(value)
     return value
+
+
+class Raiser:
+    @classmethod
+    def fail(cls):
+        raise RuntimeError(123)  # the line the remote traceback shows

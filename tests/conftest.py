@@ -1,4 +1,39 @@
+import os
+import re
+
 import pytest
+
+# A CI leg must not pass by skipping what it was meant to run. With OXJOB_ALLOWED_SKIPS
+# set (scripts/check.sh sets it), a skip whose reason does not match that regular
+# expression fails the session; unset, skips are only reported, as pytest does.
+_ALLOWED_SKIPS = os.environ.get("OXJOB_ALLOWED_SKIPS")
+_SKIPPED: list[tuple[str, str]] = []
+
+
+def _note_skip(report) -> None:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        _SKIPPED.append((report.nodeid, str(report.longrepr[2])))
+
+
+def pytest_collectreport(report):
+    _note_skip(report)
+
+
+def pytest_runtest_logreport(report):
+    _note_skip(report)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _ALLOWED_SKIPS is None:
+        return
+    allowed = re.compile(_ALLOWED_SKIPS) if _ALLOWED_SKIPS else None
+    unexpected = [(n, r) for n, r in _SKIPPED if allowed is None or not allowed.search(r)]
+    if unexpected:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.write_line(f"OXJOB_ALLOWED_SKIPS={_ALLOWED_SKIPS!r} does not allow:", red=True)
+        for nodeid, reason in unexpected:
+            reporter.write_line(f"  {nodeid}: {reason}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

@@ -371,7 +371,7 @@ def test_import_and_error_messages():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "you must install both the `dask` and distributed modules" in done.stdout
-    assert "needs a Dask client" in done.stdout  # no client yet
+    assert "first create a Dask Client" in done.stdout  # no client yet (joblib's words)
 
 
 def test_oxjob_parallel_inside_a_plain_dask_task_runs_sequentially_with_joblibs_warning(client):

@@ -54,6 +54,19 @@ def test_results_are_cached_by_bound_arguments(memory):
     assert len(entries(memory)) == 2
 
 
+def test_callables_without_a_signature_are_cached(memory):
+    # inspect.signature(max) raises ValueError (so do ufuncs with numpy < 2.3); joblib
+    # caches them, keyed by the positional and keyword arguments as given.
+    cached_max = memory.cache(max)
+    assert cached_max(1, 5) == 5 and cached_max([3, 4]) == 4
+    assert cached_max.check_call_in_cache(1, 5)
+    assert not cached_max.check_call_in_cache(5, 1)
+    assert cached_max(1, 5) == 5 and len(entries(memory)) == 2
+    cached_add = memory.cache(np.add)
+    assert cached_add(np.arange(3), 1).tolist() == [1, 2, 3]
+    assert cached_add.check_call_in_cache(np.arange(3), 1)
+
+
 def test_decorator_forms_and_ignore(memory):
     @memory.cache
     def plain(x):

@@ -374,6 +374,7 @@ def test_verbose_messages(capsys):
 
 def test_progress_bar(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # tqdm is a test dependency
     Parallel(n_jobs=2, progress=True)(delayed(h.square)(i) for i in range(30))
     err = capsys.readouterr().err
     assert "30/30" in err and "tasks/s" in err and "ETA" in err

@@ -134,3 +134,12 @@ def test_a_running_pool_collected_warns_resource_warning(make_pool):
         and "unclosed running multiprocessing pool" in str(w.message)
         for w in caught
     )
+
+
+def test_the_remote_traceback_shows_the_source_of_a_classmethod(make_pool):
+    with make_pool(1) as pool:
+        with pytest.raises(RuntimeError) as info:
+            pool.apply(ph.Raiser.fail)
+    assert "raise RuntimeError(123)  # the line the remote traceback shows" in (
+        info.value.__cause__.tb
+    )

@@ -173,3 +173,13 @@ ray.shutdown()
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("[0, 1, 2, 3, 4]")
+
+
+def test_ray_remote_args_reach_the_batch_tasks():
+    # Ray's own joblib backend takes ray_remote_args: options of the tasks it submits.
+    args = {"runtime_env": {"env_vars": {"OXJOB_RAY_MARK": "marked"}}}
+    with parallel_config(backend="ray", ray_remote_args=args):
+        marks = Parallel()(delayed(tasks.env_var)("OXJOB_RAY_MARK") for _ in range(3))
+    assert marks == ["marked"] * 3
+    with pytest.raises(TypeError, match="ray_remote_args must be a dict"):
+        parallel_config(backend="ray", ray_remote_args=[1])

@@ -8,9 +8,36 @@ Submodules are imported on first use, so ``import oxjob`` stays cheap.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+# Read from the engine (the Cargo workspace version, as in the package metadata) on
+# first use: one version source.
+__version__: str
+
+if TYPE_CHECKING:
+    # What type checkers see for ``from oxjob import X`` and ``oxjob.X``: the real
+    # objects. At run time these names resolve lazily through __getattr__ below.
+    # (``X as X``: names outside joblib's __all__, still part of oxjob's face.)
+    from . import exceptions as exceptions
+    from . import shared as shared
+    from ._compat import Logger, PrintTime, wrap_non_picklable_objects
+    from .backends import (
+        ParallelBackendBase,
+        cpu_count,
+        effective_n_jobs,
+        parallel_backend,
+        parallel_config,
+        register_parallel_backend,
+    )
+    from .compressors import register_compressor
+    from .hashing import hash
+    from .joblib_backend import use_as_joblib_default as use_as_joblib_default
+    from .memory import MemorizedResult, Memory, expires_after
+    from .parallel import Parallel, delayed
+    from .persistence import dump, load
+    from .pool import Pool as Pool
+    from .pool import ProcessPoolExecutor as ProcessPoolExecutor
+    from .store import StoreBackendBase, register_store_backend
 
 _LAZY = {
     "Parallel": "parallel",
@@ -72,6 +99,11 @@ _watch_joblib()
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from ._engine import __version__ as version
+
+        globals()[name] = version
+        return version
     if name not in _LAZY:
         raise AttributeError(f"module 'oxjob' has no attribute {name!r}")
     module = _LAZY[name]
@@ -84,4 +116,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"__version__"})

@@ -168,6 +168,10 @@ class parallel_config:
             _check_hints(None, require)
         self._new = {**self._old, **{k: v for k, v in given.items() if v is not _NOT_SET}}
         _b._local.config = self._new
+        # joblib's callers (scikit-learn) follow the same settings while joblib is here.
+        from ._joblib_bridge import joblib_config
+
+        self._joblib = joblib_config({k: v for k, v in given.items() if v is not _NOT_SET})
 
     def _check_backend(self, backend: Any, inner_max_num_threads: Any, **params: Any) -> Any:
         if backend is _NOT_SET or backend is None:
@@ -204,12 +208,20 @@ class parallel_config:
     def __enter__(self) -> dict:
         return {**_DEFAULTS, **self._new}
 
+    def __getstate__(self) -> dict:
+        # joblib's settings made alongside are this process's, not the receiver's.
+        return {k: v for k, v in self.__dict__.items() if k != "_joblib"}
+
     def __exit__(self, *exc: Any) -> None:
         self.unregister()
 
     def unregister(self) -> None:
         """Restore the previous settings."""
         _b._local.config = self._old
+        joblib_config = getattr(self, "_joblib", None)
+        if joblib_config is not None:
+            self._joblib = None
+            joblib_config.unregister()
 
 
 class parallel_backend(parallel_config):

@@ -5,9 +5,10 @@ See ``docs/distributed.md``. Imported only when the ``'dask'`` backend is first 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 try:
     import distributed
@@ -107,21 +108,42 @@ class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
     def effective_n_jobs(self, n_jobs: int) -> int:
         """The cluster's worker threads (``n_jobs`` is ignored, as in joblib).
 
-        At least 2: ``Parallel`` runs a single-worker call in the caller.
+        At least 2: ``Parallel`` runs a single-worker call in the caller. With no
+        worker, a probe task is submitted and awaited for ``wait_for_workers_timeout``
+        seconds (an adaptive cluster scales up for it), as joblib does; with a timeout
+        of 0, no wait: ``RuntimeError``, joblib's "has no active worker".
         """
         total = sum(self.client.nthreads().values())
-        if total == 0 and self.wait_for_workers_timeout:
+        if total == 0 and not self.wait_for_workers_timeout:
+            raise RuntimeError("DaskDistributedBackend has no active worker.")
+        if total == 0:
             try:
-                self.client.wait_for_workers(1, timeout=self.wait_for_workers_timeout)
+                self.client.submit(_probe, pure=False).result(timeout=self.wait_for_workers_timeout)
             except (TimeoutError, distributed.TimeoutError) as exc:
                 raise TimeoutError(
-                    f"DaskBackend has no worker after {self.wait_for_workers_timeout} seconds. "
-                    "Make sure that workers are started and can connect to the scheduler, "
-                    "or wait longer with parallel_config(backend='dask', "
+                    f"DaskDistributedBackend has no worker after "
+                    f"{self.wait_for_workers_timeout} seconds. Make sure that workers are "
+                    "started and can properly connect to the scheduler and increase the "
+                    "joblib/dask connection timeout with:\n\n"
+                    "parallel_config(backend='dask', "
                     f"wait_for_workers_timeout={max(10, 2 * self.wait_for_workers_timeout)})"
                 ) from exc
             total = sum(self.client.nthreads().values())
         return max(total, 2)
+
+    @contextlib.contextmanager
+    def retrieval_context(self) -> Iterator[None]:
+        """Inside a Dask task, leave the worker's thread pool while waiting for the
+        nested call's batches (``secede``/``rejoin``, as joblib does): the cluster's
+        threads may all be busy with tasks like this one, waiting."""
+        in_task = hasattr(distributed.worker.thread_state, "execution_state")
+        if in_task:
+            distributed.secede()
+        try:
+            yield
+        finally:
+            if in_task:
+                distributed.rejoin()
 
     def _start_call(self, parallel: Any, n_workers: int) -> None:
         from ._protocol import DEFAULT_MAX_NBYTES
@@ -132,6 +154,7 @@ class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
         self.lock = threading.Lock()
         timeout = getattr(parallel, "timeout", None)
         self.deadlines = _cluster.Deadlines(timeout, n_workers) if timeout else None
+        self.results: _Results | None = None  # made by the first batch
 
     def apply_async(self, func: Any, callback: Any = None) -> _cluster.Job:
         """Submit one batch; ``callback(outcome)`` runs when it is done."""
@@ -158,7 +181,9 @@ class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
             self.futures[future.key] = future
         if self.deadlines is not None:
             self.deadlines.add(job)
-        future.add_done_callback(lambda fut: self._finished(fut, job, opaque))
+        if self.results is None:
+            self.results = _Results(self._finished)
+        self.results.add(future, job, opaque)
         return job
 
     def _finished(self, future: Any, job: _cluster.Job, opaque: bool) -> None:
@@ -191,6 +216,9 @@ class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
         self._end_call()
 
     def _end_call(self) -> None:
+        results, self.results = getattr(self, "results", None), None
+        if results is not None:
+            results.stop()
         if self.deadlines is not None:
             self.deadlines.stop()
             self.deadlines = None
@@ -201,6 +229,46 @@ class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
 
     def __repr__(self) -> str:
         return f"DaskBackend(client={self.client!r})"
+
+
+def _probe() -> None:
+    """A task that does nothing: submitted to a cluster with no worker, it makes an
+    adaptive cluster start one (joblib's probe)."""
+
+
+class _Results:
+    """Hands each batch's outcome to ``Parallel`` as it completes, from one thread per
+    call that ends with the call (``Future.add_done_callback`` would leave Dask's
+    process-wide callback thread behind)."""
+
+    def __init__(self, finished: Any) -> None:
+        self.finished = finished
+        self.jobs: dict = {}  # future key -> (job, opaque)
+        self.pending = distributed.as_completed([], with_results=False)
+        self.added = threading.Event()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, daemon=True, name="oxjob-dask-results")
+        self.thread.start()
+
+    def add(self, future: Any, job: Any, opaque: bool) -> None:
+        self.jobs[future.key] = (job, opaque)
+        self.pending.add(future)
+        self.added.set()
+
+    def _run(self) -> None:
+        while True:
+            self.added.wait()
+            self.added.clear()
+            for future in self.pending:  # ends when nothing is pending
+                job, opaque = self.jobs.pop(future.key)
+                self.finished(future, job, opaque)
+            if self.stopped:
+                return
+
+    def stop(self) -> None:
+        """Let the thread end once every batch still pending is done or cancelled."""
+        self.stopped = True
+        self.added.set()
 
 
 def _client_for(scheduler_host: str | None, loop: Any) -> Any:
@@ -216,10 +284,10 @@ def _client_for(scheduler_host: str | None, loop: Any) -> Any:
         return distributed.get_client()
     except ValueError as exc:
         raise ValueError(
-            "backend='dask' needs a Dask client: create one first\n\n"
+            "To use Joblib with Dask first create a Dask Client\n\n"
             "    from dask.distributed import Client\n"
-            "    client = Client()  # a LocalCluster\n"
+            "    client = Client()\n"
             "or\n"
             "    client = Client('scheduler-address:8786')\n\n"
-            "or pass parallel_config(backend='dask', client=...) or scheduler_host=..."
+            "(or pass parallel_config(backend='dask', client=...) or scheduler_host=...)"
         ) from exc

@@ -58,7 +58,9 @@ def _cell(seconds: float | None, nbytes: int, o1: bool) -> str:
 def _steps(oxjob_module: Any, data: Any, tmp: str, prefix: str, np: Any) -> list:
     """``(name, timed call, file written or None, O(1) step)`` for one library."""
     lib_dump, lib_load, lib_hash = oxjob_module.dump, oxjob_module.load, oxjob_module.hash
-    raw, packed = os.path.join(tmp, f"{prefix}.raw"), os.path.join(tmp, f"{prefix}.z")
+    # No compression extension: each library's own default codec for compress=3
+    # (a ".z" name would select zlib for both).
+    raw, packed = os.path.join(tmp, f"{prefix}.raw"), os.path.join(tmp, f"{prefix}.packed")
     steps = [
         ("hash", lambda: lib_hash(data), None, False),
         ("dump, uncompressed", lambda: lib_dump(data, raw), raw, False),
@@ -77,8 +79,16 @@ def _steps(oxjob_module: Any, data: Any, tmp: str, prefix: str, np: Any) -> list
 def _persistence(size_mb: int, np: Any, joblib: Any) -> None:
     data, described = _make_data(size_mb, np)
     nbytes = data.nbytes if np is not None else len(data)
+    from .compressors import DEFAULT_CODEC
+
     beside = f", joblib {joblib.__version__} beside" if joblib is not None else ""
     print(f"oxjob demo: {described}, medians of 3 runs{beside}")
+    order = "each step timed for oxjob, then for joblib; " if joblib else ""
+    codecs = f"oxjob's default {DEFAULT_CODEC}" + (", joblib's zlib" if joblib else "")
+    print(
+        f"  on {os.cpu_count()} cores (oxjob compresses on all of them); {order}"
+        f"compress=3 uses {codecs}"
+    )
     header = f"  {'':<22} {'oxjob':>21}"
     if joblib is not None:
         header += f"   {'joblib':>21}"
@@ -99,7 +109,7 @@ def _persistence(size_mb: int, np: Any, joblib: Any) -> None:
                 if theirs is not None:
                     line += f" (joblib {os.path.getsize(theirs[i][2]) / 1e6:.1f} MB)"
             print(line)
-        restored = load(os.path.join(tmp, "oxjob.z"))
+        restored = load(os.path.join(tmp, "oxjob.packed"))
         assert (restored == data).all() if np is not None else restored == data
         assert hash(restored) == hash(data)
 

@@ -10,6 +10,9 @@ if sys.version_info >= (3, 12):
 else:
     from typing_extensions import Buffer
 
+__version__: str
+"""The package version (the Cargo workspace's, as in the package metadata)."""
+
 ALIGN: int
 """Alignment of uncompressed buffers in a container (4096)."""
 

@@ -28,6 +28,7 @@ __all__ = [
     "FIRST_LINE_TEXT",
     "CodeInfo",
     "bind_arguments",
+    "call_signature",
     "code_info",
     "code_token",
     "extract_first_line",
@@ -182,6 +183,25 @@ def _call_text(name: str, args: tuple, kwargs: dict) -> str:
     args_text = repr(tuple(args))[1:-1].rstrip(",")
     kwargs_text = ", ".join(f"{k}={v}" for k, v in kwargs.items())
     return f"{name}({args_text}, {kwargs_text})"
+
+
+#: The signature given to callables that tell none (builtins such as ``max``, ufuncs of
+#: numpy < 2.3): their arguments are keyed by position and keyword, as joblib keys them.
+_ANY_ARGUMENTS = inspect.Signature(
+    [
+        inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+        inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+    ]
+)
+
+
+def call_signature(func: Callable) -> inspect.Signature:
+    """``inspect.signature(func)``, or ``(*args, **kwargs)`` for a callable that has none."""
+    try:
+        return inspect.signature(func)
+    except ValueError:
+        # "no signature found for builtin": joblib caches these too.
+        return _ANY_ARGUMENTS
 
 
 def bind_arguments(signature: inspect.Signature, func: Callable, args: tuple, kwargs: dict) -> dict:

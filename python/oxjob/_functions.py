@@ -15,7 +15,7 @@ import itertools
 import types
 from typing import Any
 
-from ._protocol import dumps
+from ._protocol import dumps_auto
 
 #: Functions no task needs any more are kept while their pickles total at most this
 #: (the newest first): a module-level function or a small closure, not a model.
@@ -45,13 +45,14 @@ class FunctionTable:
         return len(self._payload)
 
     def acquire(self, func: Any) -> tuple[int, bytes]:
-        """``(id, pickled function)`` for a task about to be sent; pickles it (by value)
-        unless a function with the same bytes is known."""
+        """``(id, pickled function)`` for a task about to be sent; pickles it (by
+        reference when it can be imported in a worker, by value otherwise) and keeps
+        the known entry with the same bytes, if any."""
         known = self._by_object.get(id(func))
         if known is not None and known[0] is func:
             func_id = known[1]
         else:
-            body = bytes(dumps(func, None, by_value=True)[0])
+            body = bytes(dumps_auto(func, None)[0])
             func_id = self._by_bytes.get(body)
             if func_id is None:
                 func_id = next(self._ids)

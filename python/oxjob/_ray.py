@@ -97,6 +97,9 @@ class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
         Passed to ``ray.init`` when Ray is not initialized yet (None: a local Ray).
     cache_nbytes : int or str, default='1G'
         Bound of the large arguments kept in the object store across calls.
+    ray_remote_args : dict, optional
+        Options of the batch task, as Ray's own joblib backend takes them (merged with
+        ``**remote_options``, which win).
     **remote_options
         Passed to ``.options()`` of the batch task (``num_cpus``, ``max_retries``,
         ``resources``...).
@@ -112,10 +115,18 @@ class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
         nesting_level: int | None = None,
         address: str | None = None,
         cache_nbytes: Any = "1G",
+        ray_remote_args: dict | None = None,
         **remote_options: Any,
     ) -> None:
         super().__init__(nesting_level=nesting_level)
         self._options = dict(address=address, cache_nbytes=cache_nbytes, **remote_options)
+        if ray_remote_args is not None:
+            if not isinstance(ray_remote_args, dict):
+                raise TypeError(
+                    f"ray_remote_args must be a dict, got {type(ray_remote_args).__name__}"
+                )
+            self._options["ray_remote_args"] = ray_remote_args
+            remote_options = {**ray_remote_args, **remote_options}
         if not ray.is_initialized():
             ray.init(address=address)
         with _lock:
@@ -129,7 +140,8 @@ class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
                 _remote_batch.append(ray.remote(_cluster.run_batch))
         shared.cache_nbytes = _shared_args.parse_nbytes(cache_nbytes)
         self.shared = shared
-        self.remote = _remote_batch[0].options(**{"num_cpus": 1, **remote_options})
+        self.remote_options = {"num_cpus": 1, **remote_options}
+        self.remote = _remote_batch[0].options(**self.remote_options)
         self._start_call(None, 1)
 
     def effective_n_jobs(self, n_jobs: int) -> int:
@@ -167,7 +179,7 @@ class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
         calls, refs, opaque = batch
         try:
             if opaque:
-                ref = ray.remote(calls).options(num_cpus=1).remote()
+                ref = ray.remote(calls).options(**self.remote_options).remote()
             else:
                 ref = self.remote.remote(calls, self.nesting_level or 0, *refs)
         except BaseException as exc:  # noqa: BLE001 - reported as the batch's outcome

@@ -1,4 +1,4 @@
-"""The ``python -m oxjob`` command line.
+"""oxjob's command line: a timed demo, file inspection and cache maintenance.
 
 ``demo``
     Runs oxjob's main jobs on this machine and prints the timings, joblib's beside
@@ -68,6 +68,16 @@ def _parse_age(text: str) -> float:
     return value
 
 
+#: The program name in usage lines and messages.
+PROG = "python -m oxjob"
+
+
+def _error(message: object) -> int:
+    """Print an error as argparse does (on stderr, prefixed by the program); status 1."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 1
+
+
 def _human(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000:
@@ -90,12 +100,10 @@ def cache_command(args: argparse.Namespace) -> int:
     if not is_cache(root):
         # Never prune or clear a folder that is not a cache (a checkout named oxjob,
         # a typo): only what the store recognises as its own is ever removed anyway.
-        print(
-            f"error: no oxjob cache in {args.location} ({root} has neither oxjob's "
-            "CACHEDIR.TAG nor cache entries); nothing was changed",
-            file=sys.stderr,
+        return _error(
+            f"no oxjob cache in {args.location} ({root} has neither oxjob's "
+            "CACHEDIR.TAG nor cache entries); nothing was changed"
         )
-        return 1
     store = LocalStoreBackend()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a read-only cache can still be listed
@@ -120,7 +128,11 @@ def cache_command(args: argparse.Namespace) -> int:
             )
     elif args.action == "prune":
         if args.bytes_limit is None and args.items_limit is None and args.age_limit is None:
-            print("error: prune needs --bytes-limit, --items-limit or --age-limit", file=sys.stderr)
+            # A usage error: argparse's status and stream.
+            print(
+                f"{PROG} cache: error: prune needs --bytes-limit, --items-limit or --age-limit",
+                file=sys.stderr,
+            )
             return 2
         removed = store.reduce_size(args.bytes_limit, args.items_limit, args.age_limit)
         freed = sum(item.size for item in removed)
@@ -130,39 +142,87 @@ def cache_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m oxjob", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    run_demo = commands.add_parser("demo", help="run the main job and print timings")
+def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n")[0],
+        epilog="Run 'python -m oxjob COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"oxjob {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="one of the commands below"
+    )
+    run_demo = commands.add_parser(
+        "demo",
+        help="time hash, dump and load of a large object and a small Parallel job, joblib beside",
+        description="Time oxjob's main jobs on this machine (hash, dump and load of one large "
+        "object, a small Parallel job) and print the figures, joblib's beside them when "
+        "joblib is installed. Needs no numpy.",
+    )
     run_demo.add_argument(
-        "--size-mb", type=_positive_int, default=256, help="data size in MB (default 256)"
+        "--size-mb",
+        type=_positive_int,
+        default=256,
+        metavar="MB",
+        help="size of the data dumped, loaded and hashed, in MB (default 256)",
     )
     run_inspect = commands.add_parser(
-        "inspect", help="tell a file's format and the types it needs (runs none of its code)"
+        "inspect",
+        help="tell a file's format and the types it needs (runs none of its code)",
+        description="Tell a file's format (oxjob, joblib, pickle; compression) and list the "
+        "types it needs to load, without running any of its code.",
     )
-    run_inspect.add_argument("file")
-    run_cache = commands.add_parser("cache", help="inspect, prune or clear a Memory cache")
-    run_cache.add_argument("action", choices=["info", "ls", "prune", "clear"])
-    run_cache.add_argument("location", help="the location given to oxjob.Memory")
-    run_cache.add_argument("--bytes-limit", help="prune: keep at most this size ('1G', '500M')")
-    run_cache.add_argument("--items-limit", type=int, help="prune: keep at most N entries")
+    run_inspect.add_argument("file", help="a file written by oxjob.dump, joblib.dump or pickle")
+    run_cache = commands.add_parser(
+        "cache",
+        help="inspect, prune or clear a Memory cache",
+        description="Inspect, prune or clear the cache of oxjob.Memory(LOCATION).",
+    )
     run_cache.add_argument(
-        "--age-limit", type=_parse_age, help="prune: drop entries unused for longer ('7d', '12h')"
+        "action",
+        choices=["info", "ls", "prune", "clear"],
+        help="info: sizes and counts per function; ls: every entry; prune: drop entries "
+        "beyond the limits given; clear: remove every entry",
     )
-    args = parser.parse_args(argv)
+    run_cache.add_argument("location", help="the location given to oxjob.Memory")
+    run_cache.add_argument(
+        "--bytes-limit", metavar="SIZE", help="prune: keep at most this size ('1G', '500M')"
+    )
+    run_cache.add_argument(
+        "--items-limit", type=int, metavar="N", help="prune: keep at most N entries"
+    )
+    run_cache.add_argument(
+        "--age-limit",
+        type=_parse_age,
+        metavar="AGE",
+        help="prune: drop entries unused for longer ('7d', '12h', '30m', seconds)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status.
+
+    Usage errors exit with status 2 (argparse's), failures of a command with 1; both
+    are reported on stderr.
+    """
+    args = _parser().parse_args(argv)
     if args.command == "demo":
         demo(args.size_mb)
     elif args.command == "cache":
         try:
             return cache_command(args)
         except (OSError, ValueError) as exc:
-            print(f"error: {exc}")
-            return 1
+            return _error(exc)
     else:
+        from .exceptions import UnsafeLoadError
+
         try:
             inspect(args.file)
+        except UnsafeLoadError as exc:  # a hostile file: nothing of it ran
+            return _error(f"{exc} (inspect ran none of the file's code)")
         except (OSError, ValueError) as exc:
-            print(f"error: {exc}")
-            return 1
+            return _error(exc)
     return 0

@@ -38,8 +38,9 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
 
     Registered with joblib as ``"oxjob"`` by ``import oxjob``. Batches run in oxjob's
     reused worker interpreters; arrays of at least ``max_nbytes`` bytes travel in
-    shared memory both ways. ``prefer="threads"`` and ``require="sharedmem"`` run on
-    joblib's threading backend instead; ``n_jobs=1`` runs in the caller.
+    shared memory both ways. ``require="sharedmem"`` runs on joblib's threading backend
+    instead, and ``prefer="threads"`` too when oxjob is only joblib's default (joblib's
+    rule: a backend the user named keeps the call); ``n_jobs=1`` runs in the caller.
 
     Parameters
     ----------
@@ -115,8 +116,10 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
         **backend_kwargs: Any,
     ) -> int:
         """Get the shared engine's workers ready; returns the number of workers."""
-        if require == "sharedmem" or prefer == "threads":
-            # The caller's functions need shared memory or release the GIL.
+        if require == "sharedmem":
+            # The caller's functions need shared memory. (``prefer="threads"`` is only
+            # a hint: as with loky, a backend the user named keeps the call. When oxjob
+            # is only joblib's default, joblib already gave such calls to threads.)
             raise FallbackToBackend(ThreadingBackend(nesting_level=self.nesting_level))
         n_jobs = self.effective_n_jobs(n_jobs)
         if n_jobs == 1:

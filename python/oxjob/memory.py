@@ -17,12 +17,13 @@ import pprint
 import time
 import traceback
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Generic, Literal, ParamSpec, TypeVar, overload
 
 from ._func_inspect import (
     FIRST_LINE_TEXT,
     CodeInfo,
     bind_arguments,
+    call_signature,
     code_info,
     extract_first_line,
     func_id,
@@ -107,7 +108,14 @@ def _format_time(seconds: float) -> str:
     return f"{seconds:.1f}s, {seconds / 60:.1f}min"
 
 
-class MemorizedFunc:
+#: The decorated function's parameters and result: ``Memory.cache`` keeps its signature
+#: for type checkers.
+P = ParamSpec("P")
+R = TypeVar("R")
+MmapMode = Literal["r+", "r", "w+", "c"]
+
+
+class MemorizedFunc(Generic[P, R]):
     """A function whose results are cached on disk; made by :meth:`Memory.cache`.
 
     Calling it returns the cached result when the same arguments were seen before
@@ -180,7 +188,7 @@ class MemorizedFunc:
     def _signature(self) -> inspect.Signature:
         signature = self.__dict__.get("_signature_cache")
         if signature is None:
-            signature = inspect.signature(self.func)
+            signature = call_signature(self.func)
             self.__dict__["_signature_cache"] = signature
         return signature
 
@@ -413,7 +421,7 @@ class MemorizedFunc:
         msg = f"{name} {context}- {_format_time(duration)}"
         print(max(0, 80 - len(msg)) * "_" + msg)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._cached_call(args, kwargs)[0]
 
     def call(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
@@ -511,10 +519,10 @@ class Memory:
 
     def __init__(
         self,
-        location: Any = None,
+        location: str | os.PathLike[str] | StoreBackendBase | None = None,
         backend: str = "local",
-        mmap_mode: str | None = None,
-        compress: Any = False,
+        mmap_mode: MmapMode | None = None,
+        compress: bool | int | str | tuple[str, int] = False,
         verbose: int = 1,
         backend_options: dict | None = None,
         bytes_limit: Any = None,
@@ -550,12 +558,32 @@ class Memory:
             backend, location, verbose=self._verbose, backend_options=options
         )
 
+    @overload
+    def cache(
+        self,
+        func: Callable[P, R],
+        ignore: list[str] | None = None,
+        verbose: int | None = None,
+        mmap_mode: MmapMode | Literal[False] | None = False,
+        cache_validation_callback: Callable[[dict], bool] | None = None,
+    ) -> MemorizedFunc[P, R]: ...
+
+    @overload
+    def cache(
+        self,
+        func: None = None,
+        ignore: list[str] | None = None,
+        verbose: int | None = None,
+        mmap_mode: MmapMode | Literal[False] | None = False,
+        cache_validation_callback: Callable[[dict], bool] | None = None,
+    ) -> Callable[[Callable[P, R]], MemorizedFunc[P, R]]: ...
+
     def cache(
         self,
         func: Callable | None = None,
         ignore: list[str] | None = None,
         verbose: int | None = None,
-        mmap_mode: Any = False,
+        mmap_mode: MmapMode | Literal[False] | None = False,
         cache_validation_callback: Callable[[dict], bool] | None = None,
     ) -> Any:
         """Decorate ``func`` so that its results are cached.

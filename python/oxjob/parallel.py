@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from numbers import Integral
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 from . import _engine, _mainscript
 from . import backends as _backends
@@ -394,18 +394,18 @@ class Parallel:
 
     def __init__(
         self,
-        n_jobs: Any = None,
-        backend: Any = None,
-        return_as: str = "list",
-        verbose: Any = None,
+        n_jobs: int | None = None,
+        backend: str | ParallelBackendBase | None = None,
+        return_as: Literal["list", "generator", "generator_unordered"] = "list",
+        verbose: int | None = None,
         timeout: float | None = None,
-        pre_dispatch: Any = "2 * n_jobs",
-        batch_size: Any = "auto",
-        temp_folder: Any = None,
-        max_nbytes: Any = None,
-        mmap_mode: Any = None,
-        prefer: Any = None,
-        require: Any = None,
+        pre_dispatch: int | str = "2 * n_jobs",
+        batch_size: int | Literal["auto"] = "auto",
+        temp_folder: str | os.PathLike[str] | None = None,
+        max_nbytes: int | str | None = None,
+        mmap_mode: Literal["r+", "r", "w+", "c"] | None = None,
+        prefer: Literal["processes", "threads"] | None = None,
+        require: Literal["sharedmem"] | None = None,
         progress: bool = False,
         **backend_kwargs: Any,
     ) -> None:

@@ -12,7 +12,7 @@ format by content and reads all of them, plus plain pickle files and every forma
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import IO, Any, Literal, Union
 
 from . import _engine, _streams
 from ._atomic import write_atomically
@@ -28,9 +28,18 @@ _MMAP_MODES = (None, "r", "r+", "w+", "c")
 _FORMATS = ("oxjob", "joblib")
 
 
+#: ``compress`` as joblib documents it: a level 0-9, True (level 3), a codec name, or
+#: ``(codec, level)``.
+Compress = Union[bool, int, str, tuple[str, int]]
+
+
 def dump(
-    value: Any, filename: Any, compress: Any = 0, protocol: int | None = None, format: str = "oxjob"
-) -> Any:
+    value: Any,
+    filename: str | os.PathLike[str] | IO[bytes],
+    compress: Compress = 0,
+    protocol: int | None = None,
+    format: Literal["oxjob", "joblib"] = "oxjob",
+) -> list[str] | None:
     """Persist a Python object to one file, fast for large numpy arrays.
 
     Same signature and semantics as :func:`joblib.dump`, plus ``format``. A file
@@ -150,8 +159,8 @@ def _write_atomically(filename: str, write: Any) -> None:
 
 
 def load(
-    filename: Any,
-    mmap_mode: str | None = None,
+    filename: str | os.PathLike[str] | IO[bytes],
+    mmap_mode: Literal["r+", "r", "w+", "c"] | None = None,
     ensure_native_byte_order: Any = "auto",
     trusted: Any = None,
     max_bytes: int | None = None,

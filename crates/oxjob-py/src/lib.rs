@@ -40,5 +40,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.py().get_type::<errors::CorruptFileError>(),
     )?;
     m.add("ALIGN", oxjob_core::container::ALIGN)?;
+    // The one version source: the Cargo workspace's, which maturin also writes into the
+    // package metadata.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -26,6 +26,8 @@ mkdir -p "$work"
 find_python() {  # python3.X from PATH, else pyenv's newest 3.X; fails when there is none
     local found
     found="$(command -v "python$1" || true)"
+    # (a pyenv shim exists on PATH even for a version it will refuse to run)
+    if [ -n "$found" ] && ! "$found" -c "" 2>/dev/null; then found=""; fi
     if [ -z "$found" ]; then
         found="$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$1".*/bin/python"$1" 2>/dev/null | sort -V | tail -1 || true)"
     fi
@@ -55,7 +57,8 @@ case "$wheel" in *-cp311-abi3-manylinux_2_28_x86_64.whl) ;; *)
     echo "unexpected wheel tag: $wheel" >&2; exit 1 ;;
 esac
 auditwheel show "$wheel" | tee "$work/auditwheel.txt"
-grep -q 'consistent with the following platform tag: *"manylinux_2_28_x86_64"' "$work/auditwheel.txt" || {
+# (auditwheel wraps its lines: join them before matching.)
+tr '\n' ' ' <"$work/auditwheel.txt" | grep -q 'consistent with *the following platform tag: *"manylinux_2_28_x86_64"' || {
     echo "auditwheel does not name manylinux_2_28_x86_64" >&2; exit 1; }
 
 echo "== the sdist builds offline from its own Cargo.lock"

@@ -155,13 +155,11 @@ class _Entry:
         self.owners[id(owner)] = owner
 
 
-def parse_nbytes(value: Any) -> int:
-    """``'1G'``, ``'500M'`` or a number of bytes."""
-    if isinstance(value, str):
-        from .store import parse_bytes_limit
+def parse_nbytes(value: Any, name: str = "cache_nbytes") -> int:
+    """``'1G'``, ``'500M'`` or a number of bytes (the store's parser; errors name ``name``)."""
+    from .store import parse_size
 
-        return parse_bytes_limit(value)
-    return int(value)
+    return parse_size(value, name)
 
 
 def _weakrefable(obj: Any) -> bool:

@@ -70,6 +70,16 @@ def _store_key(store: Any) -> Any:
     return location if isinstance(location, str) else id(store)
 
 
+_MMAP_MODES = (None, "r+", "r", "w+", "c")
+
+
+def _check_mmap_mode(mmap_mode: Any) -> None:
+    """joblib fails on a bad ``mmap_mode`` at the first load (numpy's ValueError);
+    here it fails at once, naming the parameter."""
+    if mmap_mode not in _MMAP_MODES:
+        raise ValueError(f"mmap_mode must be one of {list(_MMAP_MODES)}, got {mmap_mode!r}")
+
+
 def _format_arg(arg: Any) -> str:
     formatted = pprint.pformat(arg, indent=2)
     return f"{formatted[:700]}..." if len(formatted) > 1500 else formatted
@@ -143,6 +153,7 @@ class MemorizedFunc(Generic[P, R]):
         timestamp: float | None = None,
         cache_validation_callback: Callable[[dict], bool] | None = None,
     ) -> None:
+        _check_mmap_mode(mmap_mode)
         self.func = func
         self.mmap_mode = mmap_mode
         self.compress = compress
@@ -518,6 +529,7 @@ class Memory:
         items_limit: int | None = None,
         age_limit: Any = None,
     ) -> None:
+        _check_mmap_mode(mmap_mode)
         self._verbose = verbose
         self.mmap_mode = mmap_mode
         self.timestamp = time.time()

@@ -597,7 +597,16 @@ class Parallel:
         if pre == "all":
             return None
         if isinstance(pre, str):
-            pre = pre_dispatch_amount(pre, n_workers)
+            try:
+                pre = pre_dispatch_amount(pre, n_workers)
+            except ValueError:
+                if "n_jobs" in pre and pre_dispatch_amount(pre, 1) >= 0 and n_workers > 10**5:
+                    raise ValueError(
+                        f"n_jobs={n_workers} is too large: pre_dispatch={pre!r} would be "
+                        "beyond a million tasks (joblib refuses it too); use a smaller "
+                        "n_jobs or pre_dispatch='all'"
+                    ) from None
+                raise
         elif not isinstance(pre, Integral) or isinstance(pre, bool):
             raise ValueError(
                 f"pre_dispatch must be an int, 'all' or an expression of n_jobs, got {pre!r}"
@@ -777,9 +786,11 @@ class Parallel:
             return None
         running = runner.running()
         if not running:
-            return self.timeout
+            return min(self.timeout, threading.TIMEOUT_MAX)
         oldest = min(started for _, started in running)
-        return max(0.0, oldest + self.timeout - time.monotonic()) + 0.001
+        # timeout=inf or 1e10 waits as long as the system allows, as joblib does.
+        wait = max(0.0, oldest + self.timeout - time.monotonic()) + 0.001
+        return min(wait, threading.TIMEOUT_MAX)
 
     def _check_timeouts(self, runner: Any) -> None:
         if self.timeout is None:
@@ -855,8 +866,6 @@ def _take(tasks: Iterator, size: int) -> list:
 def _parse_nbytes(value: Any) -> int:
     if value is None:
         return DEFAULT_MAX_NBYTES
-    if isinstance(value, str):
-        from .store import parse_bytes_limit
+    from .store import parse_size
 
-        return parse_bytes_limit(value)
-    return int(value)
+    return parse_size(value, "max_nbytes")

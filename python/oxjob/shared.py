@@ -21,6 +21,8 @@ array([ 0.,  1.,  4.,  9., 16., 25., 36., 49.])
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Any
 
 from ._engine import Segment
@@ -53,8 +55,22 @@ def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
     if dtype.hasobject:
         raise ValueError("shared arrays cannot hold Python objects (dtype=object)")
     shape = _shape(shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    return np.ndarray(shape, dtype=dtype, buffer=Segment.create(nbytes), order=order)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"negative dimensions are not allowed: shape={shape}")
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no silent overflow
+    if nbytes > sys.maxsize:
+        raise ValueError(
+            f"array is too big: shape={shape} of {dtype} needs {nbytes} bytes, more than "
+            "the maximum possible size"
+        )
+    try:
+        segment = Segment.create(nbytes)
+    except (OSError, OverflowError) as exc:
+        raise MemoryError(
+            f"Unable to allocate a shared array of shape={shape} and {dtype} "
+            f"({nbytes} bytes): {exc}"
+        ) from exc
+    return np.ndarray(shape, dtype=dtype, buffer=segment, order=order)
 
 
 def zeros(shape: Any, dtype: Any = float, order: str = "C") -> Any:

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import datetime
 import json
+import math
 import os
 import re
 import threading
@@ -141,20 +142,32 @@ def _inside(location: str, path: str) -> str:
 _BYTE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def parse_bytes_limit(limit: Any) -> int | None:
-    """Bytes from an int or a string such as ``'1G'``/``'500M'`` (joblib's units)."""
-    if limit is None:
-        return None
-    if isinstance(limit, str):
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", limit.upper())
+def parse_size(value: Any, name: str) -> int:
+    """Bytes from an int or a string such as ``'1G'``/``'500M'`` (joblib's units, and
+    ``T``, an optional ``B``); the one size parser (``bytes_limit``, ``max_nbytes``).
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` and the value, for anything else or a negative size.
+    """
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", value.upper())
         if not match:
             raise ValueError(
-                f"Invalid bytes_limit {limit!r}: use an int or a string like '500M' or '1G'"
+                f"Invalid {name} {value!r}: use an int or a string like '500M' or '1G'"
             )
         return int(float(match.group(1)) * _BYTE_UNITS.get(match.group(2), 1))
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"bytes_limit must be a non-negative int or a string, got {limit!r}")
-    return limit
+    if isinstance(value, float) and math.isfinite(value) and value >= 0:
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int or a string, got {value!r}")
+    return value
+
+
+def parse_bytes_limit(limit: Any) -> int | None:
+    """Bytes from an int or a string such as ``'1G'``/``'500M'`` (joblib's units)."""
+    return None if limit is None else parse_size(limit, "bytes_limit")
 
 
 def parse_items_limit(limit: Any) -> int | None:

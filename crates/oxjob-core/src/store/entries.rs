@@ -2,10 +2,10 @@
 //!
 //! Bounds cost amortised O(1) per write: [`Store::after_put`] walks the store only
 //! when the writes counted since the last walk could have crossed a bound, when they
-//! reach an eighth of the entries then found (so other processes' writes are seen),
+//! reach a quarter of the entries then found (so other processes' writes are seen),
 //! or when an entry seen at the last walk has since outlived the age limit. A walk
 //! that finds a bound crossed evicts down to seven eighths of it, so the next such
-//! walk is again an eighth of the entries away.
+//! walk is again at least an eighth of the entries away.
 
 use super::{is_work_name, remove_atomically, Store, FUNC_CODE, METADATA, OUTPUT, STALE_AFTER};
 use crate::error::{Error, Result};
@@ -163,7 +163,7 @@ pub(super) struct Tally {
 
 impl Tally {
     fn due(&self, limits: &Limits, now: SystemTime) -> bool {
-        if !self.walked || self.puts.saturating_mul(8) >= self.count_at_walk {
+        if !self.walked || self.puts.saturating_mul(4) >= self.count_at_walk {
             return true;
         }
         let over_items = limits.items.is_some_and(|n| self.count > n);

@@ -1,0 +1,45 @@
+"""Bad arguments get a clear error naming the parameter and the value, or run as
+joblib runs them (issue 21)."""
+
+import math
+
+import pytest
+
+import oxjob
+from oxjob import Parallel, delayed, shared
+
+
+def test_memory_mmap_mode_is_checked(tmp_path):
+    with pytest.raises(ValueError, match=r"mmap_mode must be one of .* got 'x'"):
+        oxjob.Memory(tmp_path, mmap_mode="x")
+    memory = oxjob.Memory(tmp_path, verbose=0)
+    with pytest.raises(ValueError, match="mmap_mode"):
+        memory.cache(abs, mmap_mode="rw")
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e10])
+@pytest.mark.parametrize("backend", ["threading", "loky"])
+def test_huge_timeouts_run_as_joblib_runs_them(timeout, backend):
+    assert Parallel(n_jobs=2, timeout=timeout, backend=backend)(
+        delayed(abs)(-i) for i in range(4)
+    ) == [0, 1, 2, 3]
+
+
+def test_max_nbytes_error_names_max_nbytes():
+    with pytest.raises(ValueError, match="Invalid max_nbytes '1Z'"):
+        Parallel(n_jobs=2, max_nbytes="1Z")
+    with pytest.raises(ValueError, match="max_nbytes must be"):
+        Parallel(n_jobs=2, max_nbytes=-1)
+    assert Parallel(n_jobs=2, max_nbytes="2K").max_nbytes == 2048
+
+
+def test_huge_n_jobs_with_threads_names_n_jobs():
+    with pytest.raises(ValueError, match=r"n_jobs=1000000000 is too large"):
+        Parallel(n_jobs=10**9, backend="threading")(delayed(abs)(-i) for i in range(3))
+
+
+def test_shared_zeros_names_the_shape():
+    with pytest.raises(ValueError, match=r"negative dimensions .* shape=\(-1,\)"):
+        shared.zeros(-1)
+    with pytest.raises(ValueError, match=r"too big: shape=\(1000000000000, 1000000000000\)"):
+        shared.zeros((10**12, 10**12))

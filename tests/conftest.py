@@ -36,6 +36,22 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(autouse=True)
+def _no_settings_leak_into_the_next_test():
+    # A parallel_config made outside a ``with`` (its constructor applies it, as joblib's)
+    # would change every later test's defaults: fail the test that leaked it, not a later one.
+    from oxjob._config import get_config
+
+    before = get_config()
+    yield
+    leaked = get_config()
+    if leaked != before:
+        import oxjob.backends as b
+
+        b._local.config = before
+        pytest.fail(f"this test left parallel_config settings in force: {leaked}")
+
+
 @pytest.fixture
 def path(tmp_path):
     """A file name in a fresh temporary directory."""

@@ -32,7 +32,9 @@ def test_module_imports_alone_in_a_fresh_interpreter(module):
 
 @pytest.mark.parametrize("backend", ["threading", "sequential", "loky"])
 def test_parallel_config_unpickles_in_a_fresh_interpreter(backend):
+    # As joblib's, the constructor puts the settings in force: take them back at once.
     config = oxjob.parallel_config(backend=backend, n_jobs=2, verbose=3)
+    config.unregister()
     code = (
         "import pickle, sys; c = pickle.loads(sys.stdin.buffer.read()); "
         "print(sorted(sys.modules).count('oxjob._config'), type(c).__name__)\n"

@@ -11,10 +11,11 @@ import pytest
 import oxjob
 
 PACKAGE = pathlib.Path(oxjob.__file__).parent
+# Every module of every subpackage, found by walking the package's folders.
 MODULES = sorted(
-    "oxjob" if path.stem == "__init__" else f"oxjob.{path.stem}"
-    for path in PACKAGE.glob("*.py")
-    if path.stem != "__main__"  # runs the command line
+    ".".join(("oxjob", *path.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+    for path in PACKAGE.rglob("*.py")
+    if path.name != "__main__.py"  # runs the command line
 )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ._backends import base as _b
+
 _NOT_SET = object()
 
 #: joblib's defaults for what a context does not set (returned by ``with ... as``).
@@ -257,9 +259,3 @@ class parallel_backend(parallel_config):
 
     def __enter__(self) -> tuple[Any, Any]:  # type: ignore[override]
         return self._new.get("backend"), self._new.get("n_jobs")
-
-
-# Last: backends.py imports this module's names at its end, so importing this module
-# first (a pickled parallel_config loaded in a fresh interpreter) must define them
-# before backends.py runs; the functions above only read these names when called.
-from . import backends as _b  # noqa: E402

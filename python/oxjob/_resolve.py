@@ -6,6 +6,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ._backends import base as _b
+from ._config import _check_hints, _is_mp_context, backend_factory, get_config
+
 
 def _default_name() -> str:
     """The default backend: ``oxjob.parallel.DEFAULT_BACKEND`` once that module is
@@ -78,10 +81,3 @@ def get_active_backend(prefer: Any = None, require: Any = None, verbose: int = 0
     ``joblib.parallel.get_active_backend``; ``n_jobs`` is None when no context sets it."""
     backend, config = resolve_backend(None, prefer, require, get_config(), verbose)
     return backend, config.get("n_jobs")
-
-
-# Last: backends.py imports this module's names at its end, so importing this module
-# first (a pickled parallel_config loaded in a fresh interpreter) must define them
-# before backends.py runs; the functions above only read these names when called.
-from . import backends as _b  # noqa: E402
-from ._config import _check_hints, _is_mp_context, backend_factory, get_config  # noqa: E402

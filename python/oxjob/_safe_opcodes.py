@@ -293,6 +293,3 @@ for _code, _name, _why in [
     (pickle.OBJ, "OBJ", "it calls a class with the file's arguments"),
 ]:
     _DISPATCH[_code[0]] = _refused_op(_name, _why)
-
-# The opcodes that push scalars, strings and bytes register themselves here.
-from . import _safe_scalars  # noqa: E402, F401

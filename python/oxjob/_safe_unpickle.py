@@ -129,6 +129,9 @@ class SafeUnpickler:
 
     # -- the loop --------------------------------------------------------------------
     def load(self) -> Any:
+        # _safe_scalars adds its opcodes to _DISPATCH when imported: importing it here
+        # (not at the end of _safe_opcodes) completes the table without an import circle.
+        from . import _safe_scalars  # noqa: F401
         from ._safe_opcodes import _DISPATCH as dispatch
         from ._safe_opcodes import _STOP
 

@@ -53,3 +53,14 @@ def test_parallel_config_unpickles_in_a_fresh_interpreter(backend):
     done = fresh(code, pickle.dumps(config))
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert done.stdout.decode().split() == ["1", "parallel_config", "2", "3"]
+
+
+def test_public_submodules_are_attributes_of_the_package_as_in_joblib():
+    # code written for joblib reads ``joblib.parallel.BACKENDS`` after ``import joblib``
+    done = fresh(
+        "import oxjob\n"
+        "print('threading' in oxjob.parallel.BACKENDS, oxjob.memory.Memory is oxjob.Memory,"
+        " oxjob.pool.Pool.__name__, oxjob.persistence.load is oxjob.load)"
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().split() == ["True", "True", "Pool", "True"]

@@ -129,17 +129,39 @@ class _SequentialRunner:
 
 
 class _ThreadPool:
-    """Threads kept for reuse: each takes batches from a queue and reports outcomes."""
+    """Threads kept for reuse: each takes batches from a queue and reports outcomes.
+    They are started as batches wait for one, up to ``n_threads``: ``n_jobs=10**9``
+    costs the threads its batches need, not a billion."""
 
     def __init__(self, n_threads: int, level: int) -> None:
         self.n_threads = n_threads
+        self.level = level
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.threads = [
-            threading.Thread(target=self._work, args=(level,), daemon=True, name=f"oxjob-{i}")
-            for i in range(n_threads)
-        ]
-        for thread in self.threads:
+        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
+        self.outstanding = 0  # batches put and not finished
+
+    def put(self, item: tuple) -> None:
+        with self.lock:
+            self.outstanding += 1
+            if self.outstanding > len(self.threads) and len(self.threads) < self.n_threads:
+                self._start_thread()
+        self.inbox.put(item)
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._work, args=(self.level,), daemon=True, name=f"oxjob-{len(self.threads)}"
+        )
+        try:
             thread.start()
+        except RuntimeError as exc:  # the system's thread limit: run on the threads we have
+            if not self.threads:
+                self.outstanding -= 1
+                raise RuntimeError(
+                    f"backend='threading' could not start a thread (n_jobs={self.n_threads}): {exc}"
+                ) from exc
+            return
+        self.threads.append(thread)
 
     def _work(self, level: int) -> None:
         _backends._local.nesting = level
@@ -147,7 +169,11 @@ class _ThreadPool:
             item = self.inbox.get()
             if item is None:
                 return
-            self._run(*item)
+            try:
+                self._run(*item)
+            finally:
+                with self.lock:
+                    self.outstanding -= 1
             del item  # an idle thread must not keep the last batch's arguments alive
 
     @staticmethod
@@ -206,7 +232,7 @@ class _ThreadRunner:
 
     def submit(self, batch_id: int, tasks: list) -> None:
         self.in_flight += 1
-        self.pool.inbox.put((self, batch_id, tasks))
+        self.pool.put((self, batch_id, tasks))
 
     def wait(self, timeout: float | None) -> list:
         try:

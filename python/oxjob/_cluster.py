@@ -27,7 +27,13 @@ _TB_ATTR = "_oxjob_remote_traceback"
 
 def batched_calls_of(func: Callable) -> list | None:
     """The ``(func, args, kwargs)`` calls of the batch ``func`` runs, or None when
-    ``func`` is not a closure over a ``BatchedCalls`` (then it is sent as it is)."""
+    ``func`` is not a closure over a ``BatchedCalls`` (then it is sent as it is).
+
+    joblib's own ``BatchedCalls`` counts too: joblib's ``Parallel`` under an oxjob
+    ``parallel_config(backend="dask")`` hands its batches over that way
+    (``OxjobBridgeBackend``), and the batch object itself holds joblib's backend and
+    this process's client, which cannot be sent to a worker.
+    """
     from .parallel import BatchedCalls
 
     for cell in getattr(func, "__closure__", None) or ():
@@ -37,6 +43,9 @@ def batched_calls_of(func: Callable) -> list | None:
             continue
         if isinstance(value, BatchedCalls):
             return value.items
+        kind = type(value)
+        if kind.__name__ == "BatchedCalls" and kind.__module__ == "joblib.parallel":
+            return list(value.items)
     return None
 
 

@@ -14,6 +14,7 @@ import weakref
 from typing import Any, Callable
 
 from ._cluster import Slot
+from ._units import parse_size
 
 
 def content_key(obj: Any, max_nbytes: int) -> tuple | None:
@@ -156,9 +157,7 @@ class _Entry:
 
 
 def parse_nbytes(value: Any, name: str = "cache_nbytes") -> int:
-    """``'1G'``, ``'500M'`` or a number of bytes (the store's parser; errors name ``name``)."""
-    from .store import parse_size
-
+    """``'1G'``, ``'500M'`` or a number of bytes (the one parser; errors name ``name``)."""
     return parse_size(value, name)
 
 

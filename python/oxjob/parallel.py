@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 from . import _engine, _mainscript
 from . import backends as _backends
 from ._expr import pre_dispatch_amount
-from ._protocol import DEFAULT_MAX_NBYTES
 from ._resolve import get_active_backend  # noqa: F401 - joblib.parallel's name
+from ._units import DEFAULT_MAX_NBYTES, DEFAULT_MAX_NBYTES_TEXT, parse_size
 from .backends import (  # noqa: F401 - BACKENDS, EXTERNAL_BACKENDS: joblib.parallel's names
     BACKENDS,
     EXTERNAL_BACKENDS,
@@ -457,7 +457,9 @@ class Parallel:
                 f"batch_size must be 'auto' or a positive integer, got: {batch_size!r}"
             )
         self.temp_folder = temp_folder if temp_folder is not None else config.get("temp_folder")
-        nbytes = config.get("max_nbytes", "1M") if max_nbytes is None else max_nbytes
+        nbytes = (
+            config.get("max_nbytes", DEFAULT_MAX_NBYTES_TEXT) if max_nbytes is None else max_nbytes
+        )
         self.max_nbytes = _parse_nbytes(nbytes)
         mode = config.get("mmap_mode") if mmap_mode is None else mmap_mode
         mode = "c" if mode is None else mode
@@ -892,6 +894,4 @@ def _take(tasks: Iterator, size: int) -> list:
 def _parse_nbytes(value: Any) -> int:
     if value is None:
         return DEFAULT_MAX_NBYTES
-    from .store import parse_size
-
     return parse_size(value, "max_nbytes")

@@ -3,6 +3,7 @@ imports them, or a test here pins both sides."""
 
 import inspect
 import pathlib
+import pickle
 import re
 
 import oxjob
@@ -53,3 +54,14 @@ def test_defaults_come_from_units():
         default = inspect.signature(cls).parameters["idle_worker_timeout"].default
         assert default == _units.DEFAULT_IDLE_TIMEOUT
     assert oxjob.store.parse_size is _units.parse_size
+
+
+def test_backends_receive_batches_through_an_explicit_interface():
+    from oxjob import _cluster
+    from oxjob.parallel import BatchedCalls, GuardedBatch
+
+    batch = GuardedBatch(BatchedCalls([(abs, (-2,), {})]))
+    assert _cluster.batched_calls_of(batch) == [(abs, (-2,), {})]
+    assert batch()[:2] == (True, [2])
+    assert _cluster.batched_calls_of(lambda: None) is None
+    assert pickle.loads(pickle.dumps(batch))()[1] == [2]

@@ -2,10 +2,10 @@
 cluster workers, outcomes handed to ``Parallel``, timeouts.
 
 ``Parallel`` talks to these backends through ``apply_async(func, callback)``, where
-``func`` is a closure over the batch (``parallel.BatchedCalls``). The backends take the
-batch's calls out of it, so that large arguments can be replaced by references to
-data already on the cluster (``_shared_args.SharedArgs``) and the batch can run in a worker
-through :func:`run_batch`.
+``func`` is a ``parallel.GuardedBatch`` holding the batch (``parallel.BatchedCalls``).
+The backends take the batch's calls out of it, so that large arguments can be
+replaced by references to data already on the cluster (``_shared_args.SharedArgs``)
+and the batch can run in a worker through :func:`run_batch`.
 """
 
 from __future__ import annotations
@@ -27,17 +27,10 @@ _TB_ATTR = "_oxjob_remote_traceback"
 
 def batched_calls_of(func: Callable) -> list | None:
     """The ``(func, args, kwargs)`` calls of the batch ``func`` runs, or None when
-    ``func`` is not a closure over a ``BatchedCalls`` (then it is sent as it is)."""
-    from .parallel import BatchedCalls
+    ``func`` is not ``Parallel``'s ``GuardedBatch`` (then it is sent as it is)."""
+    from .parallel import GuardedBatch
 
-    for cell in getattr(func, "__closure__", None) or ():
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-        if isinstance(value, BatchedCalls):
-            return value.items
-    return None
+    return func.calls.items if isinstance(func, GuardedBatch) else None
 
 
 #: What every ``Parallel`` passes to ``configure`` (as joblib's does): settings of the

@@ -260,6 +260,28 @@ class _ThreadRunner:
         pass
 
 
+class GuardedBatch:
+    """What ``Parallel`` gives a backend's ``apply_async``: called, it runs the batch
+    and returns ``(ok, results or exception, seconds)``. The cluster backends read the
+    batch's calls from :attr:`calls` (to send large arguments once) and run them their
+    own way."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self, calls: BatchedCalls) -> None:
+        self.calls = calls
+
+    def __call__(self) -> tuple:
+        start = time.perf_counter()
+        try:
+            return True, self.calls(), time.perf_counter() - start
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            return False, exc, 0.0
+
+    def __reduce__(self) -> tuple:
+        return GuardedBatch, (self.calls,)
+
+
 class _BackendRunner:
     """Drives a user backend through ``apply_async(func, callback)``."""
 
@@ -273,17 +295,8 @@ class _BackendRunner:
         return self.limit - len(self.jobs)
 
     def submit(self, batch_id: int, tasks: list) -> None:
-        calls = BatchedCalls(tasks)
-
-        def guarded() -> tuple:
-            start = time.perf_counter()
-            try:
-                return True, calls(), time.perf_counter() - start
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                return False, exc, 0.0
-
         self.jobs[batch_id] = self.backend.apply_async(
-            guarded, callback=lambda _result, b=batch_id: self.done.put(b)
+            GuardedBatch(BatchedCalls(tasks)), callback=lambda _result, b=batch_id: self.done.put(b)
         )
 
     def wait(self, timeout: float | None) -> list:

@@ -95,7 +95,7 @@ def run_batch(calls: list, level: int, *values: Any) -> tuple[list, float]:
                 kwargs = {k: values[v.index] if type(v) is Slot else v for k, v in kwargs.items()}
             results.append(func(*args, **kwargs))
         return results, time.perf_counter() - start
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - a task's failure, whatever it is, goes back to the caller
         failure = _sendable(exc)
     finally:
         local.nesting = saved
@@ -126,7 +126,7 @@ def _sendable(exc: BaseException) -> BaseException:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         cloudpickle.loads(cloudpickle.dumps(exc))
-    except Exception:
+    except Exception:  # noqa: BLE001 - pickling an exception can raise anything
         exc = RuntimeError(f"{type(exc).__name__}: {exc} (the exception could not be pickled)")
     link = exc
     while link is not None:  # the chain travels too (dask pickles it with tblib)
@@ -135,7 +135,7 @@ def _sendable(exc: BaseException) -> BaseException:
             if linked is not None:
                 try:
                     cloudpickle.dumps(linked)
-                except Exception:
+                except Exception:  # noqa: BLE001 - pickling can raise anything
                     setattr(link, name, None)
         link = link.__cause__ or link.__context__
     setattr(exc, _TB_ATTR, f"{tb}(in process {os.getpid()})")

@@ -22,13 +22,13 @@ def _send_error(channel, tag: int, exc: BaseException, index: int) -> None:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         body, segments, n_shared = dumps((exc, tb, index), None)
-    except Exception:
+    except Exception:  # noqa: BLE001 - pickling an exception can raise anything
         try:
             # A copy of the same type often pickles when the original does not (a
             # RecursionError caught after a deep recursion fails to pickle itself).
             copy = type(exc)(*exc.args)
             body, segments, n_shared = dumps((copy, tb, index), None)
-        except Exception:
+        except Exception:  # noqa: BLE001 - rebuilding or pickling it can raise anything
             fallback = RuntimeError(
                 f"{type(exc).__name__}: {exc} (the exception could not be pickled)"
             )

@@ -237,7 +237,7 @@ def _in_daemon_process() -> bool:
     return multiprocessing.current_process().daemon
 
 
-def _DAEMON_MESSAGE() -> str:  # noqa: N802 - a message, built when needed
+def _DAEMON_MESSAGE() -> str:
     import sys
 
     worker = sys.modules.get("distributed.worker")

@@ -704,7 +704,7 @@ class Parallel:
                 results.extend(chunk)  # a batch at a time: no per-result generator step
         except BaseException:
             results.clear()  # the traceback keeps this frame: not the results' memory
-            chunk = None  # noqa: F841
+            chunk = None
             raise
         return results
 
@@ -810,7 +810,7 @@ class Parallel:
             # The exception's traceback keeps this frame alive until the cycle collector
             # runs: let go of the results it holds now (their shared memory with them).
             ordered.clear()
-            outcomes = value = None  # noqa: F841
+            outcomes = value = None
             retrieval.__exit__(type(exc), exc, exc.__traceback__)
             raise
         else:

@@ -18,7 +18,7 @@ import oxjob
 from oxjob.exceptions import TerminatedWorkerError
 
 sys.path.insert(0, os.path.dirname(__file__))
-import _helpers as h  # noqa: E402
+import _helpers as h
 
 POOLS = {
     "multiprocessing": lambda *a, **k: multiprocessing.get_context("spawn").Pool(*a, **k),

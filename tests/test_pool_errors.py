@@ -17,8 +17,8 @@ import oxjob
 from oxjob.exceptions import BrokenProcessPool
 
 sys.path.insert(0, os.path.dirname(__file__))
-import _helpers as h  # noqa: E402
-import _pool_helpers as ph  # noqa: E402
+import _helpers as h
+import _pool_helpers as ph
 
 SPAWN = multiprocessing.get_context("spawn")
 POOLS = {"stdlib": SPAWN.Pool, "oxjob": oxjob.Pool}

@@ -11,7 +11,6 @@ that hands joblib's batches to that oxjob backend instance.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 #: The settings of ``parallel_config`` that joblib's ``parallel_config`` takes too.
@@ -89,14 +88,11 @@ def _bridge_class() -> type:
             return n_workers
 
         def submit(self, func: Any, callback: Any = None) -> Any:
-            def guarded() -> tuple:
-                start = time.perf_counter()
-                try:
-                    return True, func(), time.perf_counter() - start
-                except BaseException as exc:  # noqa: BLE001 - raised again in the caller
-                    return False, exc, 0.0
+            # joblib's batch (a BatchedCalls) given as oxjob's Parallel gives its own:
+            # the cluster backends read its calls and run them their own way.
+            from .parallel import GuardedBatch
 
-            return self.inner.apply_async(guarded, callback=callback)
+            return self.inner.apply_async(GuardedBatch(func), callback=callback)
 
         apply_async = submit  # joblib 1.3/1.4 call this one
 

@@ -42,6 +42,7 @@ from ._protocol import (
     dumps_auto,
 )
 from ._protocol import loads as _loads
+from ._units import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_NBYTES
 from ._worker_start import dumps_for_start
 from .exceptions import BrokenProcessPool, TerminatedWorkerError
 
@@ -115,8 +116,8 @@ class TaskEngine(InputSegments):
         self,
         processes: int,
         mmap_mode: str = "c",
-        max_nbytes: int = 1 << 20,
-        idle_timeout: float = 300.0,
+        max_nbytes: int = DEFAULT_MAX_NBYTES,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         initializer: Callable | None = None,
         initargs: tuple = (),
         max_tasks_per_child: int | None = None,

@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 from . import _engine, _mainscript
 from . import backends as _backends
 from ._expr import pre_dispatch_amount
-from ._protocol import DEFAULT_MAX_NBYTES
 from ._resolve import get_active_backend  # noqa: F401 - joblib.parallel's name
+from ._units import DEFAULT_MAX_NBYTES, DEFAULT_MAX_NBYTES_TEXT, parse_size
 from .backends import (  # noqa: F401 - BACKENDS, EXTERNAL_BACKENDS: joblib.parallel's names
     BACKENDS,
     EXTERNAL_BACKENDS,
@@ -260,6 +260,28 @@ class _ThreadRunner:
         pass
 
 
+class GuardedBatch:
+    """What ``Parallel`` gives a backend's ``apply_async``: called, it runs the batch
+    and returns ``(ok, results or exception, seconds)``. The cluster backends read the
+    batch's calls from :attr:`calls` (to send large arguments once) and run them their
+    own way."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self, calls: BatchedCalls) -> None:
+        self.calls = calls
+
+    def __call__(self) -> tuple:
+        start = time.perf_counter()
+        try:
+            return True, self.calls(), time.perf_counter() - start
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            return False, exc, 0.0
+
+    def __reduce__(self) -> tuple:
+        return GuardedBatch, (self.calls,)
+
+
 class _BackendRunner:
     """Drives a user backend through ``apply_async(func, callback)``."""
 
@@ -273,17 +295,8 @@ class _BackendRunner:
         return self.limit - len(self.jobs)
 
     def submit(self, batch_id: int, tasks: list) -> None:
-        calls = BatchedCalls(tasks)
-
-        def guarded() -> tuple:
-            start = time.perf_counter()
-            try:
-                return True, calls(), time.perf_counter() - start
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                return False, exc, 0.0
-
         self.jobs[batch_id] = self.backend.apply_async(
-            guarded, callback=lambda _result, b=batch_id: self.done.put(b)
+            GuardedBatch(BatchedCalls(tasks)), callback=lambda _result, b=batch_id: self.done.put(b)
         )
 
     def wait(self, timeout: float | None) -> list:
@@ -457,7 +470,9 @@ class Parallel:
                 f"batch_size must be 'auto' or a positive integer, got: {batch_size!r}"
             )
         self.temp_folder = temp_folder if temp_folder is not None else config.get("temp_folder")
-        nbytes = config.get("max_nbytes", "1M") if max_nbytes is None else max_nbytes
+        nbytes = (
+            config.get("max_nbytes", DEFAULT_MAX_NBYTES_TEXT) if max_nbytes is None else max_nbytes
+        )
         self.max_nbytes = _parse_nbytes(nbytes)
         mode = config.get("mmap_mode") if mmap_mode is None else mmap_mode
         mode = "c" if mode is None else mode
@@ -689,7 +704,7 @@ class Parallel:
                 results.extend(chunk)  # a batch at a time: no per-result generator step
         except BaseException:
             results.clear()  # the traceback keeps this frame: not the results' memory
-            chunk = None  # noqa: F841
+            chunk = None
             raise
         return results
 
@@ -795,7 +810,7 @@ class Parallel:
             # The exception's traceback keeps this frame alive until the cycle collector
             # runs: let go of the results it holds now (their shared memory with them).
             ordered.clear()
-            outcomes = value = None  # noqa: F841
+            outcomes = value = None
             retrieval.__exit__(type(exc), exc, exc.__traceback__)
             raise
         else:
@@ -892,6 +907,4 @@ def _take(tasks: Iterator, size: int) -> list:
 def _parse_nbytes(value: Any) -> int:
     if value is None:
         return DEFAULT_MAX_NBYTES
-    from .store import parse_size
-
     return parse_size(value, "max_nbytes")

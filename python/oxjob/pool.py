@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ._calls import MAX_DEPTH, Call, Task
 from ._outcomes import EXECUTOR, POOL
-from ._protocol import DEFAULT_MAX_NBYTES
 from ._tasks import CALLS, MAP, STARMAP, TaskEngine
+from ._units import DEFAULT_MAX_NBYTES
 from .exceptions import TimeoutError
 
 __all__ = ["AsyncResult", "Pool"]

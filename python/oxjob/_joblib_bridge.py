@@ -54,7 +54,22 @@ def _joblib_backend(backend: Any) -> Any:
             inner_max_num_threads=getattr(backend, "inner_max_num_threads", None),
             idle_worker_timeout=backend.idle_worker_timeout,
         )
-    return _bridge_class()(backend)
+    return _bridge_named(type(backend).__name__)(backend)
+
+
+#: The bridge's subclasses, by the name of the oxjob backend class they carry.
+_named: dict = {}
+
+
+def _bridge_named(name: str) -> type:
+    """:class:`OxjobBridgeBackend` under the name of the oxjob backend it carries
+    (``DaskDistributedBackend``...): joblib names a call's backend by its class, in its
+    messages ("Using backend ... with 4 concurrent workers") and to code that asks."""
+    cls = _named.get(name)
+    if cls is None:
+        base = _bridge_class()
+        cls = _named[name] = type(name, (base,), {"__module__": __name__, "__doc__": base.__doc__})
+    return cls
 
 
 _bridge: list = []

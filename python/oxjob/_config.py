@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ._backends import base as _b
+from ._units import DEFAULT_MAX_NBYTES_TEXT
 
 _NOT_SET = object()
 
@@ -19,7 +20,7 @@ _DEFAULTS = {
     "n_jobs": None,
     "verbose": 0,
     "temp_folder": None,
-    "max_nbytes": "1M",
+    "max_nbytes": DEFAULT_MAX_NBYTES_TEXT,
     "mmap_mode": "c",
     "prefer": None,
     "require": None,

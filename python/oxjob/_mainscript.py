@@ -44,8 +44,8 @@ def _script_of(module: Any) -> str | None:
         return known[1]
     path = getattr(module, "__file__", None)
     spec = getattr(module, "__spec__", None)
-    if spec is not None and spec.name == _WORKER_MODULE:
-        path = None  # a worker's own __main__: not a user's script
+    if spec is not None and spec.name in (_WORKER_MODULE, "oxjob._template"):
+        path = None  # a worker's (or its template's) own __main__: not a user's script
     elif isinstance(path, str):
         if not os.path.isabs(path):
             from multiprocessing import process

@@ -48,8 +48,16 @@ class ProcessPool:
             OXJOB_NESTING_LEVEL=str(nesting_level() + 1),
         )
         self.max_nbytes = max_nbytes
+        from ._template import template_for
+
+        # Forked from the warm template where one can serve (see oxjob._template).
+        template = template_for(dict(self.extra_env, OXJOB_SYS_PATH=env["OXJOB_SYS_PATH"]))
         self.engine = _engine.Engine(
-            sys.executable, ["-m", "oxjob._worker"], sorted(env.items()), n_workers
+            sys.executable,
+            ["-m", "oxjob._worker"],
+            sorted(env.items()),
+            n_workers,
+            template=template,
         )
         self.generations = [self.engine.generation(w) for w in range(n_workers)]
         self.dead: set[int] = set()

@@ -17,8 +17,8 @@ import oxjob
 from oxjob.exceptions import BrokenProcessPool
 
 sys.path.insert(0, os.path.dirname(__file__))
-import _helpers as h  # noqa: E402
-import _pool_helpers as ph  # noqa: E402
+import _helpers as h
+import _pool_helpers as ph
 
 SPAWN = multiprocessing.get_context("spawn")
 POOLS = {"stdlib": SPAWN.Pool, "oxjob": oxjob.Pool}
@@ -154,3 +154,23 @@ def test_the_remote_traceback_shows_the_source_of_a_classmethod(make_pool):
     assert "raise RuntimeError(123)  # the line the remote traceback shows" in (
         info.value.__cause__.tb
     )
+
+
+def test_a_worker_that_dies_breaks_the_executor_as_the_stdlibs(make_executor):
+    with make_executor(1) as executor:
+        assert executor.submit(ph.add, 1, 1).result(timeout=60) == 2
+        dying = executor.submit(ph.exit_abruptly)
+        behind = executor.submit(ph.add, 2, 2)
+        for future in (dying, behind):
+            with pytest.raises(BrokenProcessPool, match="terminated abruptly"):
+                future.result(timeout=60)
+        with pytest.raises(BrokenProcessPool, match="not usable anymore"):
+            executor.submit(ph.add, 3, 3)
+
+
+def test_an_initializer_that_fails_breaks_the_executor(make_executor):
+    with make_executor(2, initializer=ph.fail_to_initialize) as executor:
+        with pytest.raises(BrokenProcessPool):
+            executor.submit(ph.add, 1, 1).result(timeout=60)
+        with pytest.raises(BrokenProcessPool):
+            executor.submit(ph.add, 1, 1)

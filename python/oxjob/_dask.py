@@ -146,7 +146,7 @@ class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
                 distributed.rejoin()
 
     def _start_call(self, parallel: Any, n_workers: int) -> None:
-        from ._protocol import DEFAULT_MAX_NBYTES
+        from ._units import DEFAULT_MAX_NBYTES
 
         self.max_nbytes = getattr(parallel, "max_nbytes", DEFAULT_MAX_NBYTES)
         self.call_refs = dict(self._scatter_refs)

@@ -19,13 +19,26 @@ from . import hash, load
 __all__ = ["run"]
 
 
-def _median_time(func: Callable[[], Any], repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+_RUNS = 5
+
+
+def _time(func: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def _medians(ours: Callable[[], Any], theirs: Callable[[], Any] | None) -> tuple:
+    """Medians of _RUNS runs of each, interleaved A B B A A B ...: the page cache, the
+    allocator and the CPU clock drift the same way for both (a large write's time on a
+    VM swings by 5x with how fresh its pages are, and the first of two in a row pays it)."""
+    times: tuple[list, list] = ([], [])
+    for run in range(_RUNS):
+        pair = [(0, ours), (1, theirs)] if run % 2 == 0 else [(1, theirs), (0, ours)]
+        for side, func in pair:
+            if func is not None:
+                times[side].append(_time(func))
+    return tuple(statistics.median(t) if t else None for t in times)
 
 
 def _optional(name: str) -> Any:
@@ -82,8 +95,8 @@ def _persistence(size_mb: int, np: Any, joblib: Any) -> None:
     from .compressors import DEFAULT_CODEC
 
     beside = f", joblib {joblib.__version__} beside" if joblib is not None else ""
-    print(f"oxjob demo: {described}, medians of 3 runs{beside}")
-    order = "each step timed for oxjob, then for joblib; " if joblib else ""
+    print(f"oxjob demo: {described}, medians of {_RUNS} runs{beside}")
+    order = "oxjob's and joblib's runs interleaved; " if joblib else ""
     codecs = f"oxjob's default {DEFAULT_CODEC}" + (", joblib's zlib" if joblib else "")
     print(
         f"  on {os.cpu_count()} cores (oxjob compresses on all of them); {order}"
@@ -98,10 +111,9 @@ def _persistence(size_mb: int, np: Any, joblib: Any) -> None:
         ours = _steps(this, data, tmp, "oxjob", np)
         theirs = _steps(joblib, data, tmp, "joblib", np) if joblib is not None else None
         for i, (name, call, path, o1) in enumerate(ours):
-            seconds = _median_time(call)
+            seconds, other = _medians(call, theirs[i][1] if theirs is not None else None)
             line = f"  {name:<22} {_cell(seconds, nbytes, o1)}"
             if theirs is not None:
-                other = _median_time(theirs[i][1])
                 ratio = "" if o1 else f"  {other / seconds:5.1f}x"
                 line += f"   {_cell(other, nbytes, o1)}{ratio}"
             if path:

@@ -14,6 +14,7 @@ import weakref
 from typing import Any, Callable
 
 from ._cluster import Slot
+from ._units import parse_size
 
 
 def content_key(obj: Any, max_nbytes: int) -> tuple | None:
@@ -69,6 +70,7 @@ class SharedArgs:
         self.lock = threading.Lock()
         self.by_content: collections.OrderedDict = collections.OrderedDict()
         self.nbytes = 0
+        self.direct = False  # Dask: scatter straight to the workers (the backend sets it)
 
     def reference(self, obj: Any, max_nbytes: int, call_refs: dict) -> Any:
         """The reference standing for ``obj``, or None when it travels by value."""
@@ -133,7 +135,8 @@ class _Entry:
     __slots__ = ("ref", "nbytes", "owners", "__weakref__")
 
     def __init__(self, ref: Any, nbytes: int) -> None:
-        self.ref, self.nbytes, self.owners = ref, nbytes, {}  # id(weakref) -> weakref
+        self.ref, self.nbytes = ref, nbytes
+        self.owners: dict[int, weakref.ref] = {}  # id(weakref) -> weakref
 
     def usable(self) -> bool:
         status = getattr(self.ref, "status", "finished")  # Dask futures; Ray refs have none
@@ -156,9 +159,7 @@ class _Entry:
 
 
 def parse_nbytes(value: Any, name: str = "cache_nbytes") -> int:
-    """``'1G'``, ``'500M'`` or a number of bytes (the store's parser; errors name ``name``)."""
-    from .store import parse_size
-
+    """``'1G'``, ``'500M'`` or a number of bytes (the one parser; errors name ``name``)."""
     return parse_size(value, name)
 
 

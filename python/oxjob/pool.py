@@ -20,9 +20,9 @@ import weakref
 from typing import Any, Callable, Iterable, Iterator
 
 from ._calls import MAX_DEPTH, Call, Task
-from ._outcomes import POOL
-from ._protocol import DEFAULT_MAX_NBYTES
+from ._outcomes import EXECUTOR, POOL
 from ._tasks import CALLS, MAP, STARMAP, TaskEngine
+from ._units import DEFAULT_MAX_NBYTES
 from .exceptions import TimeoutError
 
 __all__ = ["AsyncResult", "Pool"]
@@ -43,6 +43,7 @@ def _open(processes, initializer, initargs, max_tasks_per_child, style) -> tuple
         initializer=initializer,
         initargs=initargs,
         max_tasks_per_child=max_tasks_per_child,
+        break_when_a_worker_dies=style == EXECUTOR,
     )
     call = engine.open_call(cache_inputs=False)
     call.style = style

@@ -63,6 +63,19 @@ def test_executor_and_maxtasksperchild_replacements_come_from_the_template():
     assert all(g == [] and forked for _, g, forked in states)
 
 
+def test_a_spawn_context_gets_fresh_interpreters():
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    with oxjob.Pool(2, context=spawn) as pool:
+        assert not any(f for _, _, f in pool.map(_worker_state, range(4)))
+    with oxjob.ProcessPoolExecutor(2, mp_context=spawn) as ex:
+        assert not any(f for _, _, f in ex.map(_worker_state, range(4)))
+    forkserver = multiprocessing.get_context("forkserver")
+    with oxjob.Pool(2, context=forkserver) as pool:
+        assert all(f for _, _, f in pool.map(_worker_state, range(4)))
+
+
 def _run(script: str, tmp_path, **kw) -> subprocess.CompletedProcess:
     path = tmp_path / "caller.py"
     path.write_text(textwrap.dedent(script))

@@ -95,6 +95,8 @@ def template_for(env: dict[str, str]) -> str | None:
     added (starting or replacing it as needed), or None where none can serve."""
     if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return None
+    if getattr(_fresh, "on", False):
+        return None  # the caller asked for spawn
     key = (
         _script_stamp(env),
         tuple(p for p in sys.path if isinstance(p, str)),
@@ -125,6 +127,26 @@ def template_for(env: dict[str, str]) -> str | None:
             atexit.register(_stop_at_exit)
             _atexit.append(True)
         return _current[0].path
+
+
+_fresh = threading.local()
+
+
+class fresh_interpreters:
+    """``with fresh_interpreters(context):`` workers started meanwhile in this thread
+    are fresh interpreters, not forks of the template, when ``context`` (a
+    ``multiprocessing`` context) selects the ``spawn`` start method."""
+
+    def __init__(self, context: Any) -> None:
+        method = context.get_start_method(allow_none=False) if context is not None else None
+        self.on = method == "spawn"
+
+    def __enter__(self) -> None:
+        self.old = getattr(_fresh, "on", False)
+        _fresh.on = self.old or self.on
+
+    def __exit__(self, *exc: Any) -> None:
+        _fresh.on = self.old
 
 
 _atexit: list = []
@@ -219,7 +241,7 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
 
 def _serve(listener: socket.socket, alive: int, caller: int) -> None:
     while True:
-        ready, _, _ = select.select([listener, alive], [], [])
+        ready, _, _ = select.select([listener.fileno(), alive], [], [])
         if alive in ready:
             return  # the caller ended
         conn, _ = listener.accept()

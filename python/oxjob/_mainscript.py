@@ -125,6 +125,12 @@ def main_attribute(path: str, qualname: str) -> Any:
     return target
 
 
+def script_in(environ: Any) -> str | None:
+    """The path of the script that workers started with ``environ`` run as
+    ``__mp_main__`` (see :func:`worker_env`), or None."""
+    return json.loads(environ.get("OXJOB_MAIN", "{}")).get("path")
+
+
 def _load_script(path: str) -> types.ModuleType:
     """Run the caller's script as ``__mp_main__`` (its main block does not run)."""
     info = json.loads(os.environ.get("OXJOB_MAIN", "{}"))

@@ -41,9 +41,10 @@ class ProcessPool:
         env.update(worker_environment(mmap_mode, max_nbytes, idle_timeout, nesting_level() + 1))
         self.max_nbytes = max_nbytes
         from ._template import template_for
+        from ._worker_env import SYS_PATH
 
         # Forked from the warm template where one can serve (see oxjob._template).
-        template = template_for(dict(self.extra_env, OXJOB_SYS_PATH=env["OXJOB_SYS_PATH"]))
+        template = template_for(dict(self.extra_env, **{SYS_PATH: env[SYS_PATH]}))
         self.engine = _engine.Engine(
             sys.executable,
             ["-m", "oxjob._worker"],

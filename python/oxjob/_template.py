@@ -33,9 +33,9 @@ _refused: set = set()  # keys whose template would not serve (threads at import)
 
 
 def _script_stamp(env: dict[str, str]) -> tuple:
-    import json
+    from ._mainscript import script_in
 
-    path = json.loads(env.get("OXJOB_MAIN", "{}")).get("path")
+    path = script_in(env)
     try:
         mtime = os.stat(path).st_mtime_ns if path else None
     except OSError:
@@ -163,13 +163,14 @@ def _prepare() -> None:
     import json
 
     from . import _protocol, _worker  # noqa: F401 - imported for the workers
-    from ._mainscript import _load_script, adopt_caller_state
+    from ._mainscript import _load_script, adopt_caller_state, script_in
+    from ._worker_env import SYS_PATH
 
     adopt_caller_state()
-    for entry in json.loads(os.environ.get("OXJOB_SYS_PATH", "[]")):
+    for entry in json.loads(os.environ.get(SYS_PATH, "[]")):
         if entry not in sys.path:
             sys.path.append(entry)
-    path = json.loads(os.environ.get("OXJOB_MAIN", "{}")).get("path")
+    path = script_in(os.environ)
     if path:
         try:
             _load_script(path)

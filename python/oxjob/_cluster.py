@@ -27,7 +27,13 @@ _TB_ATTR = "_oxjob_remote_traceback"
 
 def batched_calls_of(func: Callable) -> list | None:
     """The ``(func, args, kwargs)`` calls of the batch ``func`` runs, or None when
-    ``func`` is not ``Parallel``'s ``GuardedBatch`` (then it is sent as it is)."""
+    ``func`` is not ``Parallel``'s ``GuardedBatch`` (then it is sent as it is).
+
+    joblib's ``Parallel`` under an oxjob ``parallel_config(backend="dask")`` hands its
+    batches over as a ``GuardedBatch`` of joblib's ``BatchedCalls`` too
+    (``OxjobBridgeBackend``): their calls are read the same way, and joblib's batch
+    object (which holds its backend and this process's client) is never sent.
+    """
     from .parallel import GuardedBatch
 
     return func.calls.items if isinstance(func, GuardedBatch) else None

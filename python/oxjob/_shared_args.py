@@ -62,10 +62,17 @@ class SharedArgs:
         Sends one object, returns its reference (``client.scatter``, ``ray.put``).
     cache_nbytes : int
         Bound of what is kept across calls; 0 keeps nothing.
+    sizeof : callable, optional
+        Size of any other object (``dask.sizeof``): a weak-referenceable one of at least
+        ``max_nbytes`` is sent once per call too, found by identity (joblib's rule on
+        Dask, for DataFrames and the like).
     """
 
-    def __init__(self, put: Callable, cache_nbytes: int = 1 << 30) -> None:
+    def __init__(
+        self, put: Callable, cache_nbytes: int = 1 << 30, sizeof: Callable | None = None
+    ) -> None:
         self.put = put
+        self.sizeof = sizeof
         self.cache_nbytes = cache_nbytes
         self.lock = threading.Lock()
         self.by_content: collections.OrderedDict = collections.OrderedDict()
@@ -80,19 +87,29 @@ class SharedArgs:
         if obj is None or isinstance(obj, (int, float, complex, str, bool)):
             return None
         key = content_key(obj, max_nbytes)
-        if key is None:
+        if key is not None:
+            ref = self._by_content(key, obj)
+        elif self._sizeable(obj, max_nbytes):
+            ref = self.put(obj)
+        else:
             return None
-        ref = self._by_content(key, obj)
         call_refs[id(obj)] = (obj, ref)  # obj kept alive: its id stays unique in the call
         return ref
 
-    def send(self, obj: Any, call_refs: dict) -> None:
-        """Send ``obj`` now; arguments that are ``obj`` (by identity) use the reference."""
+    def _sizeable(self, obj: Any, max_nbytes: int) -> bool:
+        np = _numpy()
+        if self.sizeof is None or (np is not None and isinstance(obj, np.ndarray)):
+            return False  # arrays below max_nbytes (or of objects) travel with the batch
+        return _weakrefable(obj) and self.sizeof(obj) >= max_nbytes
+
+    def send(self, obj: Any, call_refs: dict, put: Callable | None = None) -> None:
+        """Send ``obj`` now (with ``put`` if given); arguments that are ``obj`` (by
+        identity) use the reference."""
         key = content_key(obj, 0)
-        ref = self._by_content(key, obj) if key is not None else self.put(obj)
+        ref = self._by_content(key, obj, put) if key is not None else (put or self.put)(obj)
         call_refs[id(obj)] = (obj, ref)
 
-    def _by_content(self, key: tuple, obj: Any) -> Any:
+    def _by_content(self, key: tuple, obj: Any, put: Callable | None = None) -> Any:
         with self.lock:
             entry = self.by_content.get(key)
             if entry is not None and entry.usable():
@@ -100,7 +117,7 @@ class SharedArgs:
                 entry.keep_for(obj, self._forget, key)
                 return entry.ref
         nbytes = obj.nbytes if hasattr(obj, "nbytes") else len(obj)
-        ref = self.put(obj)
+        ref = (put or self.put)(obj)
         if nbytes > self.cache_nbytes:
             return ref
         entry = _Entry(ref, nbytes)

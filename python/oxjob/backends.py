@@ -381,6 +381,6 @@ def _registers(name: str, module: str, cls: str) -> Callable[[], None]:
 
 
 EXTERNAL_BACKENDS.update(
-    dask=_registers("dask", "._dask", "DaskBackend"),
+    dask=_registers("dask", "._dask", "DaskDistributedBackend"),
     ray=_registers("ray", "._ray", "RayBackend"),
 )

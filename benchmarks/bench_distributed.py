@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _harness import Table, interleaved_median_times  # noqa: E402
+from _harness import Table, interleaved_median_times
 
 N_TINY = 10_000
 BIG = 200 * 2**20 // 8

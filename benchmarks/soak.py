@@ -114,7 +114,7 @@ def raises(run, types, needle=None):
             needle is None or needle in str(exc), f"{type(exc).__name__} lacks {needle!r}: {exc}"
         )
         return exc
-    except BaseException as exc:  # noqa: BLE001 - the wrong type of error is a finding
+    except BaseException as exc:
         raise Wrong(f"expected {types}, got {type(exc).__name__}: {exc}") from exc
     raise Wrong(f"expected {types}, got a value: {str(value)[:200]}")
 

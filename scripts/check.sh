@@ -23,5 +23,8 @@ OXJOB_FUZZ_SECONDS="${OXJOB_FUZZ_SECONDS:-10}" cargo test --release --workspace
 echo "== ruff"
 ruff check python tests benchmarks
 ruff format --check python tests benchmarks
+echo "== mypy (the package; pyproject.toml lists the modules still owing types) and stubtest"
+python -m mypy
+python -m mypy.stubtest oxjob._engine --allowlist stubtest-allowlist.txt
 echo "== pytest"
 python -m pytest -q

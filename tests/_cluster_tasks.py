@@ -113,3 +113,13 @@ def oxjob_parallel_inside(n):
 
 def env_var(name):
     return os.environ.get(name)
+
+
+def nested_backend(require=None):
+    """The backend and n_jobs of a ``Parallel()`` made inside a task, and the pids its
+    calls ran in."""
+    from oxjob import Parallel, delayed
+
+    with Parallel(require=require) as parallel:
+        pids = parallel(delayed(os.getpid)() for _ in range(4))
+        return type(parallel._backend).__name__, parallel.n_jobs, sorted(set(pids))

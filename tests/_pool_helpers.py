@@ -116,3 +116,11 @@ class Raiser:
     @classmethod
     def fail(cls):
         raise RuntimeError(123)  # the line the remote traceback shows
+
+
+def exit_abruptly(code=3):
+    os._exit(code)
+
+
+def fail_to_initialize():
+    raise ValueError("this initializer fails")

@@ -7,13 +7,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import atheris  # noqa: E402
+import atheris
 
 with atheris.instrument_imports():
     import oxjob  # noqa: F401
     from oxjob import _safe_builtins, _safe_numpy, _safe_rules, _safe_unpickle  # noqa: F401
 
-from _safe_fuzz import check, cleanup, mutate, pickled_seeds, stream  # noqa: E402
+from _safe_fuzz import check, cleanup, mutate, pickled_seeds, stream
 
 SEEDS = pickled_seeds()
 

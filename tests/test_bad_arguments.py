@@ -2,6 +2,8 @@
 joblib runs them (issue 21)."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -36,6 +38,19 @@ def test_max_nbytes_error_names_max_nbytes():
 def test_huge_n_jobs_with_threads_names_n_jobs():
     with pytest.raises(ValueError, match=r"n_jobs=1000000000 is too large"):
         Parallel(n_jobs=10**9, backend="threading")(delayed(abs)(-i) for i in range(3))
+
+
+def test_huge_n_jobs_with_threads_and_all_dispatched_starts_the_threads_it_needs():
+    # it built a list of a billion threads (and hung); joblib fails to start them
+    code = (
+        "import threading, oxjob\n"
+        "out = oxjob.Parallel(n_jobs=10**9, backend='threading', pre_dispatch='all')"
+        "(oxjob.delayed(abs)(-i) for i in range(3))\n"
+        "print(out, threading.active_count() <= 8)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().split() == ["[0,", "1,", "2]", "True"]
 
 
 def test_shared_zeros_names_the_shape():

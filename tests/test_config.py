@@ -18,7 +18,7 @@ from oxjob.backends import (
 )
 
 sys.path.insert(0, os.path.dirname(__file__))
-import _helpers as h  # noqa: E402
+import _helpers as h
 
 CONTEXTS = [parallel_config, parallel_backend]
 

@@ -50,7 +50,8 @@ def scatters(client, monkeypatch):
     real = client.scatter
 
     def counting(data, *args, **kwargs):
-        sent.append(id(data))  # not the object: the test may wait for its death
+        one = type(data) is list and len(data) == 1  # oxjob sends [obj]: one future
+        sent.append(id(data[0] if one else data))  # not the object: tests wait for its death
         return real(data, *args, **kwargs)
 
     monkeypatch.setattr(client, "scatter", counting)
@@ -59,7 +60,7 @@ def scatters(client, monkeypatch):
 
 def _oxjob_tasks(client):
     return client.run_on_scheduler(
-        lambda dask_scheduler: [k for k in dask_scheduler.tasks if str(k).startswith("oxjob-")]
+        lambda dask_scheduler: [k for k in dask_scheduler.tasks if "batch_of_" in str(k)]
     )
 
 
@@ -133,7 +134,7 @@ def test_generators(client):
 def test_verbose_messages(client, capsys):
     Parallel(backend="dask", verbose=11)(delayed(abs)(-i) for i in range(5))
     err = capsys.readouterr().err
-    assert "Using backend DaskBackend with 2 concurrent workers." in err
+    assert "Using backend DaskDistributedBackend with 2 concurrent workers." in err
     assert "Done   5 out of   5" in err  # joblib's width-3 counts
 
 
@@ -227,15 +228,23 @@ def test_large_argument_sent_once_per_call_and_reused_by_content(client, scatter
     assert len(scatters) == 2
 
 
-def test_small_arguments_are_not_scattered(client, scatters):
-    small = np.ones(1000)
-    out = Parallel(backend="dask")(delayed(tasks.array_sum)(small, i) for i in range(4))
-    assert [r for _, r in out] == [1000.0 + i for i in range(4)]
-    assert scatters == []
-    out = Parallel(backend="dask", max_nbytes=1000)(
-        delayed(tasks.array_sum)(small, i) for i in range(4)
+def test_arguments_above_1kb_are_scattered_once_per_call(client, scatters):
+    # joblib's size on Dask: an argument of more than 1 KB (dask's sizeof) that several
+    # tasks use is sent once and every task using it gets the reference.
+    data1, data2 = np.ones(10_000, dtype=np.uint8), np.zeros(10_000, dtype=np.uint8)
+    out = Parallel(backend="dask", batch_size=1)(
+        delayed(tasks.array_sum)(data, i) for i, data in enumerate([data1] * 3 + [data2] * 3)
     )
-    assert len(scatters) == 1
+    assert [r for _, r in out] == [10_000.0 + i for i in range(3)] + [3.0 + i for i in range(3)]
+    assert sorted(scatters) == sorted([id(data1), id(data2)])
+    small = np.ones(100)  # 800 bytes: travels with its batch
+    out = Parallel(backend="dask")(delayed(tasks.array_sum)(small, i) for i in range(4))
+    assert [r for _, r in out] == [100.0 + i for i in range(4)]
+    assert len(scatters) == 2
+    rows = np.arange(25_000.0).reshape(50, 500)  # 4 KB rows, each used by one task:
+    out = Parallel(backend="dask")(delayed(tasks.array_sum)(row, 0) for row in rows)
+    assert [r for _, r in out] == [float(row.sum()) for row in rows]  # sent with batches
+    assert len(scatters) == 2
 
 
 def test_kept_while_the_array_lives(client, scatters):
@@ -270,6 +279,9 @@ def test_scatter_option_sends_up_front(client, scatters):
     with parallel_config(backend="dask", scatter=[x]):
         parallel = Parallel()
         assert scatters == [id(x)]  # sent when the backend is made
+        # to every worker (joblib's broadcast=True): no task waits for a transfer
+        ref = parallel._backend._scatter_refs[id(x)][1]
+        assert len(client.who_has([ref])[ref.key]) == 2
         out = parallel(delayed(tasks.array_sum)(x, i) for i in range(3))
     assert [r for _, r in out] == [1_200_000.0 + i for i in range(3)]
     assert len(scatters) == 1
@@ -282,7 +294,7 @@ def test_shared_arrays_are_read_only_in_tasks(client):
     x = np.zeros(500_000)
     with pytest.raises(ValueError, match="read-only"):
         Parallel(backend="dask")(delayed(tasks.write_into)(x, i) for i in range(4))
-    small = np.zeros(1000)  # sent with its batch: the task's own copy
+    small = np.zeros(100)  # 800 bytes, sent with its batch: the task's own copy
     assert (
         Parallel(backend="dask")(delayed(tasks.write_into)(small, i) for i in range(4))
         == [-1.0] * 4
@@ -293,7 +305,12 @@ def test_shared_arrays_are_read_only_in_tasks(client):
 def test_scatter_option_sends_any_object_once(client, scatters):
     table = {i: str(i) for i in range(1000)}
     with parallel_config(backend="dask", scatter=[table]):
-        out = Parallel(batch_size=1)(delayed(tasks.lookup)(table, i) for i in range(6))
+        parallel = Parallel(batch_size=1)
+        out = parallel(delayed(tasks.lookup)(table, i) for i in range(6))
+        # one future for the dict, not one per value under keys "0", "1"... that
+        # every other dict with the same keys would share
+        ref = parallel._backend._scatter_refs[id(table)][1]
+        assert isinstance(ref, distributed.Future) and ref.key not in ("0", 0)
     assert out == [str(i) for i in range(6)]
     assert scatters == [id(table)]
 
@@ -304,14 +321,65 @@ def test_large_results_come_back(client):
         assert arr.shape == (1_500_000,) and arr[0] == i and arr[-1] == i
 
 
-def test_nested_parallel_in_a_worker_uses_threads_then_sequential(client):
+def test_nested_parallel_in_a_task_uses_the_cluster(client):
+    # As joblib: a Parallel() inside a Dask task runs on the Dask backend (all the
+    # cluster's threads), and on threads of the worker when it requires shared memory.
     worker_pids = set(client.run(os.getpid).values())
-    out = Parallel(backend="dask")(delayed(tasks.nested)(2) for _ in range(2))
-    for pid, inner in out:
-        assert pid in worker_pids
-        assert {p for p, _ in inner} == {pid}  # no local process pool in the worker
-        assert all(name.startswith("oxjob-") for _, name in inner)  # threading backend
+    out = Parallel(backend="dask")(delayed(tasks.nested_backend)() for _ in range(2))
+    for name, n_jobs, pids in out:
+        assert (name, n_jobs) == ("DaskDistributedBackend", -1)
+        assert set(pids) <= worker_pids
+    out = Parallel(backend="dask")(delayed(tasks.nested_backend)("sharedmem") for _ in range(2))
+    for name, _, pids in out:
+        assert name == "ThreadingBackend" and len(pids) == 1 and pids[0] in worker_pids
+
+
+def test_task_keys_name_the_function(client):
+    # The dashboard shows a task by its key: joblib's "batch_of_<func>_<n>_calls-<id>".
+    def keys():
+        return client.run_on_scheduler(
+            lambda dask_scheduler: {str(t[0]) for t in dask_scheduler.transition_log}
+        )
+
+    before = keys()
+    Parallel(backend="dask", batch_size=2)(delayed(tasks.pid_square)(i) for i in range(4))
+    Parallel(backend="dask", batch_size=2)(
+        delayed(abs if i % 2 else tasks.pid_square)(i) for i in range(4)
+    )
+    new = sorted({k.rsplit("-", 1)[0] for k in keys() - before})
+    assert new == ["batch_of_pid_square_2_calls", "mixed_batch_of_pid_square_2_calls"]
+
+
+def test_a_with_parallel_block_leaves_no_thread_behind(client):
+    def collectors():
+        return [t for t in threading.enumerate() if t.name == "oxjob-dask-results"]
+
+    with Parallel(backend="dask") as parallel:
+        assert parallel(delayed(abs)(-i) for i in range(20)) == list(range(20))
+        assert parallel(delayed(abs)(-i) for i in range(5)) == list(range(5))
+    deadline = time.monotonic() + 10
+    while collectors():
+        assert time.monotonic() < deadline, "the results thread outlived the block"
+        time.sleep(0.05)
+
+
+def test_short_calls_are_batched_automatically(client):
+    def keys():
+        return client.run_on_scheduler(
+            lambda dask_scheduler: {str(t[0]) for t in dask_scheduler.transition_log}
+        )
+
+    before = keys()
+    out = Parallel(backend="dask")(delayed(abs)(-i) for i in range(10_000))
+    assert out == list(range(10_000))
+    batches = {k for k in keys() - before if k.startswith("batch_of_abs_")}
+    assert 1 < len(batches) < 100  # batches grow past one call each, as joblib's do
+
+
+def test_nested_parallel_with_an_explicit_process_backend_stays_in_the_worker(client):
+    worker_pids = set(client.run(os.getpid).values())
     out = Parallel(backend="dask")(delayed(tasks.nested)(2, "loky") for _ in range(2))
+    assert {pid for pid, _ in out} <= worker_pids
     for pid, inner in out:
         assert {p for p, _ in inner} == {pid}
 
@@ -346,7 +414,7 @@ def test_worker_killed_every_time_raises_killed_worker():
     try:
         with distributed.Client(cluster, set_as_default=False) as client:
             with parallel_config(backend="dask", client=client):
-                with pytest.raises(distributed.KilledWorker, match="oxjob-kill_always"):
+                with pytest.raises(distributed.KilledWorker, match="batch_of_kill_always"):
                     Parallel()(delayed(tasks.kill_always)(i) for i in range(2))
     finally:
         cluster.close()

@@ -1,6 +1,7 @@
 """Every module of the package imports on its own, first, in a fresh interpreter (a
 pickled object naming one is loaded that way, e.g. by a Dask scheduler)."""
 
+import importlib.util
 import pathlib
 import pickle
 import subprocess
@@ -24,9 +25,18 @@ def fresh(code: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
     )
 
 
+# The cluster backends' modules need their cluster library; without it they must say so.
+NEEDS = {"oxjob._dask": "distributed", "oxjob._ray": "ray"}
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_module_imports_alone_in_a_fresh_interpreter(module):
     done = fresh(f"import {module}")
+    needed = NEEDS.get(module)
+    if needed and importlib.util.find_spec(needed) is None:
+        assert done.returncode == 1
+        assert f"backend='{module[7:]}' needs" in done.stderr.decode()
+        return
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
 
@@ -43,3 +53,14 @@ def test_parallel_config_unpickles_in_a_fresh_interpreter(backend):
     done = fresh(code, pickle.dumps(config))
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert done.stdout.decode().split() == ["1", "parallel_config", "2", "3"]
+
+
+def test_public_submodules_are_attributes_of_the_package_as_in_joblib():
+    # code written for joblib reads ``joblib.parallel.BACKENDS`` after ``import joblib``
+    done = fresh(
+        "import oxjob\n"
+        "print('threading' in oxjob.parallel.BACKENDS, oxjob.memory.Memory is oxjob.Memory,"
+        " oxjob.pool.Pool.__name__, oxjob.persistence.load is oxjob.load)"
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().split() == ["True", "True", "Pool", "True"]

@@ -12,7 +12,7 @@ import pytest
 from oxjob import Parallel, _engine, delayed, shared
 
 sys.path.insert(0, os.path.dirname(__file__))
-import _helpers as h  # noqa: E402
+import _helpers as h
 
 BIG = 300_000  # 2.4 MB of float64: above the default max_nbytes (1 MiB)
 

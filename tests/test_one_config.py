@@ -80,6 +80,9 @@ def test_dask_named_in_oxjob_runs_scikit_learn_on_the_cluster(tmp_path):
     try:
         (worker_pid,) = client.run(os.getpid).values()
         with oxjob.parallel_config(backend="dask"):
+            # joblib names the backend as it would its own (verbose messages, tests)
+            active = joblib.parallel.get_active_backend()[0]
+            assert type(active).__name__ == "DaskDistributedBackend"
             seen = places(tmp_path)
     finally:
         client.close()

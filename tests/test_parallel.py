@@ -26,7 +26,7 @@ from oxjob.backends import ParallelBackendBase, SequentialBackend, ThreadingBack
 from oxjob.exceptions import RemoteTraceback, TerminatedWorkerError, TimeoutError
 
 sys.path.insert(0, os.path.dirname(__file__))
-import _helpers as h  # noqa: E402
+import _helpers as h
 
 BACKENDS = ["loky", "threading", "sequential"]
 

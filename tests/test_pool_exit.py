@@ -13,8 +13,8 @@ import pytest
 import oxjob
 
 sys.path.insert(0, os.path.dirname(__file__))
-import _helpers as h  # noqa: E402
-import _pool_helpers as ph  # noqa: E402
+import _helpers as h
+import _pool_helpers as ph
 
 IMPORTS = {
     "stdlib": "from concurrent.futures import ProcessPoolExecutor\n"

@@ -12,7 +12,7 @@ import pytest
 import oxjob
 
 sys.path.insert(0, os.path.dirname(__file__))
-import _pool_helpers as ph  # noqa: E402
+import _pool_helpers as ph
 
 SPAWN = multiprocessing.get_context("spawn")
 POOLS = {

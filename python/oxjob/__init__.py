@@ -62,8 +62,20 @@ _LAZY = {
     "wrap_non_picklable_objects": "_compat",
     "Logger": "_compat",
     "PrintTime": "_compat",
+    # Public submodules, as attributes of the package the way joblib's are
+    # (``joblib.parallel.BACKENDS`` in code written for joblib).
+    "backends": None,
+    "cli": None,
+    "compressors": None,
     "exceptions": None,
+    "hashing": None,
+    "joblib_backend": None,
+    "memory": None,
+    "parallel": None,
+    "persistence": None,
+    "pool": None,
     "shared": None,
+    "store": None,
 }
 
 __all__ = [

@@ -67,7 +67,7 @@ def make_dirs(directory: str) -> list[str]:
         if parent == path:
             break
         path = parent
-    made = []
+    made: list[str] = []
     for path in reversed(missing):
         try:
             os.mkdir(path)

@@ -2,10 +2,10 @@
 cluster workers, outcomes handed to ``Parallel``, timeouts.
 
 ``Parallel`` talks to these backends through ``apply_async(func, callback)``, where
-``func`` is a closure over the batch (``parallel.BatchedCalls``). The backends take the
-batch's calls out of it, so that large arguments can be replaced by references to
-data already on the cluster (``_shared_args.SharedArgs``) and the batch can run in a worker
-through :func:`run_batch`.
+``func`` is a ``parallel.GuardedBatch`` holding the batch (``parallel.BatchedCalls``).
+The backends take the batch's calls out of it, so that large arguments can be
+replaced by references to data already on the cluster (``_shared_args.SharedArgs``)
+and the batch can run in a worker through :func:`run_batch`.
 """
 
 from __future__ import annotations
@@ -27,17 +27,16 @@ _TB_ATTR = "_oxjob_remote_traceback"
 
 def batched_calls_of(func: Callable) -> list | None:
     """The ``(func, args, kwargs)`` calls of the batch ``func`` runs, or None when
-    ``func`` is not a closure over a ``BatchedCalls`` (then it is sent as it is)."""
-    from .parallel import BatchedCalls
+    ``func`` is not ``Parallel``'s ``GuardedBatch`` (then it is sent as it is).
 
-    for cell in getattr(func, "__closure__", None) or ():
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-        if isinstance(value, BatchedCalls):
-            return value.items
-    return None
+    joblib's ``Parallel`` under an oxjob ``parallel_config(backend="dask")`` hands its
+    batches over as a ``GuardedBatch`` of joblib's ``BatchedCalls`` too
+    (``OxjobBridgeBackend``): their calls are read the same way, and joblib's batch
+    object (which holds its backend and this process's client) is never sent.
+    """
+    from .parallel import GuardedBatch
+
+    return func.calls.items if isinstance(func, GuardedBatch) else None
 
 
 #: What every ``Parallel`` passes to ``configure`` (as joblib's does): settings of the
@@ -102,7 +101,7 @@ def run_batch(calls: list, level: int, *values: Any) -> tuple[list, float]:
                 kwargs = {k: values[v.index] if type(v) is Slot else v for k, v in kwargs.items()}
             results.append(func(*args, **kwargs))
         return results, time.perf_counter() - start
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - a task's failure, whatever it is, goes back to the caller
         failure = _sendable(exc)
     finally:
         local.nesting = saved
@@ -133,7 +132,7 @@ def _sendable(exc: BaseException) -> BaseException:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         cloudpickle.loads(cloudpickle.dumps(exc))
-    except Exception:
+    except Exception:  # noqa: BLE001 - pickling an exception can raise anything
         exc = RuntimeError(f"{type(exc).__name__}: {exc} (the exception could not be pickled)")
     link = exc
     while link is not None:  # the chain travels too (dask pickles it with tblib)
@@ -142,7 +141,7 @@ def _sendable(exc: BaseException) -> BaseException:
             if linked is not None:
                 try:
                     cloudpickle.dumps(linked)
-                except Exception:
+                except Exception:  # noqa: BLE001 - pickling can raise anything
                     setattr(link, name, None)
         link = link.__cause__ or link.__context__
     setattr(exc, _TB_ATTR, f"{tb}(in process {os.getpid()})")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ._units import DEFAULT_MAX_NBYTES_TEXT
+
 _NOT_SET = object()
 
 #: joblib's defaults for what a context does not set (returned by ``with ... as``).
@@ -17,7 +19,7 @@ _DEFAULTS = {
     "n_jobs": None,
     "verbose": 0,
     "temp_folder": None,
-    "max_nbytes": "1M",
+    "max_nbytes": DEFAULT_MAX_NBYTES_TEXT,
     "mmap_mode": "c",
     "prefer": None,
     "require": None,

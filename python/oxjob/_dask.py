@@ -19,9 +19,14 @@ except ImportError as exc:  # pragma: no cover - exercised without dask installe
     ) from exc
 
 from . import _cluster, _shared_args
-from .backends import ParallelBackendBase, ThreadingBackend
+from .backends import ParallelBackendBase
 
-__all__ = ["DaskBackend"]
+__all__ = ["DaskDistributedBackend", "DaskBackend"]
+
+#: joblib's size on Dask: an argument of more than 1 KB (``dask.sizeof``) that tasks
+#: share is sent to the cluster once per call (from its second use: one used by a single
+#: task travels with its batch, where joblib would send every row of an array alone).
+_REUSE_NBYTES = 1_000 + 1
 
 #: Scatter caches by client id: arrays sent in one call are found again in the next.
 _caches: dict[str, _shared_args.SharedArgs] = {}
@@ -29,8 +34,8 @@ _clients: dict[str, distributed.Client] = {}
 _lock = threading.Lock()
 
 
-class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
-    """Run ``Parallel`` batches on a ``dask.distributed`` cluster.
+class DaskDistributedBackend(_cluster.PerCallOptions, ParallelBackendBase):
+    """Run ``Parallel`` batches on a ``dask.distributed`` cluster (joblib's name).
 
     Parameters
     ----------
@@ -38,7 +43,8 @@ class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
     scheduler_host : str, optional
         Address of a scheduler to connect to (one client per address is kept).
     scatter : list or tuple, optional
-        Objects to send to the cluster now; calls using them send nothing more.
+        Objects to send to every worker now (``broadcast=True``, as joblib); calls using
+        them send nothing more.
     client : distributed.Client, optional
         The client to use; by default the current one (``distributed.get_client()``).
     loop : optional
@@ -92,7 +98,8 @@ class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
             shared = _caches.get(client.id)
             if shared is None:
                 shared = _caches[client.id] = _shared_args.SharedArgs(
-                    lambda obj: client.scatter(obj, hash=False, direct=shared.direct)
+                    lambda obj: _scatter(client, obj, direct=shared.direct),
+                    sizeof=_sizeof(),
                 )
         shared.cache_nbytes = _shared_args.parse_nbytes(cache_nbytes)
         shared.direct = self.direct = direct
@@ -102,8 +109,11 @@ class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
         self._scatter = list(scatter or ())
         self._scatter_refs: dict = {}
         for obj in self._scatter:
-            self.shared.send(obj, self._scatter_refs)
+            self.shared.send(obj, self._scatter_refs, put=self._broadcast)
         self._start_call(None, 1)
+
+    def _broadcast(self, obj: Any) -> Any:
+        return _scatter(self.client, obj, direct=self.direct, broadcast=True)
 
     def effective_n_jobs(self, n_jobs: int) -> int:
         """The cluster's worker threads (``n_jobs`` is ignored, as in joblib).
@@ -146,7 +156,7 @@ class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
                 distributed.rejoin()
 
     def _start_call(self, parallel: Any, n_workers: int) -> None:
-        from ._protocol import DEFAULT_MAX_NBYTES
+        from ._units import DEFAULT_MAX_NBYTES
 
         self.max_nbytes = getattr(parallel, "max_nbytes", DEFAULT_MAX_NBYTES)
         self.call_refs = dict(self._scatter_refs)
@@ -165,14 +175,16 @@ class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
             future = self.client.submit(func, pure=False, **self.submit_kwargs)
             opaque = True
         else:
-            calls, refs = _shared_args.prepare(calls, self.shared, self.max_nbytes, self.call_refs)
-            name = getattr(calls[0][0], "__name__", "call") if calls else "empty"
+            key = f"{_batch_name(calls)}-{uuid.uuid4().hex}"
+            calls, refs = _shared_args.prepare(
+                calls, self.shared, self.max_nbytes, self.call_refs, _REUSE_NBYTES
+            )
             future = self.client.submit(
-                _cluster.run_batch,
+                _run_batch,
                 calls,
                 level,
                 *refs,
-                key=f"oxjob-{name}-{uuid.uuid4().hex}",
+                key=key,
                 pure=False,
                 **self.submit_kwargs,
             )
@@ -225,10 +237,59 @@ class DaskBackend(_cluster.PerCallOptions, ParallelBackendBase):
         self.call_refs = dict(self._scatter_refs)
 
     def get_nested_backend(self) -> tuple[ParallelBackendBase, int | None]:
-        return ThreadingBackend(nesting_level=(self.nesting_level or 0) + 1), None
+        """This cluster for every worker thread (joblib's choice)."""
+        return DaskDistributedBackend(
+            nesting_level=(self.nesting_level or 0) + 1, client=self.client
+        ), -1
+
+    def __reduce__(self) -> tuple:
+        # Sent to a worker (inside joblib's batch objects): made again there with the
+        # worker's client, as joblib's is; a client cannot be pickled.
+        return DaskDistributedBackend, (self.nesting_level,)
 
     def __repr__(self) -> str:
-        return f"DaskBackend(client={self.client!r})"
+        return f"{type(self).__name__}(client={self.client!r})"
+
+
+DaskBackend = DaskDistributedBackend  # oxjob's earlier name
+
+
+def _run_batch(calls: list, level: int, *values: Any) -> tuple[list, float]:
+    """:func:`_cluster.run_batch` in a Dask worker, with this backend active for the
+    nested ``Parallel`` calls of the batch (as in joblib): they send their batches to
+    the cluster, on every worker thread, and ``require='sharedmem'`` gets threads.
+
+    A Dask task starts from nesting level 0, as joblib's do (``level`` is not used):
+    a nested call that leaves the cluster for threads gets threads, then sequential
+    one level further down, as at the top of a program.
+    """
+    from ._config import parallel_config
+
+    with parallel_config(backend=DaskDistributedBackend(nesting_level=0)):
+        return _cluster.run_batch(calls, -1, *values)
+
+
+def _scatter(client: Any, obj: Any, **options: Any) -> Any:
+    """One future for ``obj``, whatever it is: ``client.scatter`` of a dict (or a list)
+    itself would send each value under its own key (a dict's keys become task keys, the
+    same for every dict with the same keys)."""
+    return client.scatter([obj], hash=False, **options)[0]
+
+
+def _batch_name(calls: list) -> str:
+    """joblib's name of a batch, the start of its task key on the dashboard:
+    ``batch_of_<first function>_<n>_calls``, ``mixed_...`` when it calls several."""
+    from dask.utils import funcname
+
+    mixed = len({id(func) for func, _, _ in calls}) > 1
+    first = funcname(calls[0][0]) if calls else "nothing"
+    return f"{'mixed_' if mixed else ''}batch_of_{first}_{len(calls)}_calls"
+
+
+def _sizeof() -> Any:
+    from dask.sizeof import sizeof
+
+    return sizeof
 
 
 def _probe() -> None:
@@ -237,38 +298,39 @@ def _probe() -> None:
 
 
 class _Results:
-    """Hands each batch's outcome to ``Parallel`` as it completes, from one thread per
-    call that ends with the call (``Future.add_done_callback`` would leave Dask's
-    process-wide callback thread behind)."""
+    """Hands each batch's outcome to ``Parallel`` as it completes, from a thread that
+    runs while batches are pending and ends when none is (``Future.add_done_callback``
+    would leave Dask's process-wide callback thread behind; a ``with Parallel()``
+    block never says when its calls are over)."""
 
     def __init__(self, finished: Any) -> None:
         self.finished = finished
         self.jobs: dict = {}  # future key -> (job, opaque)
         self.pending = distributed.as_completed([], with_results=False)
-        self.added = threading.Event()
-        self.stopped = False
-        self.thread = threading.Thread(target=self._run, daemon=True, name="oxjob-dask-results")
-        self.thread.start()
+        self.lock = threading.Lock()
+        self.running = False
 
     def add(self, future: Any, job: Any, opaque: bool) -> None:
-        self.jobs[future.key] = (job, opaque)
-        self.pending.add(future)
-        self.added.set()
+        with self.lock:
+            self.jobs[future.key] = (job, opaque)
+            self.pending.add(future)
+            if not self.running:
+                self.running = True
+                threading.Thread(target=self._run, daemon=True, name="oxjob-dask-results").start()
 
     def _run(self) -> None:
         while True:
-            self.added.wait()
-            self.added.clear()
             for future in self.pending:  # ends when nothing is pending
                 job, opaque = self.jobs.pop(future.key)
                 self.finished(future, job, opaque)
-            if self.stopped:
-                return
+            with self.lock:
+                if self.pending.is_empty():
+                    self.running = False
+                    return
 
     def stop(self) -> None:
-        """Let the thread end once every batch still pending is done or cancelled."""
-        self.stopped = True
-        self.added.set()
+        """Nothing to do: the thread ends once every batch still pending is done or
+        cancelled."""
 
 
 def _client_for(scheduler_host: str | None, loop: Any) -> Any:

@@ -105,7 +105,7 @@ def _persistence(size_mb: int, np: Any, joblib: Any) -> None:
     beside = f", joblib {joblib.__version__} beside" if joblib is not None else ""
     print(f"oxjob demo: {described}, medians of 5 runs{beside}")
     order = (
-        "after a warm-up, oxjob and joblib alternate, first in turn, on one file system; "
+        "after a warm-up, oxjob and joblib alternate, first in turn, each dump into a new file; "
         if joblib
         else ""
     )

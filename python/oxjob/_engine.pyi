@@ -3,7 +3,7 @@
 import sys
 from collections.abc import Callable
 from os import PathLike
-from typing import Any
+from typing import Any, final
 
 if sys.version_info >= (3, 12):
     from collections.abc import Buffer
@@ -19,17 +19,19 @@ ALIGN: int
 class CorruptFileError(ValueError):
     """A file is not a valid oxjob container (re-exported by ``oxjob.exceptions``)."""
 
+@final
 class OwnedBuffer:
     """Engine-owned bytes exposed as a writable buffer; numpy views them without copies."""
 
     def __len__(self) -> int: ...
     def __buffer__(self, flags: int) -> memoryview: ...
 
+@final
 class StreamHasher:
     """Incremental xxh3-128 with ``hashlib``'s method names."""
 
     name: str
-    def __init__(self) -> None: ...
+    def __new__(cls) -> StreamHasher: ...
     def update(self, data: Buffer) -> None: ...
     def digest(self) -> bytes: ...
     def hexdigest(self) -> str: ...
@@ -73,10 +75,11 @@ def codec_names() -> list[str]:
 def default_threads() -> int:
     """Threads the engine uses by default."""
 
+@final
 class Store:
     """The on-disk cache of ``Memory``: one directory per entry, written atomically."""
 
-    def __init__(self, root: str | PathLike[str]) -> None: ...
+    def __new__(cls, root: str | PathLike[str]) -> Store: ...
     @property
     def root(self) -> str: ...
     def entry_dir(self, func_id: str, key: str) -> str:
@@ -109,7 +112,17 @@ class Store:
         age_limit: float | None = None,
     ) -> list[tuple[str, str, int, float, float]]:
         """Enforce bounds, least recently used first; returns the removed entries."""
+    def after_put(
+        self,
+        nbytes: int,
+        bytes_limit: int | None = None,
+        items_limit: int | None = None,
+        age_limit: float | None = None,
+    ) -> list[tuple[str, str, int, float, float]]:
+        """Enforce bounds after a write of ``nbytes``, walking the store only when due
+        (amortised O(1) per write); returns the removed entries."""
 
+@final
 class Segment:
     """Anonymous shared memory (a memfd) that travels to workers as a descriptor."""
 
@@ -133,17 +146,21 @@ class Segment:
     def __len__(self) -> int: ...
     def __buffer__(self, flags: int) -> memoryview: ...
 
+@final
 class DelayedFunction:
     """``f`` wrapped so that calling it returns the call as ``(f, args, kwargs)``; the
     attributes of ``f`` read through it (``__name__``, ``__qualname__`` ...)."""
 
-    def __init__(self, function: Callable[..., Any]) -> None: ...
+    def __new__(cls, function: Callable[..., Any]) -> DelayedFunction: ...
     def __call__(
         self, *args: Any, **kwargs: Any
     ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]: ...
     @property
     def __wrapped__(self) -> Callable[..., Any]: ...
     def __getattr__(self, name: str) -> Any: ...
+
+def forget_delayed() -> None:
+    """Drop the wrapper ``delayed`` keeps for reuse (at the end of a ``Parallel`` call)."""
 
 def delayed(function: Callable[..., Any]) -> DelayedFunction:
     """Capture a call: ``delayed(f)(*args, **kwargs)`` returns ``(f, args, kwargs)``
@@ -157,20 +174,23 @@ def uniform_calls(tasks: list[Any]) -> tuple[Callable[..., Any], tuple[Any, ...]
 def buffer_address(data: Buffer) -> tuple[int, int]:
     """``(address, nbytes)`` of a bytes-like object's memory."""
 
-Event = tuple[Any, ...]
+_Event = tuple[Any, ...]
 
+@final
 class Engine:
     """Worker processes on the caller's side (the supervisor in ``oxjob_core::pool``)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         program: str,
         args: list[str],
         env: list[tuple[str, str]],
         n: int,
         result_mode: str = "shared",
-    ) -> None:
-        """Start ``n`` workers running ``program args...`` with ``env`` added."""
+        template: str | None = None,
+    ) -> Engine:
+        """Start ``n`` workers running ``program args...`` with ``env`` added, or
+        forked from the template listening at ``template`` (see :mod:`oxjob._template`)."""
     def __len__(self) -> int: ...
     def send(
         self,
@@ -182,9 +202,9 @@ class Engine:
         n_shared: int = 0,
     ) -> None:
         """Send a frame with ``segments`` as descriptors; the last ``n_shared`` are shared."""
-    def ready_events(self, limit: int) -> list[Event]:
+    def ready_events(self, limit: int) -> list[_Event]:
         """Up to ``limit`` events already waiting, without waiting."""
-    def next_event(self, timeout: float | None = None) -> Event | None:
+    def next_event(self, timeout: float | None = None) -> _Event | None:
         """``("frame", worker, generation, kind, tag, body, buffers, shared)`` or
         ``("exit", worker, generation, exit_code, signal)``; None after ``timeout``."""
     def kill(self, worker: int) -> None:
@@ -196,10 +216,11 @@ class Engine:
     def shutdown(self, grace: float = 1.0) -> None:
         """Ask workers to exit, wait up to ``grace`` seconds, kill the rest."""
 
+@final
 class WorkerChannel:
     """A worker's end of its socket to the supervisor."""
 
-    def __init__(self, fd: int, map_mode: str = "c") -> None: ...
+    def __new__(cls, fd: int, map_mode: str = "c") -> WorkerChannel: ...
     def recv(
         self, timeout: float | None = None
     ) -> tuple[int, int, OwnedBuffer, list[OwnedBuffer], list[Segment]] | None:

@@ -143,7 +143,7 @@ def code_token(func: Callable) -> str:
         return _hash(_code_fields(code))
     try:
         return _hash(func)
-    except Exception:
+    except Exception:  # noqa: BLE001 - hashing an arbitrary object can raise anything
         # Not its name: two partials of different local functions share one.
         return _hash(f"{type(func).__qualname__}@{id(func)}:{func!r}")
 

@@ -11,7 +11,6 @@ that hands joblib's batches to that oxjob backend instance.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 #: The settings of ``parallel_config`` that joblib's ``parallel_config`` takes too.
@@ -55,7 +54,22 @@ def _joblib_backend(backend: Any) -> Any:
             inner_max_num_threads=getattr(backend, "inner_max_num_threads", None),
             idle_worker_timeout=backend.idle_worker_timeout,
         )
-    return _bridge_class()(backend)
+    return _bridge_named(type(backend).__name__)(backend)
+
+
+#: The bridge's subclasses, by the name of the oxjob backend class they carry.
+_named: dict = {}
+
+
+def _bridge_named(name: str) -> type:
+    """:class:`OxjobBridgeBackend` under the name of the oxjob backend it carries
+    (``DaskDistributedBackend``...): joblib names a call's backend by its class, in its
+    messages ("Using backend ... with 4 concurrent workers") and to code that asks."""
+    cls = _named.get(name)
+    if cls is None:
+        base = _bridge_class()
+        cls = _named[name] = type(name, (base,), {"__module__": __name__, "__doc__": base.__doc__})
+    return cls
 
 
 _bridge: list = []
@@ -89,14 +103,11 @@ def _bridge_class() -> type:
             return n_workers
 
         def submit(self, func: Any, callback: Any = None) -> Any:
-            def guarded() -> tuple:
-                start = time.perf_counter()
-                try:
-                    return True, func(), time.perf_counter() - start
-                except BaseException as exc:  # noqa: BLE001 - raised again in the caller
-                    return False, exc, 0.0
+            # joblib's batch (a BatchedCalls) given as oxjob's Parallel gives its own:
+            # the cluster backends read its calls and run them their own way.
+            from .parallel import GuardedBatch
 
-            return self.inner.apply_async(guarded, callback=callback)
+            return self.inner.apply_async(GuardedBatch(func), callback=callback)
 
         apply_async = submit  # joblib 1.3/1.4 call this one
 

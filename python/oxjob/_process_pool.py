@@ -8,14 +8,13 @@ thin adapter ``Parallel`` drives.
 
 from __future__ import annotations
 
-import json
-import os
 import queue
 import signal
 import sys
 from typing import Any
 
 from . import _engine
+from ._worker_env import worker_environment
 
 
 def describe_exit(code: int | None, sig: int | None) -> str:
@@ -39,17 +38,19 @@ class ProcessPool:
         # The caller's script, authkey and thread limits (fixed when workers start).
         self.extra_env = dict(self.key[-1])
         env = dict(self.extra_env)
-        env.update(
-            OXJOB_PARENT_PID=str(os.getpid()),
-            OXJOB_SYS_PATH=json.dumps([p for p in sys.path if isinstance(p, str)]),
-            OXJOB_MMAP_MODE=mmap_mode,
-            OXJOB_MAX_NBYTES=str(max_nbytes),
-            OXJOB_IDLE_TIMEOUT=str(idle_timeout),
-            OXJOB_NESTING_LEVEL=str(nesting_level() + 1),
-        )
+        env.update(worker_environment(mmap_mode, max_nbytes, idle_timeout, nesting_level() + 1))
         self.max_nbytes = max_nbytes
+        from ._template import template_for
+        from ._worker_env import SYS_PATH
+
+        # Forked from the warm template where one can serve (see oxjob._template).
+        template = template_for(dict(self.extra_env, **{SYS_PATH: env[SYS_PATH]}))
         self.engine = _engine.Engine(
-            sys.executable, ["-m", "oxjob._worker"], sorted(env.items()), n_workers
+            sys.executable,
+            ["-m", "oxjob._worker"],
+            sorted(env.items()),
+            n_workers,
+            template=template,
         )
         self.generations = [self.engine.generation(w) for w in range(n_workers)]
         self.dead: set[int] = set()

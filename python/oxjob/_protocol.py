@@ -27,9 +27,6 @@ FUNCTION, BATCH, RESULT, ERROR, END_CALL, SHUTDOWN, READY, INIT, RELEASED, SPARE
     1, 12
 )
 
-#: Default ``max_nbytes``: out-of-band buffers from this size travel in shared memory.
-DEFAULT_MAX_NBYTES = 1 << 20
-
 _receiving = threading.local()
 
 

@@ -152,7 +152,7 @@ class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
         return max(int(ray.cluster_resources().get("CPU", 1)), 2)
 
     def _start_call(self, parallel: Any, n_workers: int) -> None:
-        from ._protocol import DEFAULT_MAX_NBYTES
+        from ._units import DEFAULT_MAX_NBYTES
 
         self.max_nbytes = getattr(parallel, "max_nbytes", DEFAULT_MAX_NBYTES)
         self.call_refs: dict = {}

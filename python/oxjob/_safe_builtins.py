@@ -152,7 +152,7 @@ def _deque(state: LoadState, func: Any, args: tuple) -> Any:
     if len(args) == 0 or (
         type(args[0]) in (list, tuple) and len(args) <= 2 and (len(args) == 1 or _maxlen(args[1]))
     ):
-        value = collections.deque(*args)
+        value: collections.deque = collections.deque(*args)
         state.owned[id(value)] = value
         return value
     raise _bad(state, "deque", args)

@@ -27,7 +27,7 @@ from ._safe import (
     refused,
     resolve,
 )
-from .exceptions import CorruptFileError, LoadLimitError
+from .exceptions import CorruptFileError, LoadLimitError, UnsafeLoadError
 
 
 class Rule(NamedTuple):
@@ -300,7 +300,7 @@ def _resolve_default(module: str, name: str) -> Any:
     if module.startswith("numpy.core.") or module == "numpy.core":
         try:
             return resolve("numpy._core" + module[len("numpy.core") :], name)
-        except Exception:
+        except UnsafeLoadError:  # not there under the new name: the old name decides
             pass
     return resolve(module, name)
 

@@ -14,6 +14,7 @@ import weakref
 from typing import Any, Callable
 
 from ._cluster import Slot
+from ._units import parse_size
 
 
 def content_key(obj: Any, max_nbytes: int) -> tuple | None:
@@ -42,6 +43,10 @@ def content_key(obj: Any, max_nbytes: int) -> tuple | None:
     return ("ndarray", layout, oxjob_hash(obj))
 
 
+#: Where a call's ``call_refs`` keeps the ids of the arguments it has seen once.
+_SEEN = "seen once"
+
+
 def _numpy() -> Any:
     return sys.modules.get("numpy")  # an array argument means numpy is imported already
 
@@ -61,36 +66,82 @@ class SharedArgs:
         Sends one object, returns its reference (``client.scatter``, ``ray.put``).
     cache_nbytes : int
         Bound of what is kept across calls; 0 keeps nothing.
+    sizeof : callable, optional
+        Size of any other object (``dask.sizeof``): a weak-referenceable one of at least
+        ``max_nbytes`` is sent once per call too, found by identity (joblib's rule on
+        Dask, for DataFrames and the like).
     """
 
-    def __init__(self, put: Callable, cache_nbytes: int = 1 << 30) -> None:
+    def __init__(
+        self, put: Callable, cache_nbytes: int = 1 << 30, sizeof: Callable | None = None
+    ) -> None:
         self.put = put
+        self.sizeof = sizeof
         self.cache_nbytes = cache_nbytes
         self.lock = threading.Lock()
         self.by_content: collections.OrderedDict = collections.OrderedDict()
         self.nbytes = 0
+        self.direct = False  # Dask: scatter straight to the workers (the backend sets it)
 
-    def reference(self, obj: Any, max_nbytes: int, call_refs: dict) -> Any:
-        """The reference standing for ``obj``, or None when it travels by value."""
+    def reference(
+        self, obj: Any, max_nbytes: int, call_refs: dict, reuse_nbytes: int | None = None
+    ) -> Any:
+        """The reference standing for ``obj``, or None when it travels by value.
+
+        With ``reuse_nbytes``, an argument of at least that size is sent too from the
+        second time the call passes it (by identity): a row used by one task travels
+        with its batch, an object shared by tasks is sent once.
+        """
         found = call_refs.get(id(obj))
         if found is not None:
             return found[1]
         if obj is None or isinstance(obj, (int, float, complex, str, bool)):
             return None
         key = content_key(obj, max_nbytes)
-        if key is None:
+        if key is not None:
+            ref = self._by_content(key, obj)
+        elif self._sizeable(obj, max_nbytes):
+            ref = self.put(obj)
+        elif reuse_nbytes is not None and self._used_again(obj, reuse_nbytes, call_refs):
+            key = content_key(obj, 0)
+            ref = self._by_content(key, obj) if key is not None else self.put(obj)
+        else:
             return None
-        ref = self._by_content(key, obj)
         call_refs[id(obj)] = (obj, ref)  # obj kept alive: its id stays unique in the call
         return ref
 
-    def send(self, obj: Any, call_refs: dict) -> None:
-        """Send ``obj`` now; arguments that are ``obj`` (by identity) use the reference."""
+    def _used_again(self, obj: Any, nbytes: int, call_refs: dict) -> bool:
+        np = _numpy()
+        if type(obj) is bytes:
+            big = len(obj) >= nbytes
+        elif np is not None and type(obj) is np.ndarray:
+            big = not obj.dtype.hasobject and obj.nbytes >= nbytes
+        else:
+            big = self._sizeable(obj, nbytes)
+        if not big:
+            return False
+        # ids only (the objects are not kept alive): a reused id after an object's
+        # death at worst sends the new object, which is still the right data.
+        seen = call_refs.setdefault(_SEEN, set())
+        if id(obj) in seen:
+            return True
+        seen.add(id(obj))
+        return False
+
+    def _sizeable(self, obj: Any, max_nbytes: int) -> bool:
+        np = _numpy()
+        if self.sizeof is None or (np is not None and isinstance(obj, np.ndarray)):
+            return False  # arrays below max_nbytes (or of objects) travel with the batch
+        return _weakrefable(obj) and self.sizeof(obj) >= max_nbytes
+
+    def send(self, obj: Any, call_refs: dict, put: Callable | None = None) -> None:
+        """Send ``obj`` now (with ``put`` if given); arguments that are ``obj`` (by
+        identity) use the reference."""
         key = content_key(obj, 0)
-        ref = self._by_content(key, obj) if key is not None else self.put(obj)
+        ref = self._by_content(key, obj, put) if key is not None else (put or self.put)(obj)
         call_refs[id(obj)] = (obj, ref)
 
-    def _by_content(self, key: tuple, obj: Any) -> Any:
+    def _by_content(self, key: tuple, obj: Any, put: Callable | None = None) -> Any:
         with self.lock:
             entry = self.by_content.get(key)
             if entry is not None and entry.usable():
@@ -98,7 +149,7 @@ class SharedArgs:
                 entry.keep_for(obj, self._forget, key)
                 return entry.ref
         nbytes = obj.nbytes if hasattr(obj, "nbytes") else len(obj)
-        ref = self.put(obj)
+        ref = (put or self.put)(obj)
         if nbytes > self.cache_nbytes:
             return ref
         entry = _Entry(ref, nbytes)
@@ -133,7 +184,8 @@ class _Entry:
     __slots__ = ("ref", "nbytes", "owners", "__weakref__")
 
     def __init__(self, ref: Any, nbytes: int) -> None:
-        self.ref, self.nbytes, self.owners = ref, nbytes, {}  # id(weakref) -> weakref
+        self.ref, self.nbytes = ref, nbytes
+        self.owners: dict[int, weakref.ref] = {}  # id(weakref) -> weakref
 
     def usable(self) -> bool:
         status = getattr(self.ref, "status", "finished")  # Dask futures; Ray refs have none
@@ -156,9 +208,7 @@ class _Entry:
 
 
 def parse_nbytes(value: Any, name: str = "cache_nbytes") -> int:
-    """``'1G'``, ``'500M'`` or a number of bytes (the store's parser; errors name ``name``)."""
-    from .store import parse_size
-
+    """``'1G'``, ``'500M'`` or a number of bytes (the one parser; errors name ``name``)."""
     return parse_size(value, name)
 
 
@@ -170,13 +220,19 @@ def _weakrefable(obj: Any) -> bool:
     return True
 
 
-def prepare(calls: list, shared: SharedArgs, max_nbytes: int, call_refs: dict) -> tuple:
+def prepare(
+    calls: list,
+    shared: SharedArgs,
+    max_nbytes: int,
+    call_refs: dict,
+    reuse_nbytes: int | None = None,
+) -> tuple:
     """``calls`` with large arguments replaced by :class:`Slot`, and the references."""
     refs: list = []
     slots: dict[int, Slot] = {}
 
     def swap(value: Any) -> Any:
-        ref = shared.reference(value, max_nbytes, call_refs)
+        ref = shared.reference(value, max_nbytes, call_refs, reuse_nbytes)
         if ref is None:
             return value
         slot = slots.get(id(ref))

@@ -11,6 +11,7 @@ import threading
 from ._calls import Call
 from ._process_pool import ProcessPool
 from ._tasks import TaskEngine
+from ._units import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_NBYTES
 
 __all__ = ["shared_call", "shared_engine", "shutdown_shared"]
 
@@ -20,7 +21,10 @@ _SHARED_LOCK = threading.Lock()
 
 
 def shared_engine(
-    n_workers: int, mmap_mode: str = "c", max_nbytes: int = 1 << 20, idle_timeout: float = 300.0
+    n_workers: int,
+    mmap_mode: str = "c",
+    max_nbytes: int = DEFAULT_MAX_NBYTES,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
 ) -> TaskEngine:
     """The engine reused across ``Parallel`` calls with these settings.
 
@@ -51,8 +55,8 @@ def _current(n_workers, mmap_mode, max_nbytes, idle_timeout) -> TaskEngine:
 def shared_call(
     n_workers: int,
     mmap_mode: str = "c",
-    max_nbytes: int = 1 << 20,
-    idle_timeout: float = 300.0,
+    max_nbytes: int = DEFAULT_MAX_NBYTES,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     cache_inputs: bool = True,
 ) -> Call:
     """Open a call on the shared engine (atomically: it cannot be replaced between

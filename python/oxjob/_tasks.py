@@ -42,6 +42,7 @@ from ._protocol import (
     dumps_auto,
 )
 from ._protocol import loads as _loads
+from ._units import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_NBYTES
 from ._worker_start import dumps_for_start
 from .exceptions import BrokenProcessPool, TerminatedWorkerError
 
@@ -104,18 +105,24 @@ class TaskEngine(InputSegments):
     forget_when_idle : bool
         When the last open call closes, workers drop the functions they were sent
         (a shared engine, whose calls come and go); a pool keeps them.
+    break_when_a_worker_dies : bool
+        A worker that dies breaks the engine: every unfinished task fails with
+        ``BrokenProcessPool`` and new ones are refused (``concurrent.futures``' rule).
+        Otherwise only the tasks it held fail and it is replaced (joblib's and
+        ``multiprocessing.Pool``'s workers are replaced too).
     """
 
     def __init__(
         self,
         processes: int,
         mmap_mode: str = "c",
-        max_nbytes: int = 1 << 20,
-        idle_timeout: float = 300.0,
+        max_nbytes: int = DEFAULT_MAX_NBYTES,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         initializer: Callable | None = None,
         initargs: tuple = (),
         max_tasks_per_child: int | None = None,
         forget_when_idle: bool = False,
+        break_when_a_worker_dies: bool = False,
     ) -> None:
         # The initializer is pickled anew for every worker start (its descriptors can
         # be fetched once each, see _worker_start.py); the first pickle, made before any
@@ -162,6 +169,7 @@ class TaskEngine(InputSegments):
         self.stopped = False
         self.retiring: bool | None = None  # None, or stop when idle (True) / now (False)
         self.broken: str | None = None  # why the engine can take no more tasks
+        self.break_when_a_worker_dies = break_when_a_worker_dies
         self.thread = threading.Thread(target=self._run, name="oxjob-engine", daemon=True)
         self.thread.start()
 
@@ -558,6 +566,9 @@ class TaskEngine(InputSegments):
             self.pending.appendleft(task)
         for task in lost:
             self._segments_returned(task)
+            if self.break_when_a_worker_dies:
+                self.pending.appendleft(task)  # failed below with every other task
+                continue
             _deliver(
                 task,
                 False,
@@ -568,6 +579,12 @@ class TaskEngine(InputSegments):
                     f"to kill the worker.\n\nThe exit codes of the workers are "
                     f"{{{describe_exit(code, sig)}}}"
                 ),
+            )
+        if self.break_when_a_worker_dies and self.broken is None and not self.stopping:
+            self._fail_all(
+                "A child process terminated abruptly, the process pool is not usable anymore",
+                "A process in the process pool was terminated abruptly while the future was "
+                "running or pending.",
             )
 
     def _unkeep(self, task: Task) -> None:
@@ -662,11 +679,16 @@ class TaskEngine(InputSegments):
         every task of this engine (only this one) with BrokenProcessPool, as the
         stdlib's executor does when its manager thread meets an error."""
         sys.excepthook(type(exc), exc, exc.__traceback__)
-        self.broken = (
+        why = (
             "A process pool's dispatcher met an unexpected error (reported above); "
             "the pool is not usable anymore"
         )
-        broken = BrokenProcessPool(self.broken)
+        self._fail_all(why, why)
+
+    def _fail_all(self, why: str, task_message: str) -> None:
+        """Break the engine: refuse new tasks (``why``) and fail every unfinished one."""
+        self.broken = why
+        broken = BrokenProcessPool(task_message)
         tasks = list(self.pending)
         self.pending.clear()
         for queue in self.inflight:

@@ -8,7 +8,6 @@ It exits when told to, when its socket closes, when it has been idle for
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import sys
 import time
@@ -23,13 +22,13 @@ def _send_error(channel, tag: int, exc: BaseException, index: int) -> None:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         body, segments, n_shared = dumps((exc, tb, index), None)
-    except Exception:
+    except Exception:  # noqa: BLE001 - pickling an exception can raise anything
         try:
             # A copy of the same type often pickles when the original does not (a
             # RecursionError caught after a deep recursion fails to pickle itself).
             copy = type(exc)(*exc.args)
             body, segments, n_shared = dumps((copy, tb, index), None)
-        except Exception:
+        except Exception:  # noqa: BLE001 - rebuilding or pickling it can raise anything
             fallback = RuntimeError(
                 f"{type(exc).__name__}: {exc} (the exception could not be pickled)"
             )
@@ -160,17 +159,19 @@ def main() -> int:
         keep_file_maps,
         loads,
     )
+    from ._worker_env import read_worker_environment
 
-    _engine.watch_parent(int(os.environ["OXJOB_PARENT_PID"]))
+    settings = read_worker_environment()
+    _engine.watch_parent(settings.parent_pid)
     from ._mainscript import adopt_caller_state
 
     adopt_caller_state()
-    for entry in json.loads(os.environ.get("OXJOB_SYS_PATH", "[]")):
+    for entry in settings.sys_path:
         if entry not in sys.path:
             sys.path.append(entry)
-    channel = _engine.WorkerChannel(3, os.environ.get("OXJOB_MMAP_MODE", "c"))
-    idle_timeout = float(os.environ.get("OXJOB_IDLE_TIMEOUT", "300"))
-    max_nbytes = int(os.environ.get("OXJOB_MAX_NBYTES", str(1 << 20)))
+    channel = _engine.WorkerChannel(3, settings.mmap_mode)
+    idle_timeout = settings.idle_timeout
+    max_nbytes = settings.max_nbytes
     functions: dict = {}
     spares = _Spares(channel)
     keep_file_maps(True)  # memmap arguments' files: mapped once per call, not per batch

@@ -32,7 +32,7 @@ class _StartingWorker:
         return fd
 
     @staticmethod
-    def DupFd(fd: int) -> Any:  # noqa: N802 - the name multiprocessing calls
+    def DupFd(fd: int) -> Any:
         from multiprocessing import resource_sharer
 
         return resource_sharer.DupFd(fd)  # fetched once, by the worker that unpickles it

@@ -16,6 +16,9 @@ import threading
 import warnings
 from typing import Any, Callable, Iterator
 
+from ._units import DEFAULT_IDLE_TIMEOUT
+from ._worker_env import inherited_nesting_level
+
 __all__ = [
     "ParallelBackendBase",
     "SequentialBackend",
@@ -105,7 +108,7 @@ def cpu_count(only_physical_cores: bool = False) -> int:
 def nesting_level() -> int:
     """0 in the main process, 1 inside a worker of a Parallel call, and so on (a
     thread of the threading backend holds its level: its caller's plus one)."""
-    return _thread_local_nesting() or int(os.environ.get("OXJOB_NESTING_LEVEL", "0"))
+    return _thread_local_nesting() or inherited_nesting_level()
 
 
 _local = threading.local()
@@ -234,7 +237,7 @@ def _in_daemon_process() -> bool:
     return multiprocessing.current_process().daemon
 
 
-def _DAEMON_MESSAGE() -> str:  # noqa: N802 - a message, built when needed
+def _DAEMON_MESSAGE() -> str:
     import sys
 
     worker = sys.modules.get("distributed.worker")
@@ -263,7 +266,7 @@ class ProcessBackend(ParallelBackendBase):
         self,
         nesting_level: int | None = None,
         inner_max_num_threads: int | None = None,
-        idle_worker_timeout: float = 300,
+        idle_worker_timeout: float = DEFAULT_IDLE_TIMEOUT,
         **backend_kwargs: Any,
     ) -> None:
         super().__init__(nesting_level, inner_max_num_threads, **backend_kwargs)
@@ -378,6 +381,6 @@ def _registers(name: str, module: str, cls: str) -> Callable[[], None]:
 
 
 EXTERNAL_BACKENDS.update(
-    dask=_registers("dask", "._dask", "DaskBackend"),
+    dask=_registers("dask", "._dask", "DaskDistributedBackend"),
     ray=_registers("ray", "._ray", "RayBackend"),
 )

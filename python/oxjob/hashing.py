@@ -130,7 +130,7 @@ class _HashPickler(pickle.Pickler):
             return NotImplemented
         try:
             reduced = obj.__reduce_ex__(4)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a user's __reduce_ex__ can raise anything
             return NotImplemented
         if isinstance(reduced, str) or not isinstance(reduced, tuple):
             return NotImplemented

@@ -26,11 +26,11 @@ from joblib._parallel_backends import (
 )
 
 from ._joblib_jobs import _Job, _Runner
+from ._units import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_NBYTES
 
 __all__ = ["OxjobBackend", "use_as_joblib_default"]
 
 #: Default ``max_nbytes`` of the engine: arrays from this size travel in shared memory.
-_DEFAULT_MAX_NBYTES = 1 << 20
 
 
 class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
@@ -68,7 +68,7 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
         self,
         nesting_level: int | None = None,
         inner_max_num_threads: int | None = None,
-        idle_worker_timeout: float = 300,
+        idle_worker_timeout: float = DEFAULT_IDLE_TIMEOUT,
         **backend_kwargs: Any,
     ) -> None:
         super().__init__(
@@ -221,7 +221,7 @@ def _transport(mmap_mode: str | None, max_nbytes: int | None) -> tuple[str, int]
         )
     mode = "r" if mmap_mode == "r" else "c"
     if max_nbytes is None:
-        return mode, _DEFAULT_MAX_NBYTES
+        return mode, DEFAULT_MAX_NBYTES
     if isinstance(max_nbytes, str):
         from joblib.disk import memstr_to_bytes
 

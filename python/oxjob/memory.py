@@ -312,7 +312,7 @@ class MemorizedFunc(Generic[P, R]):
                     pass  # not cached
                 except MemoryError:
                     raise  # the entry is intact: the memory to load it is what is missing
-                except Exception:
+                except Exception:  # noqa: BLE001 - any unreadable entry is recomputed, as joblib's
                     warnings.warn(
                         f"Exception while loading results for {self.func_id}; the entry is "
                         f"recomputed and replaced.\n{traceback.format_exc()}",
@@ -397,7 +397,7 @@ class MemorizedFunc(Generic[P, R]):
             # result memory-mapped, not the arrays just computed.
             try:
                 output = self.store_backend.load_item(call_id, mmap_mode=self.mmap_mode)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the computed value is returned either way
                 pass  # the computed value is right too; the next call reads the entry
         return output, metadata
 
@@ -408,7 +408,7 @@ class MemorizedFunc(Generic[P, R]):
             return True
         except OSError as exc:
             warnings.warn(f"Unable to cache to disk: {exc}.", CacheWarning, stacklevel=4)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - pickling the output can raise anything
             warnings.warn(
                 f"Unable to cache to disk: failed to pickle output. Exception: {exc!r}.",
                 CacheWarning,

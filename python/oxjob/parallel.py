@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 from . import _engine, _mainscript
 from . import backends as _backends
 from ._expr import pre_dispatch_amount
-from ._protocol import DEFAULT_MAX_NBYTES
 from ._resolve import get_active_backend  # noqa: F401 - joblib.parallel's name
+from ._units import DEFAULT_MAX_NBYTES, DEFAULT_MAX_NBYTES_TEXT, parse_size
 from .backends import (  # noqa: F401 - BACKENDS, EXTERNAL_BACKENDS: joblib.parallel's names
     BACKENDS,
     EXTERNAL_BACKENDS,
@@ -129,17 +129,39 @@ class _SequentialRunner:
 
 
 class _ThreadPool:
-    """Threads kept for reuse: each takes batches from a queue and reports outcomes."""
+    """Threads kept for reuse: each takes batches from a queue and reports outcomes.
+    They are started as batches wait for one, up to ``n_threads``: ``n_jobs=10**9``
+    costs the threads its batches need, not a billion."""
 
     def __init__(self, n_threads: int, level: int) -> None:
         self.n_threads = n_threads
+        self.level = level
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.threads = [
-            threading.Thread(target=self._work, args=(level,), daemon=True, name=f"oxjob-{i}")
-            for i in range(n_threads)
-        ]
-        for thread in self.threads:
+        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
+        self.outstanding = 0  # batches put and not finished
+
+    def put(self, item: tuple) -> None:
+        with self.lock:
+            self.outstanding += 1
+            if self.outstanding > len(self.threads) and len(self.threads) < self.n_threads:
+                self._start_thread()
+        self.inbox.put(item)
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._work, args=(self.level,), daemon=True, name=f"oxjob-{len(self.threads)}"
+        )
+        try:
             thread.start()
+        except RuntimeError as exc:  # the system's thread limit: run on the threads we have
+            if not self.threads:
+                self.outstanding -= 1
+                raise RuntimeError(
+                    f"backend='threading' could not start a thread (n_jobs={self.n_threads}): {exc}"
+                ) from exc
+            return
+        self.threads.append(thread)
 
     def _work(self, level: int) -> None:
         _backends._local.nesting = level
@@ -147,7 +169,11 @@ class _ThreadPool:
             item = self.inbox.get()
             if item is None:
                 return
-            self._run(*item)
+            try:
+                self._run(*item)
+            finally:
+                with self.lock:
+                    self.outstanding -= 1
             del item  # an idle thread must not keep the last batch's arguments alive
 
     @staticmethod
@@ -206,7 +232,7 @@ class _ThreadRunner:
 
     def submit(self, batch_id: int, tasks: list) -> None:
         self.in_flight += 1
-        self.pool.inbox.put((self, batch_id, tasks))
+        self.pool.put((self, batch_id, tasks))
 
     def wait(self, timeout: float | None) -> list:
         try:
@@ -234,6 +260,28 @@ class _ThreadRunner:
         pass
 
 
+class GuardedBatch:
+    """What ``Parallel`` gives a backend's ``apply_async``: called, it runs the batch
+    and returns ``(ok, results or exception, seconds)``. The cluster backends read the
+    batch's calls from :attr:`calls` (to send large arguments once) and run them their
+    own way."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self, calls: BatchedCalls) -> None:
+        self.calls = calls
+
+    def __call__(self) -> tuple:
+        start = time.perf_counter()
+        try:
+            return True, self.calls(), time.perf_counter() - start
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            return False, exc, 0.0
+
+    def __reduce__(self) -> tuple:
+        return GuardedBatch, (self.calls,)
+
+
 class _BackendRunner:
     """Drives a user backend through ``apply_async(func, callback)``."""
 
@@ -247,17 +295,8 @@ class _BackendRunner:
         return self.limit - len(self.jobs)
 
     def submit(self, batch_id: int, tasks: list) -> None:
-        calls = BatchedCalls(tasks)
-
-        def guarded() -> tuple:
-            start = time.perf_counter()
-            try:
-                return True, calls(), time.perf_counter() - start
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                return False, exc, 0.0
-
         self.jobs[batch_id] = self.backend.apply_async(
-            guarded, callback=lambda _result, b=batch_id: self.done.put(b)
+            GuardedBatch(BatchedCalls(tasks)), callback=lambda _result, b=batch_id: self.done.put(b)
         )
 
     def wait(self, timeout: float | None) -> list:
@@ -431,7 +470,9 @@ class Parallel:
                 f"batch_size must be 'auto' or a positive integer, got: {batch_size!r}"
             )
         self.temp_folder = temp_folder if temp_folder is not None else config.get("temp_folder")
-        nbytes = config.get("max_nbytes", "1M") if max_nbytes is None else max_nbytes
+        nbytes = (
+            config.get("max_nbytes", DEFAULT_MAX_NBYTES_TEXT) if max_nbytes is None else max_nbytes
+        )
         self.max_nbytes = _parse_nbytes(nbytes)
         mode = config.get("mmap_mode") if mmap_mode is None else mmap_mode
         mode = "c" if mode is None else mode
@@ -663,7 +704,7 @@ class Parallel:
                 results.extend(chunk)  # a batch at a time: no per-result generator step
         except BaseException:
             results.clear()  # the traceback keeps this frame: not the results' memory
-            chunk = None  # noqa: F841
+            chunk = None
             raise
         return results
 
@@ -769,7 +810,7 @@ class Parallel:
             # The exception's traceback keeps this frame alive until the cycle collector
             # runs: let go of the results it holds now (their shared memory with them).
             ordered.clear()
-            outcomes = value = None  # noqa: F841
+            outcomes = value = None
             retrieval.__exit__(type(exc), exc, exc.__traceback__)
             raise
         else:
@@ -866,6 +907,4 @@ def _take(tasks: Iterator, size: int) -> list:
 def _parse_nbytes(value: Any) -> int:
     if value is None:
         return DEFAULT_MAX_NBYTES
-    from .store import parse_size
-
     return parse_size(value, "max_nbytes")

@@ -12,9 +12,7 @@ import collections
 import contextlib
 import datetime
 import json
-import math
 import os
-import re
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -24,6 +22,7 @@ from typing import Any
 from . import _engine
 from ._atomic import make_dirs, remove_dirs, write_atomically
 from ._oxjob_format import INBAND_COMPRESSED, INBAND_RAW, LoadContext, pickle_parts, unpickle
+from ._units import parse_size
 from .compressors import resolve
 from .exceptions import CacheWarning
 from .persistence import load
@@ -137,32 +136,6 @@ def _inside(location: str, path: str) -> str:
     if not path or any(p in ("", ".", "..") or os.sep in p or "\0" in p for p in parts):
         raise ValueError(f"cache path {path!r} must be relative and stay inside the store")
     return os.path.join(location, *parts)
-
-
-_BYTE_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(value: Any, name: str) -> int:
-    """Bytes from an int or a string such as ``'1G'``/``'500M'`` (joblib's units, and
-    ``T``, an optional ``B``); the one size parser (``bytes_limit``, ``max_nbytes``).
-
-    Raises
-    ------
-    ValueError
-        Naming ``name`` and the value, for anything else or a negative size.
-    """
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", value.upper())
-        if not match:
-            raise ValueError(
-                f"Invalid {name} {value!r}: use an int or a string like '500M' or '1G'"
-            )
-        return int(float(match.group(1)) * _BYTE_UNITS.get(match.group(2), 1))
-    if isinstance(value, float) and math.isfinite(value) and value >= 0:
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int or a string, got {value!r}")
-    return value
 
 
 def parse_bytes_limit(limit: Any) -> int | None:

@@ -1,0 +1,67 @@
+"""Contracts across process and language boundaries are written once: the other side
+imports them, or a test here pins both sides."""
+
+import inspect
+import pathlib
+import pickle
+import re
+
+import oxjob
+from oxjob import _protocol, _units, _worker_env, backends, joblib_backend
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE = pathlib.Path(oxjob.__file__).parent
+
+
+def test_frame_kinds_match_the_rust_enum():
+    source = (ROOT / "crates/oxjob-core/src/pool/frame.rs").read_text()
+    body = source[source.index("pub enum Kind {") :]
+    body = body[: body.index("}")]
+    rust = {
+        re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper(): int(value)
+        for name, value in re.findall(r"^\s*(\w+)\s*=\s*(\d+),", body, re.M)
+    }
+    assert rust, "no variants found in oxjob_core::pool::frame::Kind"
+    python = {name: getattr(_protocol, name) for name in rust if hasattr(_protocol, name)}
+    assert python == rust
+
+
+def test_worker_environment_round_trips():
+    env = _worker_env.worker_environment("r", 12345, 7.5, 3)
+    settings = _worker_env.read_worker_environment(env)
+    assert (settings.mmap_mode, settings.max_nbytes, settings.idle_timeout) == ("r", 12345, 7.5)
+    assert settings.nesting_level == 3 and isinstance(settings.sys_path, list)
+
+
+def test_worker_variables_are_named_in_one_module():
+    names = {
+        value
+        for key, value in vars(_worker_env).items()
+        if key.isupper() and isinstance(value, str) and value.startswith("OXJOB_")
+    }
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "_worker_env.py":
+            continue
+        text = path.read_text()
+        for name in names:
+            assert f'"{name}"' not in text and f"'{name}'" not in text, (path.name, name)
+
+
+def test_defaults_come_from_units():
+    assert oxjob.Parallel(n_jobs=2).max_nbytes == _units.DEFAULT_MAX_NBYTES
+    assert _units.parse_size(_units.DEFAULT_MAX_NBYTES_TEXT, "x") == _units.DEFAULT_MAX_NBYTES
+    for cls in (backends.ProcessBackend, joblib_backend.OxjobBackend):
+        default = inspect.signature(cls).parameters["idle_worker_timeout"].default
+        assert default == _units.DEFAULT_IDLE_TIMEOUT
+    assert oxjob.store.parse_size is _units.parse_size
+
+
+def test_backends_receive_batches_through_an_explicit_interface():
+    from oxjob import _cluster
+    from oxjob.parallel import BatchedCalls, GuardedBatch
+
+    batch = GuardedBatch(BatchedCalls([(abs, (-2,), {})]))
+    assert _cluster.batched_calls_of(batch) == [(abs, (-2,), {})]
+    assert batch()[:2] == (True, [2])
+    assert _cluster.batched_calls_of(lambda: None) is None
+    assert pickle.loads(pickle.dumps(batch))()[1] == [2]

@@ -168,6 +168,7 @@ def test_no_template_or_worker_outlives_the_caller(tmp_path, sig):
         pool = oxjob.Pool(2)
         pids = {p for p, _, _ in pool.map(state, range(8))}
         print(template_pid(), *pids, flush=True)
+        print(_template._current[0].dir, flush=True)
         time.sleep(600)
     """
         )
@@ -175,7 +176,8 @@ def test_no_template_or_worker_outlives_the_caller(tmp_path, sig):
     proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
-        assert len(pids) >= 2
+        socket_dir = proc.stdout.readline().strip()
+        assert len(pids) >= 2 and os.path.isdir(socket_dir)
         assert not any(_gone(p) for p in pids)
         proc.send_signal(sig)
         proc.wait(30)
@@ -183,6 +185,7 @@ def test_no_template_or_worker_outlives_the_caller(tmp_path, sig):
         while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert all(_gone(p) for p in pids)
+        assert not os.path.exists(socket_dir)  # the template removed its socket
     finally:
         proc.kill()
         proc.wait()

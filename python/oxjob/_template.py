@@ -291,7 +291,16 @@ def main() -> int:
         # fork is only safe single-threaded (an import started a thread, e.g. a BLAS
         # pool): refuse to serve; workers start as usual.
         return _REFUSED
-    _serve(listener, alive, caller)
+    try:
+        _serve(listener, alive, caller)
+    finally:
+        # A caller killed by a signal cannot clean up: the template removes its socket.
+        path = listener.getsockname()
+        try:
+            os.unlink(path)
+            os.rmdir(os.path.dirname(path))
+        except OSError:
+            pass
     return 0
 
 

@@ -167,7 +167,10 @@ def total(array):
 
 def worker_children():
     """Live (non-zombie) oxjob worker processes started by this process."""
+    from oxjob import _template
+
     me = str(os.getpid())
+    templates = {t.proc.pid for t in _template._current}
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -179,6 +182,10 @@ def worker_children():
                 cmdline = f.read()
         except OSError:
             continue
-        if fields[1] == me and fields[0] != "Z" and b"oxjob._worker" in cmdline:
+        # A worker forked from the warm template keeps the template's command line.
+        is_worker = b"oxjob._worker" in cmdline or (
+            b"oxjob._template" in cmdline and int(entry) not in templates
+        )
+        if fields[1] == me and fields[0] != "Z" and is_worker:
             found.append(int(entry))
     return found

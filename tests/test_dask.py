@@ -229,8 +229,8 @@ def test_large_argument_sent_once_per_call_and_reused_by_content(client, scatter
 
 
 def test_arguments_above_1kb_are_scattered_once_per_call(client, scatters):
-    # joblib's rule on Dask: an argument of more than 1 KB (dask's sizeof) is sent once
-    # and every task using it gets the reference; max_nbytes does not apply.
+    # joblib's size on Dask: an argument of more than 1 KB (dask's sizeof) that several
+    # tasks use is sent once and every task using it gets the reference.
     data1, data2 = np.ones(10_000, dtype=np.uint8), np.zeros(10_000, dtype=np.uint8)
     out = Parallel(backend="dask", batch_size=1)(
         delayed(tasks.array_sum)(data, i) for i, data in enumerate([data1] * 3 + [data2] * 3)
@@ -238,10 +238,12 @@ def test_arguments_above_1kb_are_scattered_once_per_call(client, scatters):
     assert [r for _, r in out] == [10_000.0 + i for i in range(3)] + [3.0 + i for i in range(3)]
     assert sorted(scatters) == sorted([id(data1), id(data2)])
     small = np.ones(100)  # 800 bytes: travels with its batch
-    out = Parallel(backend="dask", max_nbytes=100)(
-        delayed(tasks.array_sum)(small, i) for i in range(4)
-    )
+    out = Parallel(backend="dask")(delayed(tasks.array_sum)(small, i) for i in range(4))
     assert [r for _, r in out] == [100.0 + i for i in range(4)]
+    assert len(scatters) == 2
+    rows = np.arange(25_000.0).reshape(50, 500)  # 4 KB rows, each used by one task:
+    out = Parallel(backend="dask")(delayed(tasks.array_sum)(row, 0) for row in rows)
+    assert [r for _, r in out] == [float(row.sum()) for row in rows]  # sent with batches
     assert len(scatters) == 2
 
 

@@ -23,9 +23,10 @@ from .backends import ParallelBackendBase
 
 __all__ = ["DaskDistributedBackend", "DaskBackend"]
 
-#: joblib's rule on Dask: an argument of more than 1 KB (``dask.sizeof``) is sent to the
-#: cluster once per call, whatever ``max_nbytes`` says (that one is for memory maps).
-_SCATTER_NBYTES = 1_000 + 1
+#: joblib's size on Dask: an argument of more than 1 KB (``dask.sizeof``) that tasks
+#: share is sent to the cluster once per call (from its second use: one used by a single
+#: task travels with its batch, where joblib would send every row of an array alone).
+_REUSE_NBYTES = 1_000 + 1
 
 #: Scatter caches by client id: arrays sent in one call are found again in the next.
 _caches: dict[str, _shared_args.SharedArgs] = {}
@@ -155,7 +156,9 @@ class DaskDistributedBackend(_cluster.PerCallOptions, ParallelBackendBase):
                 distributed.rejoin()
 
     def _start_call(self, parallel: Any, n_workers: int) -> None:
-        self.max_nbytes = _SCATTER_NBYTES
+        from ._units import DEFAULT_MAX_NBYTES
+
+        self.max_nbytes = getattr(parallel, "max_nbytes", DEFAULT_MAX_NBYTES)
         self.call_refs = dict(self._scatter_refs)
         self.futures: dict = {}  # key -> future of the call's batches not yet done
         self.lock = threading.Lock()
@@ -173,7 +176,9 @@ class DaskDistributedBackend(_cluster.PerCallOptions, ParallelBackendBase):
             opaque = True
         else:
             key = f"{_batch_name(calls)}-{uuid.uuid4().hex}"
-            calls, refs = _shared_args.prepare(calls, self.shared, self.max_nbytes, self.call_refs)
+            calls, refs = _shared_args.prepare(
+                calls, self.shared, self.max_nbytes, self.call_refs, _REUSE_NBYTES
+            )
             future = self.client.submit(
                 _run_batch,
                 calls,

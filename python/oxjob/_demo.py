@@ -19,26 +19,34 @@ from . import hash, load
 __all__ = ["run"]
 
 
-_RUNS = 5
+def _median_times(
+    ours: Callable[[], Any], theirs: Callable[[], Any] | None, written: list, repeat: int = 5
+) -> tuple[float, float | None]:
+    """Medians of ``repeat`` timed calls of ``ours`` and ``theirs``, after one untimed
+    warm-up call of each, interleaved with the order swapped every round: whoever runs
+    first would otherwise always pay for fresh page-cache pages and the other's dirty
+    pages being written back, a bias of the same size as the difference measured.
 
-
-def _time(func: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    func()
-    return time.perf_counter() - start
-
-
-def _medians(ours: Callable[[], Any], theirs: Callable[[], Any] | None) -> tuple:
-    """Medians of _RUNS runs of each, interleaved A B B A A B ...: the page cache, the
-    allocator and the CPU clock drift the same way for both (a large write's time on a
-    VM swings by 5x with how fresh its pages are, and the first of two in a row pays it)."""
-    times: tuple[list, list] = ([], [])
-    for run in range(_RUNS):
-        pair = [(0, ours), (1, theirs)] if run % 2 == 0 else [(1, theirs), (0, ours)]
-        for side, func in pair:
-            if func is not None:
-                times[side].append(_time(func))
-    return tuple(statistics.median(t) if t else None for t in times)
+    ``written`` holds each side's output file (or None); it is removed, untimed, before
+    each call, so every dump writes a new file as a user's dump usually does. Replacing
+    a file costs oxjob more than joblib: oxjob renames a finished file over it (a reader
+    never sees half a file), and ext4 flushes a file renamed over another (its
+    ``auto_da_alloc``), where joblib truncates and rewrites in place; on an existing
+    268 MB file that flush tripled oxjob's time here (benchmarks/README.md).
+    """
+    calls = [ours] if theirs is None else [ours, theirs]
+    times: list[list[float]] = [[] for _ in calls]
+    for round_ in range(repeat + 1):
+        order = range(len(calls)) if round_ % 2 == 0 else reversed(range(len(calls)))
+        for i in order:
+            if written[i] is not None and os.path.exists(written[i]):
+                os.unlink(written[i])
+            start = time.perf_counter()
+            calls[i]()
+            if round_ > 0:  # round 0 is the warm-up
+                times[i].append(time.perf_counter() - start)
+    medians = [statistics.median(t) for t in times]
+    return medians[0], (medians[1] if theirs is not None else None)
 
 
 def _optional(name: str) -> Any:
@@ -95,8 +103,12 @@ def _persistence(size_mb: int, np: Any, joblib: Any) -> None:
     from .compressors import DEFAULT_CODEC
 
     beside = f", joblib {joblib.__version__} beside" if joblib is not None else ""
-    print(f"oxjob demo: {described}, medians of {_RUNS} runs{beside}")
-    order = "oxjob's and joblib's runs interleaved; " if joblib else ""
+    print(f"oxjob demo: {described}, medians of 5 runs{beside}")
+    order = (
+        "after a warm-up, oxjob and joblib alternate, first in turn, each dump into a new file; "
+        if joblib
+        else ""
+    )
     codecs = f"oxjob's default {DEFAULT_CODEC}" + (", joblib's zlib" if joblib else "")
     print(
         f"  on {os.cpu_count()} cores (oxjob compresses on all of them); {order}"
@@ -111,9 +123,12 @@ def _persistence(size_mb: int, np: Any, joblib: Any) -> None:
         ours = _steps(this, data, tmp, "oxjob", np)
         theirs = _steps(joblib, data, tmp, "joblib", np) if joblib is not None else None
         for i, (name, call, path, o1) in enumerate(ours):
-            seconds, other = _medians(call, theirs[i][1] if theirs is not None else None)
+            written = [path] + ([theirs[i][2]] if theirs is not None else [])
+            seconds, other = _median_times(
+                call, theirs[i][1] if theirs is not None else None, written
+            )
             line = f"  {name:<22} {_cell(seconds, nbytes, o1)}"
-            if theirs is not None:
+            if theirs is not None and other is not None:
                 ratio = "" if o1 else f"  {other / seconds:5.1f}x"
                 line += f"   {_cell(other, nbytes, o1)}{ratio}"
             if path:

@@ -187,8 +187,10 @@ class Engine:
         env: list[tuple[str, str]],
         n: int,
         result_mode: str = "shared",
+        template: str | None = None,
     ) -> Engine:
-        """Start ``n`` workers running ``program args...`` with ``env`` added."""
+        """Start ``n`` workers running ``program args...`` with ``env`` added, or
+        forked from the template listening at ``template`` (see :mod:`oxjob._template`)."""
     def __len__(self) -> int: ...
     def send(
         self,

@@ -90,7 +90,7 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         _check_max_tasks(max_tasks_per_child, mp_context)
         self._max_workers = _default_processes(max_workers)
         self._engine, self._call = _open(
-            self._max_workers, initializer, initargs, max_tasks_per_child, EXECUTOR
+            self._max_workers, initializer, initargs, max_tasks_per_child, EXECUTOR, mp_context
         )
         self._shutdown = False
         self._lock = threading.Lock()

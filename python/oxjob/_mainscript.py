@@ -44,8 +44,8 @@ def _script_of(module: Any) -> str | None:
         return known[1]
     path = getattr(module, "__file__", None)
     spec = getattr(module, "__spec__", None)
-    if spec is not None and spec.name == _WORKER_MODULE:
-        path = None  # a worker's own __main__: not a user's script
+    if spec is not None and spec.name in (_WORKER_MODULE, "oxjob._template"):
+        path = None  # a worker's (or its template's) own __main__: not a user's script
     elif isinstance(path, str):
         if not os.path.isabs(path):
             from multiprocessing import process
@@ -123,6 +123,12 @@ def main_attribute(path: str, qualname: str) -> Any:
     for part in qualname.split("."):
         target = getattr(target, part)
     return target
+
+
+def script_in(environ: Any) -> str | None:
+    """The path of the script that workers started with ``environ`` run as
+    ``__mp_main__`` (see :func:`worker_env`), or None."""
+    return json.loads(environ.get("OXJOB_MAIN", "{}")).get("path")
 
 
 def _load_script(path: str) -> types.ModuleType:

@@ -40,8 +40,17 @@ class ProcessPool:
         env = dict(self.extra_env)
         env.update(worker_environment(mmap_mode, max_nbytes, idle_timeout, nesting_level() + 1))
         self.max_nbytes = max_nbytes
+        from ._template import template_for
+        from ._worker_env import SYS_PATH
+
+        # Forked from the warm template where one can serve (see oxjob._template).
+        template = template_for(dict(self.extra_env, **{SYS_PATH: env[SYS_PATH]}))
         self.engine = _engine.Engine(
-            sys.executable, ["-m", "oxjob._worker"], sorted(env.items()), n_workers
+            sys.executable,
+            ["-m", "oxjob._worker"],
+            sorted(env.items()),
+            n_workers,
+            template=template,
         )
         self.generations = [self.engine.generation(w) for w in range(n_workers)]
         self.dead: set[int] = set()

@@ -43,6 +43,10 @@ def content_key(obj: Any, max_nbytes: int) -> tuple | None:
     return ("ndarray", layout, oxjob_hash(obj))
 
 
+#: Where a call's ``call_refs`` keeps the ids of the arguments it has seen once.
+_SEEN = "seen once"
+
+
 def _numpy() -> Any:
     return sys.modules.get("numpy")  # an array argument means numpy is imported already
 
@@ -79,8 +83,15 @@ class SharedArgs:
         self.nbytes = 0
         self.direct = False  # Dask: scatter straight to the workers (the backend sets it)
 
-    def reference(self, obj: Any, max_nbytes: int, call_refs: dict) -> Any:
-        """The reference standing for ``obj``, or None when it travels by value."""
+    def reference(
+        self, obj: Any, max_nbytes: int, call_refs: dict, reuse_nbytes: int | None = None
+    ) -> Any:
+        """The reference standing for ``obj``, or None when it travels by value.
+
+        With ``reuse_nbytes``, an argument of at least that size is sent too from the
+        second time the call passes it (by identity): a row used by one task travels
+        with its batch, an object shared by tasks is sent once.
+        """
         found = call_refs.get(id(obj))
         if found is not None:
             return found[1]
@@ -91,10 +102,31 @@ class SharedArgs:
             ref = self._by_content(key, obj)
         elif self._sizeable(obj, max_nbytes):
             ref = self.put(obj)
+        elif reuse_nbytes is not None and self._used_again(obj, reuse_nbytes, call_refs):
+            key = content_key(obj, 0)
+            ref = self._by_content(key, obj) if key is not None else self.put(obj)
         else:
             return None
         call_refs[id(obj)] = (obj, ref)  # obj kept alive: its id stays unique in the call
         return ref
+
+    def _used_again(self, obj: Any, nbytes: int, call_refs: dict) -> bool:
+        np = _numpy()
+        if type(obj) is bytes:
+            big = len(obj) >= nbytes
+        elif np is not None and type(obj) is np.ndarray:
+            big = not obj.dtype.hasobject and obj.nbytes >= nbytes
+        else:
+            big = self._sizeable(obj, nbytes)
+        if not big:
+            return False
+        # ids only (the objects are not kept alive): a reused id after an object's
+        # death at worst sends the new object, which is still the right data.
+        seen = call_refs.setdefault(_SEEN, set())
+        if id(obj) in seen:
+            return True
+        seen.add(id(obj))
+        return False
 
     def _sizeable(self, obj: Any, max_nbytes: int) -> bool:
         np = _numpy()
@@ -188,13 +220,19 @@ def _weakrefable(obj: Any) -> bool:
     return True
 
 
-def prepare(calls: list, shared: SharedArgs, max_nbytes: int, call_refs: dict) -> tuple:
+def prepare(
+    calls: list,
+    shared: SharedArgs,
+    max_nbytes: int,
+    call_refs: dict,
+    reuse_nbytes: int | None = None,
+) -> tuple:
     """``calls`` with large arguments replaced by :class:`Slot`, and the references."""
     refs: list = []
     slots: dict[int, Slot] = {}
 
     def swap(value: Any) -> Any:
-        ref = shared.reference(value, max_nbytes, call_refs)
+        ref = shared.reference(value, max_nbytes, call_refs, reuse_nbytes)
         if ref is None:
             return value
         slot = slots.get(id(ref))

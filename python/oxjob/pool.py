@@ -32,10 +32,23 @@ _NEVER = 10.0**9  # idle timeout of pool workers: they live until the pool ends
 _MAX_DEPTH = MAX_DEPTH
 
 
-def _open(processes, initializer, initargs, max_tasks_per_child, style) -> tuple[TaskEngine, Call]:
+def _open(
+    processes, initializer, initargs, max_tasks_per_child, style, context=None
+) -> tuple[TaskEngine, Call]:
     """A pool's own engine (its workers live as long as the pool) and its call, whose
-    failures take the exception types of ``style`` (see _outcomes.py)."""
-    engine = TaskEngine(
+    failures take the exception types of ``style`` (see _outcomes.py). A ``spawn``
+    ``context`` gets fresh interpreters, not forks of the warm template."""
+    from ._template import fresh_interpreters
+
+    with fresh_interpreters(context):
+        engine = _new_engine(processes, initializer, initargs, max_tasks_per_child, style)
+    call = engine.open_call(cache_inputs=False)
+    call.style = style
+    return engine, call
+
+
+def _new_engine(processes, initializer, initargs, max_tasks_per_child, style) -> TaskEngine:
+    return TaskEngine(
         processes,
         "c",
         DEFAULT_MAX_NBYTES,
@@ -45,9 +58,6 @@ def _open(processes, initializer, initargs, max_tasks_per_child, style) -> tuple
         max_tasks_per_child=max_tasks_per_child,
         break_when_a_worker_dies=style == EXECUTOR,
     )
-    call = engine.open_call(cache_inputs=False)
-    call.style = style
-    return engine, call
 
 
 # Engines of the pools not terminated yet: stopped at interpreter exit, while threads
@@ -291,7 +301,9 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         self._processes = processes
         self._state = _RUN
-        self._engine, self._call = _open(processes, initializer, initargs, maxtasksperchild, POOL)
+        self._engine, self._call = _open(
+            processes, initializer, initargs, maxtasksperchild, POOL, context
+        )
         _LIVE_ENGINES.add(self._engine)
         # A pool dropped without terminate() stops its workers (without waiting: the
         # collection may happen in any thread), as multiprocessing's does.

@@ -253,7 +253,7 @@ impl Engine {
 impl Engine {
     /// Start `n` workers running `program args...` with `env` added.
     #[new]
-    #[pyo3(signature = (program, args, env, n, result_mode="shared"))]
+    #[pyo3(signature = (program, args, env, n, result_mode="shared", template=None))]
     fn new(
         py: Python<'_>,
         program: String,
@@ -261,8 +261,14 @@ impl Engine {
         env: Vec<(String, String)>,
         n: usize,
         result_mode: &str,
+        template: Option<String>,
     ) -> PyResult<Self> {
-        let spec = WorkerSpec { program, args, env };
+        let spec = WorkerSpec {
+            program,
+            args,
+            env,
+            template,
+        };
         let supervisor = py.detach(|| Supervisor::new(spec, n)).map_err(os_error)?;
         Ok(Engine {
             events: supervisor.events(),

@@ -11,7 +11,9 @@ const DETACH_ABOVE: usize = 1 << 16;
 #[pyclass(module = "oxjob._engine")]
 #[derive(Default)]
 pub struct StreamHasher {
-    inner: oxjob_core::hash::StreamHasher,
+    // Boxed: xxh3's state is 64-byte aligned, and Python allocates the object itself
+    // with 16-byte alignment only (a debug build panicked: misaligned pointer dereference).
+    inner: Box<oxjob_core::hash::StreamHasher>,
 }
 
 #[pymethods]

@@ -14,6 +14,7 @@ pub mod dropped;
 pub mod frame;
 pub mod memfd;
 pub mod spares;
+pub mod template;
 
 use channel::{Frame, Progress};
 use frame::Kind;
@@ -40,6 +41,9 @@ pub struct WorkerSpec {
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// The socket of a template process to fork workers from (see [`template`]);
+    /// workers are fork+exec'd when it is None or cannot serve.
+    pub template: Option<String>,
 }
 
 /// Something that happened to a worker.
@@ -264,9 +268,17 @@ impl Supervisor {
                 Ok(())
             });
         }
-        let child = command.spawn()?;
+        let forked = self
+            .spec
+            .template
+            .as_deref()
+            .and_then(|path| template::start(path, &theirs, &self.spec.env).ok());
+        let pid = match forked {
+            Some(pid) => pid,
+            // `child` is reaped by the reader thread; dropping the handle does not wait.
+            None => command.spawn()?.id() as i32,
+        };
         drop(theirs);
-        let pid = child.id() as i32;
         let generation = self.next_generation;
         self.next_generation += 1;
         let sock = Arc::new(ours);
@@ -319,8 +331,6 @@ impl Supervisor {
                     signal,
                 });
             })?;
-        // `child` is reaped by the reader thread; dropping the handle does not wait.
-        drop(child);
         self.slots[worker] = Some(Slot {
             generation,
             pid,
@@ -544,6 +554,7 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             env: vec![],
+            template: None,
         }
     }
 

@@ -1,0 +1,144 @@
+//! Workers forked from a warm template process instead of fork+exec'd fresh.
+//!
+//! The template (`python -m oxjob._template`, started by the caller) listens on a Unix
+//! socket. A request carries the worker's socket, the caller's stdout and stderr (as
+//! `SCM_RIGHTS` descriptors), the caller's working directory and the worker's whole
+//! environment, so the forked worker starts as [`std::process::Command`] would have
+//! started it. The template forks twice; the caller is a child subreaper while it
+//! asks, so the worker is re-parented to the caller and reaped, signalled and watched
+//! exactly as a worker the caller started itself. Any failure returns an error and the
+//! supervisor starts the worker the usual way.
+
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Spawns through a template are serialized: the subreaper flag is process-wide.
+static ASKING: Mutex<()> = Mutex::new(());
+
+/// How long a template may take to answer (its first answer waits for its imports).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The request body: the working directory, then `KEY=VALUE` entries, NUL-separated.
+fn request(env: &[(String, String)]) -> io::Result<Vec<u8>> {
+    let mut vars: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    for (k, v) in env {
+        vars.insert(k.into(), v.into());
+    }
+    let mut body = std::env::current_dir()?.as_os_str().as_bytes().to_vec();
+    body.push(0);
+    for (k, v) in &vars {
+        body.extend_from_slice(k.as_bytes());
+        body.push(b'=');
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    Ok(body)
+}
+
+fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    }];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
+    // u64 backing keeps the control buffer aligned for cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: a zeroed msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: the control buffer holds CMSG_SPACE(fds) bytes, so the first header and
+    // its data (one int per descriptor) fit inside it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as usize;
+        let out = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+        for (i, fd) in fds.iter().enumerate() {
+            out.add(i).write_unaligned(*fd);
+        }
+    }
+    loop {
+        // SAFETY: `msg` points to live buffers (data, control) for the call.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+fn set_subreaper(on: bool) -> io::Result<()> {
+    // SAFETY: prctl with an integer argument; the result is checked.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_CHILD_SUBREAPER,
+            libc::c_ulong::from(on),
+            0,
+            0,
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn ask(path: &str, worker_sock: &UnixStream, env: &[(String, String)]) -> io::Result<i32> {
+    let body = request(env)?;
+    let mut sock = UnixStream::connect(path)?;
+    sock.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    let mut message = (body.len() as u32).to_le_bytes().to_vec();
+    message.extend_from_slice(&body);
+    let fds = [worker_sock.as_raw_fd(), 1, 2];
+    let mut sent = send_with_fds(&sock, &message, &fds)?;
+    while sent < message.len() {
+        sent += send_with_fds(&sock, &message[sent..], &[])?;
+    }
+    let mut answer = [0u8; 4];
+    sock.read_exact(&mut answer)?;
+    let pid = i32::from_le_bytes(answer);
+    if pid <= 0 {
+        return Err(io::Error::other("the template could not start a worker"));
+    }
+    Ok(pid)
+}
+
+/// Start a worker from the template listening at `path`; its socket end is
+/// `worker_sock`. Returns the worker's pid, now a child of this process.
+pub fn start(path: &str, worker_sock: &UnixStream, env: &[(String, String)]) -> io::Result<i32> {
+    let _asking = ASKING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    set_subreaper(true)?;
+    let answer = ask(path, worker_sock, env);
+    // The worker is ours once the template answered (its intermediate parent was
+    // reaped first); no other orphan should become ours.
+    let _ = set_subreaper(false);
+    let pid = answer?;
+    // SAFETY: waitpid WNOHANG with a null status pointer only asks; on a pid that is
+    // not our child it fails with ECHILD, which is what is checked.
+    let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    if r < 0 {
+        // Not our child (the re-parenting failed): do not use it.
+        // SAFETY: kill with a pid we were just given; failure is harmless.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        return Err(io::Error::other(
+            "the template's worker is not this process's child",
+        ));
+    }
+    Ok(pid)
+}

@@ -1,0 +1,191 @@
+"""Workers forked from the warm template (oxjob._template): fresh per pool, replaced
+when stale, per caller process, and gone with the caller."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import oxjob
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+
+_G: list = []
+
+
+def _set_global(x):
+    _G.append(x)
+    return os.getpid()
+
+
+def _from_template() -> bool:
+    return sys.modules["__main__"].__spec__.name == "oxjob._template"
+
+
+def _worker_state(_):
+    return os.getpid(), list(_G), _from_template()
+
+
+def _init(tag):
+    _G.append(tag)
+
+
+def test_each_pool_gets_fresh_workers_forked_from_the_template():
+    with oxjob.Pool(2) as pool:
+        first = set(pool.map(_set_global, range(8)))
+    with oxjob.Pool(2) as pool:
+        states = pool.map(_worker_state, range(8))
+    pids = {pid for pid, _, _ in states}
+    assert not pids & first
+    assert all(g == [] for _, g, _ in states)  # the first pool's globals are not seen
+    assert all(forked for _, _, forked in states)  # they came from the template
+
+
+def test_initializer_runs_in_every_pool():
+    for tag in ("a", "b"):
+        with oxjob.Pool(2, initializer=_init, initargs=(tag,)) as pool:
+            states = pool.map(_worker_state, range(4))
+        assert all(g == [tag] and forked for _, g, forked in states)
+
+
+def test_executor_and_maxtasksperchild_replacements_come_from_the_template():
+    with oxjob.ProcessPoolExecutor(2) as ex:
+        assert all(f for _, _, f in ex.map(_worker_state, range(4)))
+    with oxjob.Pool(1, maxtasksperchild=1) as pool:
+        states = [pool.apply(_worker_state, (i,)) for i in range(3)]
+    assert len({pid for pid, _, _ in states}) == 3
+    assert all(g == [] and forked for _, g, forked in states)
+
+
+def test_a_spawn_context_gets_fresh_interpreters():
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    with oxjob.Pool(2, context=spawn) as pool:
+        assert not any(f for _, _, f in pool.map(_worker_state, range(4)))
+    with oxjob.ProcessPoolExecutor(2, mp_context=spawn) as ex:
+        assert not any(f for _, _, f in ex.map(_worker_state, range(4)))
+    forkserver = multiprocessing.get_context("forkserver")
+    with oxjob.Pool(2, context=forkserver) as pool:
+        assert all(f for _, _, f in pool.map(_worker_state, range(4)))
+
+
+def _run(script: str, tmp_path, **kw) -> subprocess.CompletedProcess:
+    path = tmp_path / "caller.py"
+    path.write_text(textwrap.dedent(script))
+    return subprocess.run(
+        [sys.executable, str(path)], capture_output=True, text=True, timeout=120, cwd=tmp_path, **kw
+    )
+
+
+_COMMON = """
+    import os, sys
+    import oxjob
+    from oxjob import _template
+
+    def state(_):
+        return os.getpid(), os.getcwd(), sys.modules["__main__"].__spec__.name == "oxjob._template"
+
+    def template_pid():
+        return _template._current[0].proc.pid
+"""
+
+
+def test_a_stale_template_is_replaced(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    out = _run(
+        _COMMON
+        + """
+    if __name__ == "__main__":
+        with oxjob.Pool(2) as pool:
+            pool.map(state, range(2))
+        first = template_pid()
+        os.chdir("elsewhere")
+        with oxjob.Pool(2) as pool:
+            cwds = {c for _, c, f in pool.map(state, range(4)) if f}
+        second = template_pid()
+        sys.path.append("/nonexistent-oxjob-path")
+        with oxjob.Pool(2) as pool:
+            pool.map(state, range(2))
+        third = template_pid()
+        gone = not os.path.exists(f"/proc/{first}")  # stopped and reaped
+        print(first != second != third, cwds == {os.getcwd()}, gone)
+    """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]
+
+
+def test_a_caller_that_forks_gets_a_working_pool_in_the_child(tmp_path):
+    out = _run(
+        _COMMON
+        + """
+    if __name__ == "__main__":
+        with oxjob.Pool(2) as pool:
+            pool.map(state, range(2))
+        parent_template = template_pid()
+        pid = os.fork()
+        if pid == 0:
+            with oxjob.Pool(2) as pool:
+                states = pool.map(state, range(4))
+            ok = all(f for _, _, f in states) and template_pid() != parent_template
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        with oxjob.Pool(2) as pool:
+            pool.map(state, range(2))
+        print(os.waitstatus_to_exitcode(status), template_pid() == parent_template)
+    """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "True"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_no_template_or_worker_outlives_the_caller(tmp_path, sig):
+    path = tmp_path / "caller.py"
+    path.write_text(
+        textwrap.dedent(
+            _COMMON
+            + """
+    import time
+    if __name__ == "__main__":
+        pool = oxjob.Pool(2)
+        pids = {p for p, _, _ in pool.map(state, range(8))}
+        print(template_pid(), *pids, flush=True)
+        print(_template._current[0].dir, flush=True)
+        time.sleep(600)
+    """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        socket_dir = proc.stdout.readline().strip()
+        assert len(pids) >= 2 and os.path.isdir(socket_dir)
+        assert not any(_gone(p) for p in pids)
+        proc.send_signal(sig)
+        proc.wait(30)
+        deadline = time.monotonic() + 30
+        while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(_gone(p) for p in pids)
+        assert not os.path.exists(socket_dir)  # the template removed its socket
+    finally:
+        proc.kill()
+        proc.wait()

@@ -245,7 +245,9 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
 _MAX_PER_REQUEST = 64  # oxjob_core::pool::template::MAX_PER_REQUEST
 
 
-def _fork_workers(socks: list[int], out: int, err: int, body: bytes, caller: int, keep: tuple) -> bytes:
+def _fork_workers(
+    socks: list[int], out: int, err: int, body: bytes, caller: int, keep: tuple
+) -> bytes:
     """Fork one worker per socket through an intermediate process that exits at once,
     so that they become the caller's children (it is a subreaper while it asks).
     Returns their pids (4 bytes each, 0 for a fork that failed)."""

@@ -242,7 +242,7 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
             os._exit(code or 0)
 
 
-_MAX_PER_REQUEST = 64  # oxjob_core::pool::template::MAX_PER_REQUEST
+_MAX_PER_REQUEST = 64  # oxjob_core::pool::template::MAX_PER_REQUEST (a test pins both)
 
 
 def _fork_workers(

@@ -8,6 +8,7 @@ plain and safe, and a cache written then must still answer.
 """
 
 import os
+import pickle
 import shutil
 import sys
 
@@ -98,3 +99,14 @@ def test_a_cached_call_written_before_the_move_is_answered_from_the_cache(tmp_pa
     np.testing.assert_array_equal(cached(values()["big"]), values()["big"] ** 2)
     # Read, not computed again: a new result would have been stored with its own time.
     assert memory.store_backend.get_metadata(_call_id(memory))["time"] == written
+
+
+def test_a_file_naming_the_rebuilder_where_oxjob_0_1_put_it_loads(tmp_path):
+    # oxjob 0.1's files call ``oxjob.persistence._rebuild_array(buffer, dtype, shape, order)``.
+    expected = np.arange(6.0).reshape(2, 3)
+    arguments = pickle.dumps((bytearray(expected.tobytes()), expected.dtype, (2, 3), "C"), 2)
+    stream = b"\x80\x02coxjob.persistence\n_rebuild_array\n" + arguments[2:-1] + b"R."
+    path = tmp_path / "old.pkl"
+    path.write_bytes(stream)
+    for trusted in (None, []):
+        np.testing.assert_array_equal(oxjob.load(path, trusted=trusted), expected)

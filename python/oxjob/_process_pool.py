@@ -44,7 +44,8 @@ class ProcessPool:
         from ._worker_env import SYS_PATH
 
         # Forked from the warm template where one can serve (see oxjob._template).
-        template = template_for(dict(self.extra_env, **{SYS_PATH: env[SYS_PATH]}))
+        self.template = template_for(dict(self.extra_env, **{SYS_PATH: env[SYS_PATH]}))
+        template = self.template
         self.engine = _engine.Engine(
             sys.executable,
             ["-m", "oxjob._worker"],
@@ -73,6 +74,9 @@ class ProcessPool:
         return [self.engine.pid(w) for w in range(self.n_workers)]
 
     def shutdown(self, grace: float = 1.0) -> None:
+        from ._template import teach_sent
+
+        teach_sent(self.template)  # before the engine forks the next pool's workers
         self.engine.shutdown(grace)
 
 

@@ -174,6 +174,42 @@ def test_a_caller_that_forks_gets_a_working_pool_in_the_child(tmp_path):
     assert out.stdout.split() == ["0", "True"]
 
 
+def test_a_caller_that_forks_just_after_a_pool_closed_gets_a_pool_in_the_child(tmp_path):
+    # The next pool's workers are being forked on a background thread when the pool
+    # closes: a child forked then must not wait for that thread's locks (it does not
+    # exist in the child), nor touch the parent's waiting workers.
+    out = _run(
+        _COMMON
+        + """
+    import time
+
+    if __name__ == "__main__":
+        stuck = 0
+        for _ in range(12):
+            with oxjob.Pool(2) as pool:
+                pool.map(state, range(2))
+            pid = os.fork()
+            if pid == 0:
+                with oxjob.Pool(2) as pool:
+                    pool.map(state, range(2))
+                os._exit(0)
+            deadline = time.monotonic() + 30
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    stuck += 1
+                    break
+                time.sleep(0.01)
+        with oxjob.Pool(2) as pool:
+            print(stuck, len(set(pid for pid, _, _ in pool.map(state, range(4)))) >= 1)
+    """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "True"]
+
+
 def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

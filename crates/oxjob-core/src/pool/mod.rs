@@ -11,6 +11,7 @@
 
 pub mod channel;
 pub mod dropped;
+pub mod fork_lock;
 pub mod frame;
 pub mod memfd;
 pub mod spares;

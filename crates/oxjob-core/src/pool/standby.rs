@@ -10,11 +10,12 @@
 //! pool, or the caller's exit (their sockets close). A pool that took waiting workers
 //! has the next pool's forked at once, while it works.
 
+use super::fork_lock::ForkLock;
 use super::template;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, MutexGuard};
 use std::time::Duration;
 
 /// What a waiting worker was made for: it serves only a pool that would ask the same.
@@ -86,12 +87,16 @@ pub struct Waiting {
 }
 
 struct Standby {
+    /// The process this state belongs to: a forked child finds its parent's copy,
+    /// whose workers and filling thread are the parent's.
+    owner: u32,
     key: Option<Key>,
     waiting: Vec<Waiting>,
     filling: bool,
 }
 
-static STANDBY: Mutex<Standby> = Mutex::new(Standby {
+static STANDBY: ForkLock<Standby> = ForkLock::new(Standby {
+    owner: 0,
     key: None,
     waiting: Vec::new(),
     filling: false,
@@ -101,10 +106,19 @@ static FILLED: Condvar = Condvar::new();
 /// How long workers forked ahead of time wait for a pool before they are discarded.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-fn lock() -> MutexGuard<'static, Standby> {
-    STANDBY
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// This process's standby state; `None` in a child forked while its parent held it.
+fn lock() -> Option<MutexGuard<'static, Standby>> {
+    let mut standby = STANDBY.lock()?;
+    let me = std::process::id();
+    if standby.owner != me {
+        // The parent's workers are not ours to use or kill: close our copies of
+        // their sockets only.
+        standby.owner = me;
+        standby.key = None;
+        standby.waiting.clear();
+        standby.filling = false;
+    }
+    Some(standby)
 }
 
 /// Kill and reap workers that will not be used.
@@ -129,7 +143,9 @@ fn running(worker: &Waiting) -> bool {
 /// Up to `n` waiting workers made for `key` (waiting for a fill under way); workers
 /// made for another key are discarded.
 pub fn take(key: &Key, n: usize) -> Vec<Waiting> {
-    let mut standby = lock();
+    let Some(mut standby) = lock() else {
+        return Vec::new();
+    };
     if standby.filling && standby.key.as_ref() == Some(key) {
         standby = FILLED
             .wait_timeout_while(standby, template::ANSWER_TIMEOUT, |s| s.filling)
@@ -162,7 +178,9 @@ pub fn take(key: &Key, n: usize) -> Vec<Waiting> {
 /// Fork `n` workers for `key` from its template on a background thread (if none is
 /// being forked already), replacing workers made for another key.
 pub fn fill(key: Key, n: usize) {
-    let mut standby = lock();
+    let Some(mut standby) = lock() else {
+        return;
+    };
     if standby.filling || n == 0 {
         return;
     }
@@ -190,10 +208,13 @@ pub fn fill(key: Key, n: usize) {
     discard(stale);
     let filler = std::thread::Builder::new()
         .name("oxjob-standby".into())
+        .stack_size(256 * 1024) // it only asks the template and waits
         .spawn(move || {
             let made = start(&key, n, &outputs).unwrap_or_default();
             let pids: Vec<i32> = made.iter().map(|w| w.pid).collect();
-            let mut standby = lock();
+            let Some(mut standby) = lock() else {
+                return;
+            };
             standby.filling = false;
             let unwanted = if standby.key.as_ref() == Some(&key) {
                 standby.waiting.extend(made);
@@ -207,7 +228,9 @@ pub fn fill(key: Key, n: usize) {
             // Workers no pool took soon are not kept: a program that is done with
             // pools should not find processes it did not ask for.
             std::thread::sleep(LINGER);
-            let mut standby = lock();
+            let Some(mut standby) = lock() else {
+                return;
+            };
             let (old, kept) = std::mem::take(&mut standby.waiting)
                 .into_iter()
                 .partition(|w| pids.contains(&w.pid));
@@ -216,7 +239,9 @@ pub fn fill(key: Key, n: usize) {
             discard(old);
         });
     if filler.is_err() {
-        lock().filling = false;
+        if let Some(mut standby) = lock() {
+            standby.filling = false;
+        }
         FILLED.notify_all();
     }
 }

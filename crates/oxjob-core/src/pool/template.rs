@@ -14,11 +14,12 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use super::fork_lock::ForkLock;
+
 /// Spawns through a template are serialized: the subreaper flag is process-wide.
-static ASKING: Mutex<()> = Mutex::new(());
+static ASKING: ForkLock<()> = ForkLock::new(());
 
 /// How long a template may take to answer (its first answer waits for its imports).
 pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -154,9 +155,11 @@ pub fn start(
             "a template request is for 1 to 64 workers",
         ));
     }
-    let _asking = ASKING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(_asking) = ASKING.lock() else {
+        return Err(io::Error::other(
+            "this process was forked while its parent was starting workers",
+        ));
+    };
     set_subreaper(true)?;
     let answer = ask(path, worker_socks, body, outputs);
     // The workers are ours once the template answered (their intermediate parent was

@@ -57,7 +57,7 @@ def test_defaults_come_from_units():
 
 
 def test_backends_receive_batches_through_an_explicit_interface():
-    from oxjob import _cluster
+    from oxjob._cluster import base as _cluster
     from oxjob.parallel import BatchedCalls, GuardedBatch
 
     batch = GuardedBatch(BatchedCalls([(abs, (-2,), {})]))

@@ -106,6 +106,10 @@ __all__ = [
 _LAZY["use_as_joblib_default"] = "joblib_backend"
 __all__.append("use_as_joblib_default")
 from ._joblib_hook import watch_joblib as _watch_joblib  # noqa: E402
+from ._moved import install as _install_moved  # noqa: E402
+
+# Old paths of moved private modules (pickles name them) import the moved module.
+_install_moved()
 
 _watch_joblib()
 

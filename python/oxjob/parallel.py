@@ -17,13 +17,15 @@ import queue
 import sys
 import threading
 import time
+import types
 from numbers import Integral
 from typing import Any, Callable, Iterable, Iterator, Literal
 
 from . import _engine, _mainscript
 from . import backends as _backends
+from ._backends.base import default_backend, set_default_backend
+from ._backends.resolve import get_active_backend  # noqa: F401 - joblib.parallel's name
 from ._expr import pre_dispatch_amount
-from ._resolve import get_active_backend  # noqa: F401 - joblib.parallel's name
 from ._units import DEFAULT_MAX_NBYTES, DEFAULT_MAX_NBYTES_TEXT, parse_size
 from .backends import (  # noqa: F401 - BACKENDS, EXTERNAL_BACKENDS: joblib.parallel's names
     BACKENDS,
@@ -39,9 +41,6 @@ from .exceptions import TimeoutError
 
 __all__ = ["Parallel", "delayed"]
 
-#: The backend used when none is given (joblib.parallel's name; set by
-#: ``register_parallel_backend(..., make_default=True)``).
-DEFAULT_BACKEND = _backends._default_backend[0]
 
 #: Auto batching aims at batches that compute for about this long: long enough to
 #: make dispatch overhead negligible, short enough to balance the load at the end.
@@ -908,3 +907,21 @@ def _parse_nbytes(value: Any) -> int:
     if value is None:
         return DEFAULT_MAX_NBYTES
     return parse_size(value, "max_nbytes")
+
+
+class _ParallelModule(types.ModuleType):
+    """This module's type: ``DEFAULT_BACKEND``, joblib.parallel's name for the backend
+    used when none is given (code sets and restores it, joblib's tests among them),
+    reads and writes the default that the backends' registry owns, so nothing below
+    this module has to look it up here."""
+
+    @property
+    def DEFAULT_BACKEND(self) -> str:
+        return default_backend()
+
+    @DEFAULT_BACKEND.setter
+    def DEFAULT_BACKEND(self, name: str) -> None:
+        set_default_backend(name)
+
+
+sys.modules[__name__].__class__ = _ParallelModule

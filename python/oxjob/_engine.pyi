@@ -206,7 +206,10 @@ class Engine:
         """Up to ``limit`` events already waiting, without waiting."""
     def next_event(self, timeout: float | None = None) -> _Event | None:
         """``("frame", worker, generation, kind, tag, body, buffers, shared)`` or
-        ``("exit", worker, generation, exit_code, signal)``; None after ``timeout``."""
+        ``("exit", worker, generation, exit_code, signal)``; None after ``timeout``
+        or when ``wake`` was called."""
+    def wake(self) -> None:
+        """End a ``next_event`` wait now (it returns None), or the next one."""
     def kill(self, worker: int) -> None:
         """SIGKILL a worker; its exit arrives as an event."""
     def spawn(self, worker: int) -> int:

@@ -668,6 +668,7 @@ class TaskEngine(InputSegments):
         once. For finalizers: they may run in any thread, the dispatcher's included, at
         any point (a garbage collection), so they must not wait or take the lock."""
         self.retiring = wait
+        self.pool.engine.wake()  # a channel send: neither waits nor takes a lock
 
     def _retire_now(self) -> None:
         unfinished = self.stop(0.0 if self.retiring is False else 1.0)
@@ -707,6 +708,9 @@ class TaskEngine(InputSegments):
                 return []
             self.stopped = True
             self.stopping = True
+        # The dispatcher may be waiting for an event: end the wait now rather than at
+        # its timeout (what closing a short-lived pool would otherwise cost).
+        self.pool.engine.wake()
         if threading.current_thread() is not self.thread and not sys.is_finalizing():
             self.thread.join()
         with self.lock:

@@ -10,8 +10,9 @@
 //! * [`store`]: the on-disk cache store behind `oxjob.Memory`.
 //! * [`tempname`]: temporary files beside their targets, under names nobody can plant.
 //! * [`pool`]: the worker supervisor behind `Parallel`: processes, frames, memfds.
-//! * [`parallel`]: the small scoped-thread work queue used to compress, decompress
-//!   and checksum chunks on several cores.
+//! * [`work_queue`]: the small scoped-thread work queue that compresses, decompresses
+//!   and checksums a container's chunks, and copies large buffers into memfds, on
+//!   several cores.
 
 pub mod buffer;
 pub mod codec;
@@ -20,9 +21,9 @@ pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod hash;
-pub mod parallel;
 pub mod pool;
 pub mod store;
 pub mod tempname;
+pub mod work_queue;
 
 pub use error::{Error, Result};

@@ -5,8 +5,8 @@ use crate::errors::to_py;
 use oxjob_core::buffer::Buffer;
 use oxjob_core::codec::{Codec, CODEC_NAMES};
 use oxjob_core::container::{self, FileSource, Section, SectionKind, WriteOptions};
-use oxjob_core::parallel;
 use oxjob_core::tempname;
+use oxjob_core::work_queue;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use std::fs::{self, File, OpenOptions};
@@ -18,7 +18,7 @@ pub(crate) fn options(codec: &str, level: i32, threads: Option<usize>) -> PyResu
     Ok(WriteOptions {
         codec,
         level,
-        threads: threads.unwrap_or_else(parallel::default_threads),
+        threads: threads.unwrap_or_else(work_queue::default_threads),
     })
 }
 
@@ -157,7 +157,7 @@ pub fn read_file(
     path: PathBuf,
     threads: Option<usize>,
 ) -> PyResult<Bound<'_, PyList>> {
-    let threads = threads.unwrap_or_else(parallel::default_threads);
+    let threads = threads.unwrap_or_else(work_queue::default_threads);
     let what = path.display().to_string();
     let decoded = py
         .detach(|| Ok(container::read_file(File::open(&path)?, threads)?.1))
@@ -174,7 +174,7 @@ pub fn read_bytes<'py>(
     data: &Bound<'py, PyAny>,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let threads = threads.unwrap_or_else(parallel::default_threads);
+    let threads = threads.unwrap_or_else(work_queue::default_threads);
     let borrowed = Borrowed::new(data)?;
     let bytes = borrowed.as_slice();
     let (layout, decoded) = py
@@ -236,7 +236,7 @@ pub fn codec_names() -> Vec<&'static str> {
 /// Threads the engine uses by default (the CPUs this process may run on).
 #[pyfunction]
 pub fn default_threads() -> usize {
-    parallel::default_threads()
+    work_queue::default_threads()
 }
 
 /// Mark the uncompressed buffers of a container file as unverified, before they

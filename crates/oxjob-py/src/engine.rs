@@ -9,7 +9,7 @@ use oxjob_core::pool::channel::{self, Frame, Progress};
 use oxjob_core::pool::dropped;
 use oxjob_core::pool::frame::{Header, Kind};
 use oxjob_core::pool::memfd::{MapMode, Mapping};
-use oxjob_core::pool::{Event, Events, Supervisor, WorkerSpec};
+use oxjob_core::pool::{Event, Events, Supervisor, Waited, WorkerSpec};
 use pyo3::exceptions::{PyEOFError, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
@@ -361,7 +361,8 @@ impl Engine {
         PyList::new(py, events)
     }
 
-    /// The next event, or None after `timeout` seconds (None: wait for ever).
+    /// The next event, or None after `timeout` seconds (None: wait for ever) or
+    /// when `wake` was called.
     ///
     /// `("frame", worker, generation, kind, tag, body, [buffers], [shared segments])` or
     /// `("exit", worker, generation, exit_code, signal)`; raises as `ready_events` does.
@@ -381,10 +382,10 @@ impl Engine {
                 None => SIGNAL_CHECK,
             };
             // Wait on the event handle, not the supervisor: other threads can send meanwhile.
-            let event = py.detach(|| self.events.next(slice));
-            match event {
-                Some(event) => return self.event_tuple(py, event).map(Some),
-                None => {
+            match py.detach(|| self.events.wait(slice)) {
+                Waited::Event(event) => return self.event_tuple(py, event).map(Some),
+                Waited::Woken => return Ok(None),
+                Waited::TimedOut => {
                     py.check_signals()?;
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Ok(None);
@@ -392,6 +393,13 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// End a `next_event` wait now (it returns None), or the next one if none is
+    /// under way: the thread that waits is told to look at its own state (a pool
+    /// closing) without waiting for its timeout.
+    fn wake(&self) {
+        self.events.wake();
     }
 
     /// SIGKILL a worker; its exit arrives as an event.

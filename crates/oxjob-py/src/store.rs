@@ -2,8 +2,8 @@
 
 use crate::container::{borrow_all, into_python, options, sections};
 use crate::errors::to_py;
-use oxjob_core::parallel;
 use oxjob_core::store::{EntryInfo, Limits};
+use oxjob_core::work_queue;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use std::path::PathBuf;
@@ -96,7 +96,7 @@ impl Store {
         key: &str,
         threads: Option<usize>,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
-        let threads = threads.unwrap_or_else(parallel::default_threads);
+        let threads = threads.unwrap_or_else(work_queue::default_threads);
         let found = py
             .detach(|| self.inner.get(func_id, key, threads))
             .map_err(|e| to_py(e, &self.describe(func_id, key)))?;

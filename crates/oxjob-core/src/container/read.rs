@@ -8,7 +8,7 @@ use super::{
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::hash::checksum64;
-use crate::parallel;
+use crate::work_queue;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -410,7 +410,7 @@ pub fn read_section<S: Source + ?Sized>(
     }
     let jobs = pieces.into_iter().zip(section.chunks.iter()).enumerate();
     let threads = threads_for(section.raw_len, threads);
-    parallel::for_each(jobs, threads, |(c, (piece, chunk))| {
+    work_queue::for_each(jobs, threads, |(c, (piece, chunk))| {
         let seed = chunk_seed(section.index, c as u64);
         if section.codec == Codec::Raw {
             src.read_at(chunk.offset, piece)?;

@@ -7,7 +7,7 @@ use super::{
 use crate::codec::Codec;
 use crate::error::{Error, Result};
 use crate::hash::checksum64;
-use crate::parallel;
+use crate::work_queue;
 use std::io::Write;
 
 /// How to write a container.
@@ -26,7 +26,7 @@ impl Default for WriteOptions {
         WriteOptions {
             codec: Codec::Raw,
             level: 0,
-            threads: parallel::default_threads(),
+            threads: work_queue::default_threads(),
         }
     }
 }
@@ -110,7 +110,7 @@ fn write_raw_section<W: Write>(
     threads: usize,
 ) -> Result<()> {
     let chunks: Vec<&[u8]> = section.data.chunks(RAW_CHUNK as usize).collect();
-    let sums = parallel::map(chunks.len(), threads, |c| {
+    let sums = work_queue::map(chunks.len(), threads, |c| {
         Ok::<_, Error>(checksum64(chunks[c], chunk_seed(index, c as u64)))
     })?;
     let header_end = out.written + SECTION_FIXED_LEN + 8 * sums.len() as u64 + 8;
@@ -147,7 +147,7 @@ fn write_compressed_section<W: Write>(
     let window = opts.threads.max(1) * 4;
     for (window_index, group) in chunks.chunks(window).enumerate() {
         let first = window_index * window;
-        let stored = parallel::map(group.len(), opts.threads, |i| {
+        let stored = work_queue::map(group.len(), opts.threads, |i| {
             opts.codec.compress(group[i], opts.level)
         })?;
         for (i, bytes) in stored.iter().enumerate() {

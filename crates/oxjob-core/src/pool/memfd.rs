@@ -48,9 +48,11 @@ fn fill_new(data: &[u8]) -> io::Result<OwnedFd> {
     }
     file.set_len(data.len() as u64)?;
     let chunks = data.chunks(COPY_CHUNK).enumerate();
-    crate::parallel::for_each(chunks, crate::parallel::default_threads(), |(i, chunk)| {
-        file.write_all_at(chunk, (i * COPY_CHUNK) as u64)
-    })?;
+    crate::work_queue::for_each(
+        chunks,
+        crate::work_queue::default_threads(),
+        |(i, chunk)| file.write_all_at(chunk, (i * COPY_CHUNK) as u64),
+    )?;
     Ok(OwnedFd::from(file))
 }
 
@@ -66,9 +68,11 @@ fn refill(fd: &OwnedFd, data: &[u8]) -> io::Result<()> {
         return file.write_all_at(data, 0);
     }
     let chunks = data.chunks(COPY_CHUNK).enumerate();
-    crate::parallel::for_each(chunks, crate::parallel::default_threads(), |(i, chunk)| {
-        file.write_all_at(chunk, (i * COPY_CHUNK) as u64)
-    })
+    crate::work_queue::for_each(
+        chunks,
+        crate::work_queue::default_threads(),
+        |(i, chunk)| file.write_all_at(chunk, (i * COPY_CHUNK) as u64),
+    )
 }
 
 /// A new zero-filled memfd of `len` bytes (its pages are allocated on first touch).

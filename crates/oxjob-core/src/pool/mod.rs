@@ -93,30 +93,75 @@ struct Slot {
     told: AtomicU64,
 }
 
+/// What travels on the events channel: an event, or a wake-up that ends a wait early.
+enum Signal {
+    Event(Event),
+    Wake,
+}
+
+/// How a wait for an event ended.
+pub enum Waited {
+    /// An event arrived.
+    Event(Event),
+    /// [`Events::wake`] ended the wait.
+    Woken,
+    /// Nothing within the timeout.
+    TimedOut,
+}
+
 /// The receiving end of a supervisor's events, usable without locking the
 /// supervisor itself, so that one thread can wait for events while another sends.
 #[derive(Clone)]
 pub struct Events {
-    rx: Arc<Mutex<Receiver<Event>>>,
+    rx: Arc<Mutex<Receiver<Signal>>>,
+    /// For [`Events::wake`]: a waiting thread can only be woken through its channel.
+    tx: Sender<Signal>,
 }
 
 impl Events {
-    /// The next event, waiting at most `timeout`.
+    /// The next event, waiting at most `timeout`; `None` after the timeout or
+    /// when [`Events::wake`] ended the wait.
     pub fn next(&self, timeout: Duration) -> Option<Event> {
+        match self.wait(timeout) {
+            Waited::Event(event) => Some(event),
+            Waited::Woken | Waited::TimedOut => None,
+        }
+    }
+
+    /// The next event, waiting at most `timeout`, saying why a wait ended without one.
+    pub fn wait(&self, timeout: Duration) -> Waited {
         let rx = self
             .rx
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        rx.recv_timeout(timeout).ok()
+        match rx.recv_timeout(timeout) {
+            Ok(Signal::Event(event)) => Waited::Event(event),
+            Ok(Signal::Wake) => Waited::Woken,
+            Err(_) => Waited::TimedOut,
+        }
     }
 
-    /// An event already waiting, if any.
+    /// An event already waiting, if any (wake-ups are passed over).
     pub fn try_next(&self) -> Option<Event> {
         let rx = self
             .rx
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        rx.try_recv().ok()
+        loop {
+            match rx.try_recv() {
+                Ok(Signal::Event(event)) => return Some(event),
+                Ok(Signal::Wake) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// End the current (or the next) wait of [`Events::next`] now, with no event: a
+    /// thread that owns the waiting loop is told to look at its own state (stopping,
+    /// retiring) without waiting for its timeout.
+    pub fn wake(&self) {
+        // The supervisor holds a sender as long as the receiver lives: this cannot fail.
+        let _ = self.tx.send(Signal::Wake);
     }
 }
 
@@ -124,7 +169,7 @@ impl Events {
 pub struct Supervisor {
     spec: WorkerSpec,
     slots: Vec<Option<Slot>>,
-    tx: Sender<Event>,
+    tx: Sender<Signal>,
     events: Events,
     next_generation: u64,
     /// The process that started the workers. A child made by a bare `fork()` holds a
@@ -205,9 +250,10 @@ impl Supervisor {
         let mut supervisor = Supervisor {
             spec,
             slots: (0..n).map(|_| None).collect(),
-            tx,
+            tx: tx.clone(),
             events: Events {
                 rx: Arc::new(Mutex::new(rx)),
+                tx,
             },
             next_generation: 0,
             owner: std::process::id(),
@@ -299,7 +345,7 @@ impl Supervisor {
                                 generation,
                                 frame,
                             };
-                            if tx.send(event).is_err() {
+                            if tx.send(Signal::Event(event)).is_err() {
                                 break;
                             }
                         }
@@ -314,7 +360,7 @@ impl Supervisor {
                                 header: lost.header,
                                 reason: lost.reason.clone(),
                             };
-                            if tx.send(event).is_err() {
+                            if tx.send(Signal::Event(event)).is_err() {
                                 break;
                             }
                         }
@@ -324,12 +370,12 @@ impl Supervisor {
                 // Closing our end makes a still-running worker see EOF and exit.
                 let _ = reader_sock.shutdown(std::net::Shutdown::Both);
                 let (code, signal) = reap(pid);
-                let _ = tx.send(Event::Exited {
+                let _ = tx.send(Signal::Event(Event::Exited {
                     worker,
                     generation,
                     code,
                     signal,
-                });
+                }));
             })?;
         self.slots[worker] = Some(Slot {
             generation,
@@ -487,10 +533,11 @@ impl Supervisor {
         let mut running = self.slots.iter().filter(|s| s.is_some()).count();
         while running > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.next(left) {
-                Some(Event::Exited { .. }) => running -= 1,
-                Some(Event::Frame { .. } | Event::Dropped { .. }) => {}
-                None => break,
+            match self.events.wait(left) {
+                Waited::Event(Event::Exited { .. }) => running -= 1,
+                // A wake-up meant for the caller's dispatcher is not the end of the grace.
+                Waited::Event(Event::Frame { .. } | Event::Dropped { .. }) | Waited::Woken => {}
+                Waited::TimedOut => break,
             }
         }
         for slot in self.slots.iter_mut().filter_map(Option::take) {
@@ -575,6 +622,44 @@ mod tests {
         let supervisor = Supervisor::new(sh("sleep 30"), 1).expect("spawn");
         supervisor.kill(0);
         assert_eq!(exited(&supervisor), (None, Some(libc::SIGKILL)));
+    }
+
+    #[test]
+    fn wake_ends_a_wait_at_once() {
+        let supervisor = Supervisor::new(sh("sleep 30"), 1).expect("spawn");
+        let events = supervisor.events();
+        let waiter = std::thread::spawn(move || {
+            let start = Instant::now();
+            let woken = matches!(events.wait(Duration::from_secs(20)), Waited::Woken);
+            (woken, start.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        supervisor.events().wake();
+        let (woken, waited) = waiter.join().expect("waiter");
+        assert!(woken);
+        // Not a timing assertion: the wait's own timeout is 20 s, far from either side.
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+        // A wake-up is no event: nothing is left for try_next.
+        supervisor.events().wake();
+        assert!(supervisor.events().try_next().is_none());
+        supervisor.kill(0);
+        assert_eq!(exited(&supervisor), (None, Some(libc::SIGKILL)));
+    }
+
+    #[test]
+    fn a_stray_wake_does_not_cut_the_shutdown_grace() {
+        // The worker finishes on its own after the shutdown frame arrives; a wake-up
+        // left in the channel must not make shutdown kill it before its grace is over.
+        let dir = std::env::temp_dir().join(format!("oxjob-wake-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let marker = dir.join("finished");
+        let script = format!("sleep 0.3; : > '{}'; exit 0", marker.display());
+        let mut supervisor = Supervisor::new(sh(&script), 1).expect("spawn");
+        supervisor.events().wake();
+        supervisor.shutdown(Duration::from_secs(20));
+        let finished = marker.exists();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(finished, "the worker was killed before its grace was over");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! A tiny work queue on scoped threads.
+//! A tiny work queue on scoped threads: [`for_each`] and [`map`] run one closure over
+//! many items (a container's chunks, the pages of a memfd copy) on several cores.
 //!
 //! Chunks are large (megabytes), so a mutex-guarded iterator costs nothing next to
 //! the work, and scoped threads let workers borrow the caller's slices without

@@ -7,7 +7,8 @@ import pickle
 import re
 
 import oxjob
-from oxjob import _protocol, _units, _worker_env, backends, joblib_backend
+from oxjob import _units, _worker_env, backends, joblib_backend
+from oxjob._workers import protocol as _protocol
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = pathlib.Path(oxjob.__file__).parent

@@ -190,7 +190,7 @@ class Engine:
         template: str | None = None,
     ) -> Engine:
         """Start ``n`` workers running ``program args...`` with ``env`` added, or
-        forked from the template listening at ``template`` (see :mod:`oxjob._template`)."""
+        forked from the template listening at ``template`` (see :mod:`oxjob._workers.template`)."""
     def __len__(self) -> int: ...
     def send(
         self,

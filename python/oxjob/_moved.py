@@ -28,6 +28,18 @@ MOVED = {
     "oxjob._dask": "oxjob._cluster.dask",
     "oxjob._ray": "oxjob._cluster.ray",
     "oxjob._shared_args": "oxjob._cluster.shared_args",
+    "oxjob._tasks": "oxjob._workers.engine",
+    "oxjob._calls": "oxjob._workers.calls",
+    "oxjob._input_segments": "oxjob._workers.segments",
+    "oxjob._shared_engine": "oxjob._workers.shared_engine",
+    "oxjob._process_pool": "oxjob._workers.processes",
+    "oxjob._protocol": "oxjob._workers.protocol",
+    "oxjob._functions": "oxjob._workers.functions",
+    "oxjob._outcomes": "oxjob._workers.outcomes",
+    "oxjob._worker": "oxjob._workers.worker",
+    "oxjob._worker_start": "oxjob._workers.worker_start",
+    "oxjob._mainscript": "oxjob._workers.mainscript",
+    "oxjob._template": "oxjob._workers.template",
 }
 
 

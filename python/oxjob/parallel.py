@@ -21,12 +21,13 @@ import types
 from numbers import Integral
 from typing import Any, Callable, Iterable, Iterator, Literal
 
-from . import _engine, _mainscript
+from . import _engine
 from . import backends as _backends
 from ._backends.base import default_backend, set_default_backend
 from ._backends.resolve import get_active_backend  # noqa: F401 - joblib.parallel's name
 from ._expr import pre_dispatch_amount
 from ._units import DEFAULT_MAX_NBYTES, DEFAULT_MAX_NBYTES_TEXT, parse_size
+from ._workers.mainscript import inner_threads
 from .backends import (  # noqa: F401 - BACKENDS, EXTERNAL_BACKENDS: joblib.parallel's names
     BACKENDS,
     EXTERNAL_BACKENDS,
@@ -620,7 +621,7 @@ class Parallel:
         if isinstance(backend, ThreadingBackend):
             return _ThreadRunner(n_workers)
         if isinstance(backend, ProcessBackend):
-            from ._process_pool import ProcessRunner
+            from ._workers.processes import ProcessRunner
 
             return ProcessRunner(
                 n_workers,
@@ -747,7 +748,7 @@ class Parallel:
         # joblib reports a sequential call task by task, as if still reading them.
         state.sequential = n_workers == 1
         state.dispatch_all = pre_dispatch is None and not state.sequential
-        with _mainscript.inner_threads(getattr(self._backend, "inner_max_num_threads", None)):
+        with inner_threads(getattr(self._backend, "inner_max_num_threads", None)):
             runner = self._make_runner(n_workers)
         bar = _ProgressBar(state.n_tasks) if self.progress else None
         ordered: dict[int, list] = {}

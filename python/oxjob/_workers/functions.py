@@ -15,7 +15,7 @@ import itertools
 import types
 from typing import Any
 
-from ._protocol import dumps_auto
+from .protocol import dumps_auto
 
 #: Functions no task needs any more are kept while their pickles total at most this
 #: (the newest first): a module-level function or a small closure, not a model.

@@ -70,7 +70,7 @@ def test_public_submodules_are_attributes_of_the_package_as_in_joblib():
 def test_pickles_naming_the_old_paths_of_moved_modules_still_load():
     # A pickle written before the package's private modules moved into subpackages
     # names their old paths: oxjob._config.parallel_config, oxjob._cluster.Slot...
-    from oxjob._moved import MOVED
+    from oxjob._io.old_paths import MODULES as MOVED
 
     names = [old for old, new in MOVED.items() if importlib.util.find_spec(new) is not None]
     names = [
@@ -79,7 +79,7 @@ def test_pickles_naming_the_old_paths_of_moved_modules_still_load():
     code = (
         "import importlib, pickle, sys\n"
         "import oxjob\n"
-        "from oxjob._moved import MOVED\n"
+        "from oxjob._io.old_paths import MODULES as MOVED\n"
         "cls = pickle.loads(b'coxjob._config\\nparallel_config\\n.')\n"
         "slot = pickle.loads(b'coxjob._cluster\\nSlot\\n.')\n"
         f"old = [importlib.import_module(n) for n in {names!r}]\n"

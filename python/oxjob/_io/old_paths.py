@@ -27,6 +27,10 @@ from typing import Sequence
 MODULES = {
     # The array rebuilders, named by every container and cache entry.
     "oxjob._oxjob_format": "oxjob._io.container",
+    # Memory's results and handles (NotMemorizedResult, MemorizedResult...): picklable.
+    "oxjob._memory_results": "oxjob._memory.results",
+    # CodeInfo, in the state of a pickled MemorizedFunc.
+    "oxjob._func_inspect": "oxjob._memory.func_inspect",
     # The backends, cluster and engine rooms (a pickled parallel_config names
     # oxjob._config; cluster workers are sent functions of oxjob._cluster, whose old
     # names its package forwards, as it is a package now).

@@ -35,9 +35,9 @@ GLOBALS = [
     "numpy.random.bit_generator SeedSequence", "scipy.sparse._csr csr_matrix",
     "scipy.sparse._coo coo_matrix", "sklearn.tree._tree Tree",
     "sklearn.linear_model._logistic LogisticRegression", "joblib.numpy_pickle NumpyArrayWrapper",
-    "joblib.numpy_pickle NDArrayWrapper", "oxjob._oxjob_format rebuild_array",
-    "oxjob._oxjob_format rebuild_small", "oxjob._oxjob_format rebuild_indexed",
-    "oxjob._oxjob_format arena", "__main__ x", "numpy.f2py.__main__ main", "json decoder",
+    "joblib.numpy_pickle NDArrayWrapper", "oxjob._io.container rebuild_array",
+    "oxjob._io.container rebuild_small", "oxjob._io.container rebuild_indexed",
+    "oxjob._io.container arena", "__main__ x", "numpy.f2py.__main__ main", "json decoder",
     "numpy.lib._npyio_impl NpzFile",
 ]  # fmt: skip
 

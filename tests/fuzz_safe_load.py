@@ -11,7 +11,7 @@ import atheris
 
 with atheris.instrument_imports():
     import oxjob  # noqa: F401
-    from oxjob import _safe_builtins, _safe_numpy, _safe_rules, _safe_unpickle  # noqa: F401
+    from oxjob._io import safe_builtins, safe_numpy, safe_rules, safe_unpickle  # noqa: F401
 
 from _safe_fuzz import check, cleanup, mutate, pickled_seeds, stream
 

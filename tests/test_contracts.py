@@ -65,3 +65,11 @@ def test_backends_receive_batches_through_an_explicit_interface():
     assert batch()[:2] == (True, [2])
     assert _cluster.batched_calls_of(lambda: None) is None
     assert pickle.loads(pickle.dumps(batch))()[1] == [2]
+
+
+def test_template_request_size_matches_the_rust_side():
+    from oxjob import _template
+
+    source = (ROOT / "crates/oxjob-core/src/workers/template.rs").read_text()
+    (rust,) = re.findall(r"pub const MAX_PER_REQUEST: usize = (\d+);", source)
+    assert _template._MAX_PER_REQUEST == int(rust)

@@ -47,6 +47,32 @@ def test_each_pool_gets_fresh_workers_forked_from_the_template():
     assert all(forked for _, _, forked in states)  # they came from the template
 
 
+def _process_view(_):
+    """The worker's pid, parent, and how many sockets it holds."""
+    time.sleep(0.05)  # let every worker of the pool take a task
+    sockets = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return os.getpid(), os.getppid(), sockets, _from_template()
+
+
+def test_workers_started_together_are_the_callers_children_holding_only_their_socket():
+    # A pool's workers are forked by the template in one request: each must hold its
+    # own socket only (another worker's would keep that one's connection open after
+    # it died) and be the caller's child, as a worker started alone is.
+    with oxjob.Pool(1) as pool:
+        (_, _, alone, _) = pool.apply(_process_view, (0,))
+    with oxjob.Pool(4) as pool:
+        views = pool.map(_process_view, range(16), chunksize=1)
+    assert len({pid for pid, _, _, _ in views}) >= 2
+    assert all(parent == os.getpid() for _, parent, _, _ in views)
+    assert all(forked for _, _, _, forked in views)
+    assert {sockets for _, _, sockets, _ in views} == {alone}
+
+
 def test_initializer_runs_in_every_pool():
     for tag in ("a", "b"):
         with oxjob.Pool(2, initializer=_init, initargs=(tag,)) as pool:

@@ -1,7 +1,7 @@
 """``python -m oxjob inspect FILE``: a file's format and the types it needs, run nothing.
 
 The file is read by the safe loader's opcode interpreter in record mode
-(:mod:`oxjob._safe_unpickle`): only the reviewed default rules make anything
+(:mod:`oxjob._io.safe_unpickle`): only the reviewed default rules make anything
 (containers, numpy data), every other global is recorded and replaced by an inert
 stand-in without being imported, and joblib's array data is skipped, not read.
 """
@@ -11,13 +11,14 @@ from __future__ import annotations
 import io
 import os
 
-from . import _engine, _streams
-from ._joblib_read import read_zfile
-from ._load import _head_of, bad_pickle
-from ._oxjob_format import MAGIC, read_container_stream
-from ._safe import Policy
-from ._safe_joblib import JoblibContext
-from ._safe_unpickle import load_stream
+from . import _engine
+from ._io import streams
+from ._io.container import MAGIC, read_container_stream
+from ._io.joblib_read import read_zfile
+from ._io.load import _head_of, bad_pickle
+from ._io.safe import Policy
+from ._io.safe_joblib import JoblibContext
+from ._io.safe_unpickle import load_stream
 
 
 def _record(source: object, path: str, **kw: object) -> dict[str, bool]:
@@ -39,15 +40,15 @@ def describe(path: str) -> tuple[list[str], dict[str, bool]]:
         seen = _record(io.BytesIO(parts[0]), path, buffers=parts[1:], stored=size)
         return lines, seen
     context = JoblibContext(path)  # joblib < 0.10's files are beside this one
-    if head.startswith(_streams.ZFILE_PREFIX):
+    if head.startswith(streams.ZFILE_PREFIX):
         with open(path, "rb") as f:
             content = read_zfile(f, limit=1 << 30)
         seen = _record(io.BytesIO(content), path, context=context, stored=len(content))
         lines = [f"{path}: joblib < 0.10 file (zlib 'ZF' file, arrays in files beside it)"]
         return lines, seen
-    name = _streams.detect(head)
+    name = streams.detect(head)
     with open(path, "rb") as f:
-        source = _streams.open_reader(name, f) if name else f
+        source = streams.open_reader(name, f) if name else f
         inner_head, source = _head_of(source)
         wrapping = f"in a {name} stream" if name else "uncompressed"
         if inner_head.startswith(MAGIC):

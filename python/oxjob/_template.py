@@ -162,7 +162,9 @@ def _prepare() -> None:
     """Import what a fresh worker would import before its first task."""
     import json
 
-    from . import _protocol, _worker  # noqa: F401 - imported for the workers
+    # Everything a worker imports before its first task (each import left to the
+    # worker costs every worker of every pool its time again).
+    from . import _outcomes, _protocol, _worker, _worker_env  # noqa: F401
     from ._mainscript import _load_script, adopt_caller_state, script_in
     from ._worker_env import SYS_PATH
 
@@ -240,6 +242,42 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
             os._exit(code or 0)
 
 
+_MAX_PER_REQUEST = 64  # oxjob_core::workers::template::MAX_PER_REQUEST (a test pins both)
+
+
+def _fork_workers(
+    socks: list[int], out: int, err: int, body: bytes, caller: int, keep: tuple
+) -> bytes:
+    """Fork one worker per socket through an intermediate process that exits at once,
+    so that they become the caller's children (it is a subreaper while it asks).
+    Returns their pids (4 bytes each, 0 for a fork that failed)."""
+    r, w = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # the intermediate: fork the workers, report them, exit
+        try:
+            os.close(r)
+            pids = []
+            for sock in socks:
+                try:
+                    pid = os.fork()
+                except OSError:
+                    pids.append(0)  # the caller discards the others and starts all anew
+                    continue
+                if pid == 0:
+                    others = tuple(fd for fd in socks if fd != sock)
+                    os.close(w)
+                    _become_worker([sock, out, err], body, caller, keep + others)
+                pids.append(pid)
+            os.write(w, b"".join(p.to_bytes(4, "little", signed=True) for p in pids))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with open(r, "rb") as reader:
+        answer = reader.read(4 * len(socks))
+    os.waitpid(middle, 0)  # the workers are the caller's children from here
+    return answer
+
+
 def _serve(listener: socket.socket, alive: int, caller: int) -> None:
     while True:
         ready, _, _ = select.select([listener.fileno(), alive], [], [])
@@ -248,33 +286,24 @@ def _serve(listener: socket.socket, alive: int, caller: int) -> None:
         conn, _ = listener.accept()
         with conn:
             try:
-                head, fds, _, _ = socket.recv_fds(conn, 4, 3)
+                head, fds, _, _ = socket.recv_fds(conn, 4, _MAX_PER_REQUEST + 2)
             except OSError:
                 continue
+            n = len(fds) - 2
             try:
                 if len(head) < 4:
                     head += _recv_exact(conn, 4 - len(head))
                 body = _recv_exact(conn, int.from_bytes(head, "little"))
-                if len(fds) != 3:
-                    raise OSError("a request without its three descriptors")
-                r, w = os.pipe()
-                middle = os.fork()
-                if middle == 0:  # the intermediate: fork the worker, report it, exit
-                    os.close(r)
-                    pid = os.fork()
-                    if pid == 0:
-                        os.close(w)
-                        _become_worker(fds, body, caller, (listener.fileno(), alive, conn.fileno()))
-                    os.write(w, pid.to_bytes(4, "little", signed=True))
-                    os._exit(0)
-                os.close(w)
-                with open(r, "rb") as reader:
-                    answer = reader.read(4)
-                os.waitpid(middle, 0)  # the worker is the caller's child from here
-                conn.sendall(answer if len(answer) == 4 else (0).to_bytes(4, "little"))
+                if n < 1:
+                    raise OSError("a request without its descriptors")
+                *socks, out, err = fds
+                answer = _fork_workers(
+                    socks, out, err, body, caller, (listener.fileno(), alive, conn.fileno())
+                )
+                conn.sendall(answer if len(answer) == 4 * n else bytes(4 * max(n, 1)))
             except (OSError, EOFError):
                 try:
-                    conn.sendall((0).to_bytes(4, "little"))
+                    conn.sendall(bytes(4 * max(n, 1)))
                 except OSError:
                     pass
             finally:

@@ -3,7 +3,7 @@
 Built-in *engine* codecs (``zstd``, and ``lz4``, ``zlib``, ``gzip`` for ``.oxjob``
 names) compress each chunk of an oxjob container in Rust, on several threads.
 *Standard streams* (``gzip``, ``zlib``, ``bz2``, ``xz``, ``lzma``, ``lz4``) wrap the
-whole file so that other tools open it (``oxjob._streams``). Compressors added by
+whole file so that other tools open it (``oxjob._io.streams``). Compressors added by
 :func:`register_compressor` wrap the whole file too, as joblib's do.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _streams
+from ._io import streams as _streams
 
 __all__ = ["CompressorWrapper", "register_compressor"]
 

@@ -1,11 +1,11 @@
 """``dump`` and ``load``: oxjob's container, joblib's format, plain pickle, standard streams.
 
-``dump`` writes oxjob's container (``_oxjob_format``: pickle protocol 5, arrays as
+``dump`` writes oxjob's container (``_io/container.py``: pickle protocol 5, arrays as
 checksummed, page-aligned sections), optionally inside a standard compressed
-stream (``_streams``), or joblib's format (``_joblib_write``). ``load`` tells the
-format by content and reads all of them, plus plain pickle files and every format
-``joblib.dump`` has written (``_joblib_read``); joblib is never imported. With
-``trusted=...`` only listed globals are rebuilt (``_safe``). See
+stream (``_io/streams.py``), or joblib's format (``_io/joblib_write.py``). ``load``
+tells the format by content and reads all of them, plus plain pickle files and every
+format ``joblib.dump`` has written (``_io/joblib_read.py``); joblib is never imported.
+With ``trusted=...`` only listed globals are rebuilt (``_io/safe.py``). See
 ``docs/persistence.md``.
 """
 
@@ -14,12 +14,10 @@ from __future__ import annotations
 import os
 from typing import IO, Any, Literal, Union
 
-from . import _engine, _streams
-from ._atomic import write_atomically
-
-# Files written by oxjob 0.1 name the array rebuilder here.
-from ._oxjob_format import rebuild_array as _rebuild_array  # noqa: F401
-from ._safe import LoadLimitError, Policy, UnsafeLoadError
+from . import _engine
+from ._io import streams as _streams
+from ._io.atomic import write_atomically
+from ._io.safe import LoadLimitError, Policy, UnsafeLoadError
 from .compressors import STREAM_COMPRESSORS, resolve
 
 __all__ = ["LoadLimitError", "UnsafeLoadError", "dump", "load"]
@@ -131,7 +129,7 @@ def dump(
 
 
 def _parts(value: Any, protocol: int | None, codec: str) -> list[Any]:
-    from ._oxjob_format import INBAND_COMPRESSED, INBAND_RAW, pickle_parts
+    from ._io.container import INBAND_COMPRESSED, INBAND_RAW, pickle_parts
 
     return pickle_parts(value, protocol, INBAND_RAW if codec == "raw" else INBAND_COMPRESSED)
 
@@ -146,7 +144,7 @@ def _write_payload(
     level: int = 0,
 ) -> None:
     if format == "joblib":
-        from ._joblib_write import dump_joblib
+        from ._io.joblib_write import dump_joblib
 
         dump_joblib(value, out, protocol, compressed)
         return
@@ -154,7 +152,7 @@ def _write_payload(
 
 
 def _write_atomically(filename: str, write: Any) -> None:
-    # An unpredictable temporary name, created exclusively: see ``_atomic``.
+    # An unpredictable temporary name, created exclusively: see ``_io/atomic.py``.
     write_atomically(filename, write)
 
 
@@ -259,7 +257,7 @@ def load(
     policy = None if trusted is None else Policy(trusted)
     if policy is not None:
         policy.max_bytes = max_bytes
-    from ._load import load_fileobj, load_path
+    from ._io.load import load_fileobj, load_path
 
     if hasattr(filename, "read"):
         return load_fileobj(filename, mmap_mode, native, policy)

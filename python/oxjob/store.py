@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import _engine
-from ._atomic import make_dirs, remove_dirs, write_atomically
-from ._oxjob_format import INBAND_COMPRESSED, INBAND_RAW, LoadContext, pickle_parts, unpickle
+from ._io.atomic import make_dirs, remove_dirs, write_atomically
+from ._io.container import INBAND_COMPRESSED, INBAND_RAW, LoadContext, pickle_parts, unpickle
 from ._units import parse_size
 from .compressors import resolve
 from .exceptions import CacheWarning

@@ -259,8 +259,9 @@ impl Supervisor {
             next_generation: 0,
             owner: std::process::id(),
         };
-        for worker in 0..n {
-            supervisor.spawn(worker)?;
+        let workers: Vec<usize> = (0..n).collect();
+        for chunk in workers.chunks(template::MAX_PER_REQUEST) {
+            supervisor.spawn_all(chunk)?;
         }
         Ok(supervisor)
     }
@@ -287,14 +288,55 @@ impl Supervisor {
 
     /// Start (or restart) the worker in slot `worker`; returns its generation.
     pub fn spawn(&mut self, worker: usize) -> io::Result<u64> {
+        let generations = self.spawn_all(&[worker])?;
+        generations
+            .first()
+            .copied()
+            .ok_or_else(|| io::Error::other("no worker was started"))
+    }
+
+    /// Start (or restart) the workers in these slots together (a template forks them
+    /// in one request); returns their generations, in order.
+    pub fn spawn_all(&mut self, workers: &[usize]) -> io::Result<Vec<u64>> {
         self.check_owner()?;
-        if let Some(old) = self.slots.get_mut(worker).and_then(Option::take) {
-            kill_slot(&old);
-            if let Some(reader) = old.reader {
-                let _ = reader.join();
+        for &worker in workers {
+            if worker >= self.slots.len() {
+                return Err(io::Error::other(format!("no worker slot {worker}")));
+            }
+            if let Some(old) = self.slots[worker].take() {
+                kill_slot(&old);
+                if let Some(reader) = old.reader {
+                    let _ = reader.join();
+                }
             }
         }
-        let (ours, theirs) = UnixStream::pair()?;
+        let pairs = workers
+            .iter()
+            .map(|_| UnixStream::pair())
+            .collect::<io::Result<Vec<_>>>()?;
+        let theirs: Vec<&UnixStream> = pairs.iter().map(|(_, theirs)| theirs).collect();
+        let forked = self
+            .spec
+            .template
+            .as_deref()
+            .and_then(|path| template::start(path, &theirs, &self.spec.env).ok());
+        let pids = match forked {
+            Some(pids) => pids,
+            None => theirs
+                .iter()
+                .map(|sock| self.exec_worker(sock))
+                .collect::<io::Result<Vec<_>>>()?,
+        };
+        let mut generations = Vec::with_capacity(workers.len());
+        for ((&worker, (ours, theirs)), pid) in workers.iter().zip(pairs).zip(pids) {
+            drop(theirs);
+            generations.push(self.install(worker, ours, pid)?);
+        }
+        Ok(generations)
+    }
+
+    /// Start a fresh worker process (fork+exec) whose socket end is `theirs`.
+    fn exec_worker(&self, theirs: &UnixStream) -> io::Result<i32> {
         let child_fd = theirs.as_raw_fd();
         let mut command = Command::new(&self.spec.program);
         command
@@ -315,17 +357,13 @@ impl Supervisor {
                 Ok(())
             });
         }
-        let forked = self
-            .spec
-            .template
-            .as_deref()
-            .and_then(|path| template::start(path, &theirs, &self.spec.env).ok());
-        let pid = match forked {
-            Some(pid) => pid,
-            // `child` is reaped by the reader thread; dropping the handle does not wait.
-            None => command.spawn()?.id() as i32,
-        };
-        drop(theirs);
+        // `child` is reaped by the reader thread; dropping the handle does not wait.
+        Ok(command.spawn()?.id() as i32)
+    }
+
+    /// Watch the worker `pid` in slot `worker` (our socket end `ours`): its reader
+    /// thread turns its frames and its exit into events. Returns its generation.
+    fn install(&mut self, worker: usize, ours: UnixStream, pid: i32) -> io::Result<u64> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let sock = Arc::new(ours);

@@ -97,48 +97,82 @@ fn set_subreaper(on: bool) -> io::Result<()> {
     Ok(())
 }
 
-fn ask(path: &str, worker_sock: &UnixStream, env: &[(String, String)]) -> io::Result<i32> {
+/// At most this many workers per request (the template reads this many descriptors).
+pub const MAX_PER_REQUEST: usize = 64;
+
+fn ask(path: &str, worker_socks: &[&UnixStream], env: &[(String, String)]) -> io::Result<Vec<i32>> {
     let body = request(env)?;
     let mut sock = UnixStream::connect(path)?;
     sock.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     let mut message = (body.len() as u32).to_le_bytes().to_vec();
     message.extend_from_slice(&body);
-    let fds = [worker_sock.as_raw_fd(), 1, 2];
+    // The workers' sockets, then the caller's stdout and stderr.
+    let mut fds: Vec<RawFd> = worker_socks.iter().map(|s| s.as_raw_fd()).collect();
+    fds.extend([1, 2]);
     let mut sent = send_with_fds(&sock, &message, &fds)?;
     while sent < message.len() {
         sent += send_with_fds(&sock, &message[sent..], &[])?;
     }
-    let mut answer = [0u8; 4];
+    let mut answer = vec![0u8; 4 * worker_socks.len()];
     sock.read_exact(&mut answer)?;
-    let pid = i32::from_le_bytes(answer);
-    if pid <= 0 {
-        return Err(io::Error::other("the template could not start a worker"));
-    }
-    Ok(pid)
+    Ok(answer
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
-/// Start a worker from the template listening at `path`; its socket end is
-/// `worker_sock`. Returns the worker's pid, now a child of this process.
-pub fn start(path: &str, worker_sock: &UnixStream, env: &[(String, String)]) -> io::Result<i32> {
+/// Kill and reap workers the template started for us that we will not use.
+fn discard(pids: &[i32]) {
+    for &pid in pids.iter().filter(|&&pid| pid > 0) {
+        // SAFETY: kill and waitpid on a pid the template just started; if it is not
+        // our child, waitpid fails at once (ECHILD) and nothing else happens.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// Start one worker per socket from the template listening at `path` (each worker's
+/// socket end is its entry of `worker_socks`), in one request: the template forks
+/// them together. Returns their pids, in order, now children of this process; on
+/// any failure none is left running.
+pub fn start(
+    path: &str,
+    worker_socks: &[&UnixStream],
+    env: &[(String, String)],
+) -> io::Result<Vec<i32>> {
+    if worker_socks.is_empty() || worker_socks.len() > MAX_PER_REQUEST {
+        return Err(io::Error::other(
+            "a template request is for 1 to 64 workers",
+        ));
+    }
     let _asking = ASKING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     set_subreaper(true)?;
-    let answer = ask(path, worker_sock, env);
-    // The worker is ours once the template answered (its intermediate parent was
+    let answer = ask(path, worker_socks, env);
+    // The workers are ours once the template answered (their intermediate parent was
     // reaped first); no other orphan should become ours.
     let _ = set_subreaper(false);
-    let pid = answer?;
-    // SAFETY: waitpid WNOHANG with a null status pointer only asks; on a pid that is
-    // not our child it fails with ECHILD, which is what is checked.
-    let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-    if r < 0 {
-        // Not our child (the re-parenting failed): do not use it.
-        // SAFETY: kill with a pid we were just given; failure is harmless.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+    let pids = answer?;
+    let ours = |pid: i32| {
+        // SAFETY: waitpid WNOHANG with a null status pointer only asks; on a pid that
+        // is not our child it fails with ECHILD, which is what is checked.
+        pid > 0 && unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } >= 0
+    };
+    if pids.len() != worker_socks.len() || !pids.iter().all(|&pid| ours(pid)) {
+        // A fork that failed, or a re-parenting that did not happen: use none of them.
+        for &pid in &pids {
+            if pid > 0 && !ours(pid) {
+                // SAFETY: kill with a pid we were just given; failure is harmless.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        discard(&pids);
         return Err(io::Error::other(
-            "the template's worker is not this process's child",
+            "the template could not start the workers as this process's children",
         ));
     }
-    Ok(pid)
+    Ok(pids)
 }

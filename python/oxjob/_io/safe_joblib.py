@@ -14,11 +14,11 @@ import os
 import types
 from typing import Any
 
-from ._joblib_read import NDArrayWrapper, NumpyArrayWrapper, ZNDArrayWrapper
-from ._safe import refuse
-from ._safe_numpy import _reconstruct, array_state, check_dtype, check_shape, reconstruct_func
-from ._safe_rules import LoadState
-from .exceptions import CorruptFileError
+from ..exceptions import CorruptFileError
+from .joblib_read import NDArrayWrapper, NumpyArrayWrapper, ZNDArrayWrapper
+from .safe import refuse
+from .safe_numpy import _reconstruct, array_state, check_dtype, check_shape, reconstruct_func
+from .safe_rules import LoadState
 
 _KEYS = {
     NumpyArrayWrapper: {
@@ -116,7 +116,7 @@ def _numpy_record(state: LoadState, st: dict) -> Any:
 
 
 def _nested(state: LoadState) -> Any:
-    from ._safe_unpickle import SafeUnpickler
+    from .safe_unpickle import SafeUnpickler
 
     u = state.u
     inner = SafeUnpickler(
@@ -175,13 +175,13 @@ def _npy_record(state: LoadState, st: dict) -> Any:
     if mmap_mode is None:
         u.charge(count * dtype.itemsize, "array data")
     array = np.load(path, allow_pickle=False, mmap_mode=mmap_mode)
-    from ._joblib_read import native
+    from .joblib_read import native
 
     return native(array) if mmap_mode is None else array
 
 
 def _zfile_record(state: LoadState, st: dict) -> Any:
-    from ._joblib_read import read_zfile
+    from .joblib_read import read_zfile
 
     u = state.u
     init = st.get("init_args")

@@ -16,9 +16,9 @@ import fractions
 import re
 from typing import Any
 
-from ._safe import refuse
-from ._safe_rules import LoadState, Rule, qualified
-from .exceptions import CorruptFileError, LoadLimitError
+from ..exceptions import CorruptFileError, LoadLimitError
+from .safe import refuse
+from .safe_rules import LoadState, Rule, qualified
 
 MAX_DIGITS = 4300  # CPython's own default limit for int <-> str conversions
 _CONTAINERS = (list, tuple, set, frozenset, dict)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._safe import refuse
-from ._safe_numpy import check_dtype, check_shape
-from ._safe_rules import LoadState, Rule
-from .exceptions import CorruptFileError
+from ..exceptions import CorruptFileError
+from .safe import refuse
+from .safe_numpy import check_dtype, check_shape
+from .safe_rules import LoadState, Rule
 
 _BITGENS = ("MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64")
 

@@ -17,9 +17,11 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from . import _engine, _streams
-from ._joblib_read import load_zfile, unpickle_joblib
-from ._oxjob_format import (
+from .. import _engine
+from ..compressors import STREAM_COMPRESSORS
+from ..exceptions import CorruptFileError
+from . import streams
+from .container import (
     MAGIC,
     LoadContext,
     load_mapped,
@@ -27,9 +29,8 @@ from ._oxjob_format import (
     read_container_stream,
     unpickle,
 )
-from ._safe import FastUnpickler, JoblibStream, Policy
-from .compressors import STREAM_COMPRESSORS
-from .exceptions import CorruptFileError
+from .joblib_read import load_zfile, unpickle_joblib
+from .safe import FastUnpickler, JoblibStream, Policy
 
 _HEAD = 8
 
@@ -58,17 +59,17 @@ def load_path(path: str, mmap_mode: str | None, native: bool, policy: Policy | N
         if looks_like_container(head):
             f.close()
             return _load_container_path(path, mmap_mode, native, policy)
-        if head.startswith(_streams.ZFILE_PREFIX):
+        if head.startswith(streams.ZFILE_PREFIX):
             if mmap_mode is not None:
                 _warn_compressed(mmap_mode, path)
             return load_zfile(path, what=path, native=native, policy=policy)
         stored = os.fstat(f.fileno()).st_size
-        name = _streams.detect(head)
+        name = streams.detect(head)
         wrapper = None if name is not None else _wrapper_for(head)  # built-in streams first
         if name is not None or wrapper is not None:
             if mmap_mode is not None:
                 _warn_compressed(mmap_mode, path)
-            inner = wrapper.decompressor_file(f) if wrapper else _streams.open_reader(name, f)
+            inner = wrapper.decompressor_file(f) if wrapper else streams.open_reader(name, f)
             with inner:
                 return _load_decoded(
                     inner, path, native, policy, stored=stored, codec=name or "gzip"
@@ -187,9 +188,9 @@ def safe_pickle(
     compat: bool = False,
 ) -> Any:
     """A safe load (``trusted=...``) of a pickle stream, plain or in joblib's format."""
-    from ._joblib_read import compat_warning
-    from ._safe_joblib import JoblibContext
-    from ._safe_unpickle import load_stream
+    from .joblib_read import compat_warning
+    from .safe_joblib import JoblibContext
+    from .safe_unpickle import load_stream
 
     context = JoblibContext(filename, mmap, mmap_mode)
     context.native = native
@@ -209,7 +210,7 @@ def bad_pickle(what: str) -> Iterator[None]:
     try:
         yield
     except UnicodeDecodeError as exc:
-        from ._joblib_read import _PY2_MESSAGE
+        from .joblib_read import _PY2_MESSAGE
 
         raise ValueError(_PY2_MESSAGE) from exc
     except (EOFError, pickle.UnpicklingError) as exc:
@@ -281,7 +282,7 @@ class _Replay:
 
 def _undecided(head: bytes) -> bool:
     """Whether more first bytes are needed to tell the format."""
-    prefixes = [MAGIC, _streams.ZFILE_PREFIX, *_streams.PREFIXES.values()]
+    prefixes = [MAGIC, streams.ZFILE_PREFIX, *streams.PREFIXES.values()]
     prefixes += [c.prefix for c in STREAM_COMPRESSORS.values() if isinstance(c.prefix, bytes)]
     return len(head) < _HEAD and any(
         len(head) < len(p) and p.startswith(head) for p in prefixes if p
@@ -325,7 +326,7 @@ def load_fileobj(fileobj: Any, mmap_mode: str | None, native: bool, policy: Poli
     """Load from an open file object, reading no further than the object's end."""
     what = repr(getattr(fileobj, "name", "<file object>"))
     head, source = _head_of(fileobj)
-    name = _streams.detect(head)
+    name = streams.detect(head)
     wrapper = None if name is not None else _wrapper_for(head)  # built-in streams first
     if mmap_mode is not None:
         if isinstance(fileobj, io.BytesIO):
@@ -349,12 +350,12 @@ def load_fileobj(fileobj: Any, mmap_mode: str | None, native: bool, policy: Poli
     if looks_like_container(head):
         parts, _ = read_container_stream(source, what)
         return unpickle(parts[0], parts[1:], LoadContext(native), what, policy)
-    if head.startswith(_streams.ZFILE_PREFIX):
+    if head.startswith(streams.ZFILE_PREFIX):
         raise CorruptFileError(
             f"{what}: a joblib < 0.10 compressed file (ZF): load it by its file name"
         )
     if name is not None or wrapper is not None:
         stream = wrapper.decompressor_file(source) if wrapper else None
-        stream = stream or _streams.open_reader(name, source)
+        stream = stream or streams.open_reader(name, source)
         return _load_decoded(stream, what, native, policy)
     return _load_pickle(source, what, native, policy)

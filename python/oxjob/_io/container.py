@@ -16,9 +16,9 @@ import sys
 from contextvars import ContextVar
 from typing import Any
 
-from . import _engine
-from ._safe import FastUnpickler, JoblibStream, Policy
-from .exceptions import CorruptFileError
+from .. import _engine
+from ..exceptions import CorruptFileError
+from .safe import FastUnpickler, JoblibStream, Policy
 
 MAGIC = b"\x93OXJOB\r\n"
 # Buffers smaller than this do not get a section of their own: section headers and
@@ -186,7 +186,7 @@ def unpickle(
     token = _LOAD_CONTEXT.set(context)
     try:
         if policy is not None:
-            from ._safe_unpickle import load_stream
+            from .safe_unpickle import load_stream
 
             stored = len(memoryview(stream)) + sum(len(memoryview(b)) for b in buffers)
             return load_stream(

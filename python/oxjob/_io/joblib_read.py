@@ -21,7 +21,8 @@ import warnings
 import zlib
 from typing import Any
 
-from .exceptions import CorruptFileError
+from ..exceptions import CorruptFileError
+from .old_paths import current
 
 _DEFLATE_MAX_RATIO = 1032
 _PY2_MESSAGE = (
@@ -134,7 +135,7 @@ class NDArrayWrapper:
 
         unpickler.compat_mode = True
         name = os.path.basename(str(self.filename))  # never outside the file's directory
-        kwargs = {"allow_pickle": True}  # plain loads only: safe ones read it in _safe_joblib
+        kwargs = {"allow_pickle": True}  # plain loads only: safe ones read it in safe_joblib
         if getattr(self, "allow_mmap", True) and unpickler.mmap_mode is not None:
             kwargs["mmap_mode"] = unpickler.mmap_mode
         array = np.load(os.path.join(unpickler.dirname, name), **kwargs)
@@ -205,7 +206,7 @@ class JoblibUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         record = joblib_record(module, name)
         if record is not None:
             return record
-        return super().find_class(module, name)
+        return super().find_class(*current(module, name))
 
     def load(self) -> Any:
         try:
@@ -230,7 +231,7 @@ class JoblibUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 def unpickle_joblib(fileobj: Any, compat: bool = False, **options: Any) -> Any:
     """Load one joblib stream from ``fileobj`` (positioned at its start)."""
     if options.get("policy") is not None:
-        from ._load import safe_pickle
+        from .load import safe_pickle
 
         what, native, policy = options.pop("what"), options.pop("native"), options.pop("policy")
         return safe_pickle(fileobj, what, native, policy, compat=compat, **options)
@@ -255,7 +256,7 @@ def read_zfile(file_handle: Any, limit: int | None = None) -> bytes:
     except ValueError:
         raise CorruptFileError("invalid joblib < 0.10 compressed file header") from None
     if limit is not None and length > limit:
-        from .exceptions import LoadLimitError
+        from ..exceptions import LoadLimitError
 
         raise LoadLimitError(
             f"a joblib < 0.10 compressed file of {length} bytes is over what max_bytes leaves"
@@ -286,7 +287,7 @@ def load_zfile(path: str, **options: Any) -> Any:
     """Load a joblib < 0.10 compressed file (the arrays in ``ZF`` files beside it)."""
     limit = None
     if options.get("policy") is not None:
-        from ._safe import budget
+        from .safe import budget
 
         limit = budget(options["policy"], os.path.getsize(path), "zlib")
     with open(path, "rb") as f:

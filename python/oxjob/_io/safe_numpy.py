@@ -14,9 +14,9 @@ import pickle
 import re
 from typing import Any
 
-from ._safe import refuse
-from ._safe_rules import LoadState, Pending, Rule
-from .exceptions import CorruptFileError, LoadLimitError
+from ..exceptions import CorruptFileError, LoadLimitError
+from .safe import refuse
+from .safe_rules import LoadState, Pending, Rule
 
 _TYPESTR = re.compile(r"[?bBhHiIlLqQpPefdgFDGSUVOMmc]\d{0,10}|[biufcSUVOMm]\d{1,10}")
 _BUFFERS = (bytes, bytearray, memoryview, pickle.PickleBuffer)
@@ -339,9 +339,8 @@ def _numpy_rules() -> dict[str, Rule]:
 
 RULES: dict[str, Rule] = {
     **_numpy_rules(),
-    "oxjob._oxjob_format.rebuild_array": Rule(call=_rebuild_array),
-    "oxjob.persistence._rebuild_array": Rule(call=_rebuild_array),
-    "oxjob._oxjob_format.rebuild_small": Rule(call=_rebuild_small),
-    "oxjob._oxjob_format.rebuild_indexed": Rule(call=_rebuild_indexed),
-    "oxjob._oxjob_format.arena": Rule(call=_arena),
+    "oxjob._io.container.rebuild_array": Rule(call=_rebuild_array),
+    "oxjob._io.container.rebuild_small": Rule(call=_rebuild_small),
+    "oxjob._io.container.rebuild_indexed": Rule(call=_rebuild_indexed),
+    "oxjob._io.container.arena": Rule(call=_arena),
 }

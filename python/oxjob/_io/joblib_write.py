@@ -2,7 +2,7 @@
 
 This is ``dump(..., format="joblib")``: for rollback and for deployments where
 joblib and oxjob read the same files. The layout is joblib's (see
-``_joblib_read``): each array as a ``joblib.numpy_pickle.NumpyArrayWrapper``
+``joblib_read``): each array as a ``joblib.numpy_pickle.NumpyArrayWrapper``
 record followed by its bytes, 16-byte aligned when the file can tell its position.
 """
 

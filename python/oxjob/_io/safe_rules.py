@@ -1,6 +1,6 @@
 """What a safe load may do with a global: call it, rebuild it, give an object its state.
 
-:class:`LoadState` is the part of :class:`~oxjob._safe_unpickle.SafeUnpickler`
+:class:`LoadState` is the part of :class:`~oxjob._io.safe_unpickle.SafeUnpickler`
 that decides. Three tables, filled as globals resolve, keyed by object identity:
 
 - ``calls``: what ``REDUCE`` may call, each with a handler that validates the
@@ -18,7 +18,9 @@ import sys
 import types
 from typing import Any, NamedTuple
 
-from ._safe import (
+from ..exceptions import CorruptFileError, LoadLimitError, UnsafeLoadError
+from .old_paths import current
+from .safe import (
     Policy,
     check_name,
     not_callable,
@@ -27,7 +29,6 @@ from ._safe import (
     refused,
     resolve,
 )
-from .exceptions import CorruptFileError, LoadLimitError, UnsafeLoadError
 
 
 class Rule(NamedTuple):
@@ -69,9 +70,9 @@ def qualified(obj: Any) -> str:
 
 
 def _rules() -> dict[str, Rule]:
-    from ._safe_builtins import RULES as builtin_rules
-    from ._safe_models import RULES as model_rules
-    from ._safe_numpy import RULES as numpy_rules
+    from .safe_builtins import RULES as builtin_rules
+    from .safe_models import RULES as model_rules
+    from .safe_numpy import RULES as numpy_rules
 
     return {**builtin_rules, **numpy_rules, **model_rules}
 
@@ -99,13 +100,13 @@ class LoadState:
 
     # -- globals ---------------------------------------------------------------------
     def find_global(self, module: str, name: str) -> Any:
-        from ._joblib_read import joblib_record
+        from .joblib_read import joblib_record
 
-        module, name = python3_name(module, name)
+        module, name = current(*python3_name(module, name))
         qual = f"{module}.{name}"
         record = joblib_record(module, name)
         if record is not None:
-            from ._safe_joblib import joblib_new
+            from .safe_joblib import joblib_new
 
             if self.u.context is None or not self.u.context.joblib:
                 raise CorruptFileError(

@@ -1,9 +1,9 @@
-"""The opcodes of the safe loader's interpreter (:mod:`oxjob._safe_unpickle`).
+"""The opcodes of the safe loader's interpreter (:mod:`oxjob._io.safe_unpickle`).
 
 Each handler does what Python's pickle does for that opcode, except that every read
 is counted against the load's budget and everything that runs code (``REDUCE``,
 ``NEWOBJ``, ``BUILD``, container filling, globals) goes through
-:class:`~oxjob._safe_rules.LoadState`. Opcodes that name objects outside the file
+:class:`~oxjob._io.safe_rules.LoadState`. Opcodes that name objects outside the file
 (``PERSID``, ``EXT*``) or call classes with the file's arguments (``INST``, ``OBJ``)
 are refused.
 """
@@ -14,11 +14,11 @@ import pickle
 from struct import unpack
 from typing import TYPE_CHECKING, Any
 
-from ._safe import refuse
-from .exceptions import CorruptFileError
+from ..exceptions import CorruptFileError
+from .safe import refuse
 
 if TYPE_CHECKING:
-    from ._safe_unpickle import SafeUnpickler
+    from .safe_unpickle import SafeUnpickler
 
 _STOP = object()
 _DISPATCH: dict[int, Any] = {}

@@ -5,8 +5,8 @@ through: ``REDUCE`` calls it with the file's arguments, ``NEWOBJ`` runs its
 ``__new__``, ``BUILD`` runs ``__setstate__`` or ``setattr`` on whatever is on the
 stack, a class object included. Hooks cannot tell these uses apart, so safe loads
 interpret the opcodes here instead (as PyTorch's ``weights_only`` loader does):
-globals resolve through :class:`~oxjob._safe.Policy`, and each of ``REDUCE``,
-``NEWOBJ`` and ``BUILD`` asks ``_safe_rules`` what it may do with that object.
+globals resolve through :class:`~oxjob._io.safe.Policy`, and each of ``REDUCE``,
+``NEWOBJ`` and ``BUILD`` asks ``safe_rules`` what it may do with that object.
 Every opcode costs O(1) plus the bytes it reads, and every byte read is charged to
 a budget, so memory and time stay proportional to the file.
 """
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _safe_rules as rules
-from ._safe import Policy
-from .exceptions import CorruptFileError, LoadLimitError, UnsafeLoadError
+from ..exceptions import CorruptFileError, LoadLimitError, UnsafeLoadError
+from . import safe_rules as rules
+from .safe import Policy
 
 _CHUNK = 1 << 20
 # Longest decimal text an INT, LONG or FLOAT opcode may hold: int() of text is
@@ -129,11 +129,11 @@ class SafeUnpickler:
 
     # -- the loop --------------------------------------------------------------------
     def load(self) -> Any:
-        # _safe_scalars adds its opcodes to _DISPATCH when imported: importing it here
-        # (not at the end of _safe_opcodes) completes the table without an import circle.
-        from . import _safe_scalars  # noqa: F401
-        from ._safe_opcodes import _DISPATCH as dispatch
-        from ._safe_opcodes import _STOP
+        # safe_scalars adds its opcodes to _DISPATCH when imported: importing it here
+        # (not at the end of safe_opcodes) completes the table without an import circle.
+        from . import safe_scalars  # noqa: F401
+        from .safe_opcodes import _DISPATCH as dispatch
+        from .safe_opcodes import _STOP
 
         read = self._read_raw
         try:
@@ -190,7 +190,7 @@ def load_stream(
     record: bool = False,
 ) -> SafeUnpickler:
     """Run a safe load of one stream; the unpickler (with ``value`` and ``seen``)."""
-    from ._safe import budget
+    from .safe import budget
 
     unpickler = SafeUnpickler(
         file,

@@ -12,11 +12,11 @@ trust:
   without running its constructor (``object.__new__``), then given its state (its
   ``__setstate__`` if it has one, else its ``__dict__``); a function under a prefix
   may be held as a value, never called by the file;
-- the reviewed default rules (``_safe_builtins``, ``_safe_numpy``) make containers,
+- the reviewed default rules (``safe_builtins``, ``safe_numpy``) make containers,
   scalars, numpy arrays, dtypes, random generators, masked arrays and scipy sparse
   matrices from validated arguments, never from the file's choice of code.
 
-The opcodes themselves are run by :mod:`oxjob._safe_unpickle`. Plain ``load``
+The opcodes themselves are run by :mod:`oxjob._io.safe_unpickle`. Plain ``load``
 (``trusted=None``) uses :class:`FastUnpickler`, the C unpickler.
 """
 
@@ -27,7 +27,8 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
-from .exceptions import LoadLimitError, UnsafeLoadError
+from ..exceptions import LoadLimitError, UnsafeLoadError
+from .old_paths import current, current_module
 
 __all__ = ["LoadLimitError", "UnsafeLoadError"]
 
@@ -61,7 +62,8 @@ def _entry_name(entry: Any) -> str:
     if isinstance(entry, str):
         if not entry or entry.startswith(".") or entry.endswith(".") or ".." in entry:
             raise ValueError(f"trusted entry {entry!r} is not a module or qualified name")
-        return entry
+        # A path copied from an older version's advice names the module where it was.
+        return current_module(entry)
     module, qualname = getattr(entry, "__module__", None), getattr(entry, "__qualname__", None)
     if isinstance(entry, types.ModuleType):
         return entry.__name__
@@ -168,8 +170,9 @@ class FastUnpickler(pickle.Unpickler):
     """The C unpickler of plain loads (``trusted=None``), with joblib record detection."""
 
     def find_class(self, module: str, name: str) -> Any:
-        from ._joblib_read import joblib_record
+        from .joblib_read import joblib_record
 
+        module, name = current(module, name)
         if joblib_record(module, name) is not None:
             raise JoblibStream(f"the stream names joblib's array record {module}.{name}")
         return super().find_class(module, name)

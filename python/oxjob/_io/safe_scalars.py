@@ -12,11 +12,11 @@ import pickle
 from struct import unpack
 from typing import TYPE_CHECKING, Any
 
-from ._safe_opcodes import _op
-from .exceptions import CorruptFileError
+from ..exceptions import CorruptFileError
+from .safe_opcodes import _op
 
 if TYPE_CHECKING:
-    from ._safe_unpickle import SafeUnpickler
+    from .safe_unpickle import SafeUnpickler
 
 
 # -- scalars -------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def _decode_string(u: SafeUnpickler, data: bytes) -> Any:
     try:
         return data.decode("ascii")
     except UnicodeDecodeError as exc:
-        from ._joblib_read import _PY2_MESSAGE
+        from .joblib_read import _PY2_MESSAGE
 
         raise ValueError(_PY2_MESSAGE) from exc
 

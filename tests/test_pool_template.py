@@ -215,3 +215,73 @@ def test_no_template_or_worker_outlives_the_caller(tmp_path, sig):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_modules_of_functions_sent_are_imported_by_the_template_once(tmp_path):
+    # A function from a module the script does not import at its top: the first
+    # pool's workers import it; the template imports it before the next pool, whose
+    # workers then have it already (each import appends the importing process's pid).
+    (tmp_path / "lazy_tasks.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+            with open(os.path.join(os.path.dirname(__file__), "imports.log"), "a") as log:
+                log.write(f"{os.getpid()}\\n")
+
+            def work(x):
+                return os.getpid()
+            """
+        )
+    )
+    out = _run(
+        _COMMON
+        + """
+    if __name__ == "__main__":
+        import lazy_tasks
+        with open("imports.log", "w"):
+            pass  # the caller's own import is not counted
+        with oxjob.Pool(2) as pool:
+            first = set(pool.map(lazy_tasks.work, range(8), chunksize=1))
+        with oxjob.Pool(2) as pool:
+            second = set(pool.map(lazy_tasks.work, range(8), chunksize=1))
+        importers = {int(line) for line in open("imports.log")}
+        print(template_pid() in importers, bool(importers & first), not importers & second)
+    """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]
+
+
+def test_a_module_that_starts_a_thread_is_not_taught_to_the_template(tmp_path):
+    # fork is only safe single-threaded: the template that imported it leaves, and
+    # the next one is started without that module; pools keep coming from a template.
+    (tmp_path / "threaded_tasks.py").write_text(
+        textwrap.dedent(
+            """
+            import os, threading, time
+            threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
+            def work(x):
+                return os.getpid(), "threaded_tasks" in __import__("sys").modules
+            """
+        )
+    )
+    out = _run(
+        _COMMON
+        + """
+    if __name__ == "__main__":
+        import threaded_tasks
+        with oxjob.Pool(2) as pool:
+            pool.map(threaded_tasks.work, range(4))
+        first = template_pid()
+        with oxjob.Pool(2) as pool:
+            results = pool.map(threaded_tasks.work, range(4))
+            forked = pool.map(state, range(4))
+        second = template_pid()
+        print(first != second, all(f for _, _, f in forked), "threaded_tasks" in _template._unsafe)
+    """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]

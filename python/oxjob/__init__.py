@@ -105,7 +105,7 @@ __all__ = [
 # is imported, else as soon as it is; joblib itself is never imported here.
 _LAZY["use_as_joblib_default"] = "joblib_backend"
 __all__.append("use_as_joblib_default")
-from ._joblib_hook import watch_joblib as _watch_joblib  # noqa: E402
+from ._joblib.hook import watch_joblib as _watch_joblib  # noqa: E402
 
 _watch_joblib()
 

@@ -172,7 +172,7 @@ class parallel_config:
         self._new = {**self._old, **{k: v for k, v in given.items() if v is not _NOT_SET}}
         _b._local.config = self._new
         # joblib's callers (scikit-learn) follow the same settings while joblib is here.
-        from ._joblib_bridge import joblib_config
+        from ._joblib.bridge import joblib_config
 
         try:
             self._joblib = joblib_config({k: v for k, v in given.items() if v is not _NOT_SET})

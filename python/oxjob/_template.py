@@ -46,8 +46,9 @@ def _script_stamp(env: dict[str, str]) -> tuple:
 class Template:
     """The caller's handle on its running template."""
 
-    def __init__(self, key: tuple, env: dict[str, str]) -> None:
+    def __init__(self, key: tuple, env: dict[str, str], preload: tuple[str, ...] = ()) -> None:
         self.key = key
+        self.taught = set(preload)  # modules of functions sent, imported at its start
         self.owner = os.getpid()
         self.dir = tempfile.mkdtemp(prefix="oxjob-template-")
         self.path = os.path.join(self.dir, "sock")
@@ -60,7 +61,14 @@ class Template:
         full.update(env)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "oxjob._template", str(listener.fileno()), str(read_end)],
+                [
+                    sys.executable,
+                    "-m",
+                    "oxjob._template",
+                    str(listener.fileno()),
+                    str(read_end),
+                    ",".join(preload),
+                ],
                 env=full,
                 pass_fds=(listener.fileno(), read_end),
                 stdin=subprocess.DEVNULL,
@@ -71,6 +79,22 @@ class Template:
             # (and the supervisor starts workers the usual way) instead of hanging.
             listener.close()
             os.close(read_end)
+
+    def teach(self, modules: list[str]) -> bool:
+        """Have the template import ``modules`` (those of functions sent to workers)
+        before it forks again; False if it cannot fork safely anymore (an import started
+        a thread): it exits, and the caller starts another without them."""
+        body = "\0".join(modules).encode()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.settimeout(_TEACH_TIMEOUT)
+                conn.connect(self.path)
+                conn.sendall(len(body).to_bytes(4, "little") + body)
+                answer = _recv_exact(conn, 4)
+        except (OSError, EOFError):
+            return False
+        self.taught.update(modules)
+        return answer == _STILL_SAFE
 
     def usable(self, key: tuple) -> bool:
         return self.owner == os.getpid() and self.key == key and self.proc.poll() is None
@@ -105,7 +129,12 @@ def template_for(env: dict[str, str]) -> str | None:
     )
     with _lock:
         if _current and _current[0].usable(key):
-            return _current[0].path
+            current = _current[0]
+            new = [m for m in _sent if m not in current.taught and m not in _unsafe]
+            if not new or current.teach(new):
+                return current.path
+            _unsafe.update(new)  # one of them started a thread: the template left
+            _current.pop().stop()
         if key in _refused:
             return None
         if _current:
@@ -117,8 +146,9 @@ def template_for(env: dict[str, str]) -> str | None:
             if old.owner == os.getpid():
                 old.stop()
             # A fork's inherited handle: the parent's template is the parent's to stop.
+        preload = tuple(m for m in _sent if m not in _unsafe)
         try:
-            _current.append(Template(key, env))
+            _current.append(Template(key, env, preload))
         except OSError:
             return None
         if not _atexit:
@@ -127,6 +157,30 @@ def template_for(env: dict[str, str]) -> str | None:
             atexit.register(_stop_at_exit)
             _atexit.append(True)
         return _current[0].path
+
+
+_sent: list[str] = []  # modules of the functions sent to workers, in order
+_unsafe: set[str] = set()  # modules whose import started a thread in the template
+_MAIN_NAMES = frozenset({"__main__", "__mp_main__", "builtins"})
+_TEACH_TIMEOUT = 120.0  # seconds: an import may be slow, not endless
+_STILL_SAFE = b"\x01\0\0\0"
+
+
+def note_sent(func: Any) -> None:
+    """Remember the module of a function sent to workers (pickled by reference, it
+    is imported by every worker that runs it): the template imports it before it
+    forks the next pool's workers, so they do not import it again."""
+    for _ in range(8):  # functools.partial and the like wrap the function sent
+        inner = getattr(func, "func", None)
+        if not callable(inner) or inner is func:
+            break
+        func = inner
+    module = getattr(func, "__module__", None)
+    if not isinstance(module, str):
+        module = getattr(type(func), "__module__", None)
+    if isinstance(module, str) and module not in _MAIN_NAMES and module not in _sent:
+        if not module.startswith("oxjob.") and module in sys.modules:
+            _sent.append(module)
 
 
 _fresh = threading.local()
@@ -156,6 +210,21 @@ _REFUSED = 3  # the template's exit code when it cannot fork safely
 def _stop_at_exit() -> None:
     if _current and _current[0].owner == os.getpid():
         _current.pop().stop()
+
+
+def _single_threaded() -> bool:
+    return len(os.listdir("/proc/self/task")) == 1
+
+
+def _import_all(modules: list[str]) -> None:
+    import importlib
+
+    for name in modules:
+        if name and name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except BaseException:  # noqa: BLE001 - the worker that needs it reports it
+                pass
 
 
 def _prepare() -> None:
@@ -294,6 +363,13 @@ def _serve(listener: socket.socket, alive: int, caller: int) -> None:
                 if len(head) < 4:
                     head += _recv_exact(conn, 4 - len(head))
                 body = _recv_exact(conn, int.from_bytes(head, "little"))
+                if not fds:  # modules to import for the next workers
+                    _import_all(body.decode().split("\0"))
+                    safe = _single_threaded()
+                    conn.sendall(_STILL_SAFE if safe else bytes(4))
+                    if not safe:
+                        return  # fork is not safe anymore: the caller starts another
+                    continue
                 if n < 1:
                     raise OSError("a request without its descriptors")
                 *socks, out, err = fds
@@ -316,7 +392,9 @@ def main() -> int:
     alive = int(sys.argv[2])
     caller = os.getppid()
     _prepare()
-    if len(os.listdir("/proc/self/task")) != 1:
+    if len(sys.argv) > 3:
+        _import_all(sys.argv[3].split(","))
+    if not _single_threaded():
         # fork is only safe single-threaded (an import started a thread, e.g. a BLAS
         # pool): refuse to serve; workers start as usual.
         return _REFUSED

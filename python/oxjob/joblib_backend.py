@@ -2,7 +2,7 @@
 ``n_jobs=``, ...) runs on oxjob's workers.
 
 ``import oxjob`` registers it with joblib under the name ``"oxjob"`` (see
-``_joblib_hook.py``); ``joblib.parallel_config(backend="oxjob")`` turns it on for a
+``_joblib/hook.py``); ``joblib.parallel_config(backend="oxjob")`` turns it on for a
 block and :func:`use_as_joblib_default` for the whole program. See
 ``docs/joblib-backend.md``.
 
@@ -25,7 +25,7 @@ from joblib._parallel_backends import (
     ThreadingBackend,
 )
 
-from ._joblib_jobs import _Job, _Runner
+from ._joblib.jobs import _Job, _Runner
 from ._units import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_NBYTES
 
 __all__ = ["OxjobBackend", "use_as_joblib_default"]

@@ -19,7 +19,7 @@ import traceback
 import warnings
 from typing import Any, Callable, Generic, Literal, ParamSpec, TypeVar, overload
 
-from ._func_inspect import (
+from ._memory.func_inspect import (
     FIRST_LINE_TEXT,
     CodeInfo,
     bind_arguments,
@@ -30,7 +30,7 @@ from ._func_inspect import (
     func_name,
     warn_collision,
 )
-from ._memory_results import (
+from ._memory.results import (
     AsyncNotMemorizedFunc,
     MemorizedResult,
     NotMemorizedFunc,
@@ -212,7 +212,7 @@ class MemorizedFunc(Generic[P, R]):
 
     @property
     def func_code_info(self) -> CodeInfo:
-        """The function's :class:`~oxjob._func_inspect.CodeInfo`, read again when
+        """The function's :class:`~oxjob._memory.func_inspect.CodeInfo`, read again when
         ``func.__code__`` is replaced."""
         code = getattr(self.func, "__code__", None)
         if self._code_info is not None:

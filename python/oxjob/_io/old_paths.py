@@ -15,6 +15,10 @@ from __future__ import annotations
 MODULES = {
     # The array rebuilders, named by every container and cache entry.
     "oxjob._oxjob_format": "oxjob._io.container",
+    # Memory's results and handles (NotMemorizedResult, MemorizedResult...): picklable.
+    "oxjob._memory_results": "oxjob._memory.results",
+    # CodeInfo, in the state of a pickled MemorizedFunc.
+    "oxjob._func_inspect": "oxjob._memory.func_inspect",
 }
 
 #: Old qualified name -> its name now, for names that moved alone.

@@ -9,7 +9,7 @@ import pprint
 import time
 from typing import Any, Callable
 
-from .store import store_backend_factory
+from ..store import store_backend_factory
 
 __all__ = [
     "AsyncNotMemorizedFunc",

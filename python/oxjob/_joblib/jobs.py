@@ -134,7 +134,7 @@ class _Job:
     def result(self, timeout: float | None = None) -> list:
         """The batch's list of results; raises the batch's exception."""
         if not self._event.wait(timeout):
-            from .exceptions import TimeoutError
+            from ..exceptions import TimeoutError
 
             raise TimeoutError
         if not self._ok:

@@ -21,8 +21,8 @@ import warnings
 from itertools import islice
 from typing import Callable, NamedTuple
 
-from .exceptions import JobLibCollisionWarning
-from .hashing import hash as _hash
+from ..exceptions import JobLibCollisionWarning
+from ..hashing import hash as _hash
 
 __all__ = [
     "FIRST_LINE_TEXT",

@@ -33,7 +33,7 @@ def joblib_config(given: dict) -> Any:
 
 
 def _joblib_backend(backend: Any) -> Any:
-    from . import backends as _b
+    from .. import backends as _b
 
     if backend is None:
         return None
@@ -47,7 +47,7 @@ def _joblib_backend(backend: Any) -> Any:
 
         return SequentialBackend(nesting_level=level)
     if isinstance(backend, _b.ProcessBackend):
-        from .joblib_backend import OxjobBackend
+        from ..joblib_backend import OxjobBackend
 
         return OxjobBackend(
             nesting_level=level,
@@ -105,7 +105,7 @@ def _bridge_class() -> type:
         def submit(self, func: Any, callback: Any = None) -> Any:
             # joblib's batch (a BatchedCalls) given as oxjob's Parallel gives its own:
             # the cluster backends read its calls and run them their own way.
-            from .parallel import GuardedBatch
+            from ..parallel import GuardedBatch
 
             return self.inner.apply_async(GuardedBatch(func), callback=callback)
 

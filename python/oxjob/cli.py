@@ -24,7 +24,7 @@ __all__ = ["main"]
 
 def demo(size_mb: int = 256) -> None:
     """Time oxjob's main jobs here (joblib's beside them when installed); see ``_demo``."""
-    from ._demo import run
+    from ._cli.demo import run
 
     run(size_mb)
 
@@ -32,9 +32,9 @@ def demo(size_mb: int = 256) -> None:
 def inspect(path: str) -> None:
     """Print a file's format (oxjob, joblib, pickle; compression) and the types it needs.
 
-    Nothing of the file's code runs: see ``oxjob._inspect``.
+    Nothing of the file's code runs: see ``oxjob._cli.inspect``.
     """
-    from ._inspect import report
+    from ._cli.inspect import report
 
     for line in report(path):
         print(line)

@@ -23,8 +23,8 @@ __all__ = ["main"]
 
 
 def demo(size_mb: int = 256) -> None:
-    """Time oxjob's main jobs here (joblib's beside them when installed); see ``_demo``."""
-    from ._cli.demo import run
+    """Time oxjob's main jobs here (joblib's beside them when installed); see ``demo``."""
+    from .demo import run
 
     run(size_mb)
 
@@ -32,9 +32,9 @@ def demo(size_mb: int = 256) -> None:
 def inspect(path: str) -> None:
     """Print a file's format (oxjob, joblib, pickle; compression) and the types it needs.
 
-    Nothing of the file's code runs: see ``oxjob._cli.inspect``.
+    Nothing of the file's code runs: see ``inspect``.
     """
-    from ._cli.inspect import report
+    from .inspect import report
 
     for line in report(path):
         print(line)
@@ -92,7 +92,7 @@ def _when(timestamp: float) -> str:
 
 def cache_command(args: argparse.Namespace) -> int:
     """Run ``cache info|ls|prune|clear`` on the cache of ``Memory(args.location)``."""
-    from .store import LocalStoreBackend, is_cache
+    from ..store import LocalStoreBackend, is_cache
 
     root = os.path.join(args.location, "oxjob")
     if not os.path.isdir(root) and os.path.basename(os.path.normpath(args.location)) == "oxjob":
@@ -143,7 +143,7 @@ def cache_command(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             return _error(exc)
     else:
-        from .exceptions import UnsafeLoadError
+        from ..exceptions import UnsafeLoadError
 
         try:
             inspect(args.file)

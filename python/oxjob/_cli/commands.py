@@ -1,14 +1,8 @@
 """oxjob's command line: a timed demo, file inspection and cache maintenance.
 
-``demo``
-    Runs oxjob's main jobs on this machine and prints the timings, joblib's beside
-    them when joblib is installed; needs no numpy.
-``inspect FILE``
-    Tells a file's format (oxjob, joblib, pickle, compression) and lists the types
-    it needs, without running any of its code.
-``cache info|ls|prune|clear LOCATION``
-    Sizes and counts per function, every entry, eviction by bytes/items/age, or
-    removal of everything, for the cache of ``Memory(LOCATION)``.
+The commands behind :mod:`oxjob.cli` (its documentation lists them) and ``python -m
+oxjob``: the argument parser, ``cache``'s actions, and the entry points of ``demo``
+and ``inspect``, whose modules are imported only when they run.
 """
 
 from __future__ import annotations

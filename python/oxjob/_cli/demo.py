@@ -118,7 +118,7 @@ def _persistence(size_mb: int, np: Any, joblib: Any) -> None:
     if joblib is not None:
         header += f"   {'joblib':>21}"
     print(header)
-    this = sys.modules[__package__]
+    this = sys.modules[__name__.split(".")[0]]  # the oxjob package
     with tempfile.TemporaryDirectory() as tmp:
         ours = _steps(this, data, tmp, "oxjob", np)
         theirs = _steps(joblib, data, tmp, "joblib", np) if joblib is not None else None

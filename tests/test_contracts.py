@@ -14,14 +14,14 @@ PACKAGE = pathlib.Path(oxjob.__file__).parent
 
 
 def test_frame_kinds_match_the_rust_enum():
-    source = (ROOT / "crates/oxjob-core/src/pool/frame.rs").read_text()
+    source = (ROOT / "crates/oxjob-core/src/workers/frame.rs").read_text()
     body = source[source.index("pub enum Kind {") :]
     body = body[: body.index("}")]
     rust = {
         re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper(): int(value)
         for name, value in re.findall(r"^\s*(\w+)\s*=\s*(\d+),", body, re.M)
     }
-    assert rust, "no variants found in oxjob_core::pool::frame::Kind"
+    assert rust, "no variants found in oxjob_core::workers::frame::Kind"
     python = {name: getattr(_protocol, name) for name in rust if hasattr(_protocol, name)}
     assert python == rust
 
@@ -70,6 +70,6 @@ def test_backends_receive_batches_through_an_explicit_interface():
 def test_template_request_size_matches_the_rust_side():
     from oxjob import _template
 
-    source = (ROOT / "crates/oxjob-core/src/pool/template.rs").read_text()
+    source = (ROOT / "crates/oxjob-core/src/workers/template.rs").read_text()
     (rust,) = re.findall(r"pub const MAX_PER_REQUEST: usize = (\d+);", source)
     assert _template._MAX_PER_REQUEST == int(rust)

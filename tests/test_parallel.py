@@ -283,28 +283,28 @@ def test_functions_reach_each_worker_once_per_call():
     from oxjob import _process_pool, _shared_engine
 
     sent = []
-    real = _process_pool._engine.Engine.send
+    real = _process_pool._engine.Supervisor.send
 
     Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(2))
     pool = _shared_engine._SHARED.pool
 
     class Spy:
-        def __init__(self, engine):
-            self.engine = engine
+        def __init__(self, supervisor):
+            self.supervisor = supervisor
 
         def send(self, worker, kind, tag, body, segments, n_shared=0):
             sent.append(kind)
-            return real(self.engine, worker, kind, tag, body, segments, n_shared)
+            return real(self.supervisor, worker, kind, tag, body, segments, n_shared)
 
         def __getattr__(self, name):
-            return getattr(self.engine, name)
+            return getattr(self.supervisor, name)
 
-    engine = pool.engine
-    pool.engine = Spy(engine)
+    supervisor = pool.supervisor
+    pool.supervisor = Spy(supervisor)
     try:
         Parallel(n_jobs=2, batch_size=1)(delayed(h.square)(i) for i in range(40))
     finally:
-        pool.engine = engine
+        pool.supervisor = supervisor
     from oxjob._protocol import BATCH, FUNCTION
 
     assert sent.count(BATCH) == 40

@@ -1,7 +1,7 @@
 """Worker processes, and ``Parallel``'s runner on the task engine.
 
 Workers are fresh interpreters (``python -m oxjob._worker``) started by the Rust
-engine; :class:`ProcessPool` is one set of them. The task engine
+supervisor (``oxjob._engine.Supervisor``); :class:`ProcessPool` is one set of them. The task engine
 (:mod:`oxjob._tasks`) owns dispatch and routing; :class:`ProcessRunner` is the
 thin adapter ``Parallel`` drives.
 """
@@ -45,14 +45,14 @@ class ProcessPool:
 
         # Forked from the warm template where one can serve (see oxjob._template).
         template = template_for(dict(self.extra_env, **{SYS_PATH: env[SYS_PATH]}))
-        self.engine = _engine.Engine(
+        self.supervisor = _engine.Supervisor(
             sys.executable,
             ["-m", "oxjob._worker"],
             sorted(env.items()),
             n_workers,
             template=template,
         )
-        self.generations = [self.engine.generation(w) for w in range(n_workers)]
+        self.generations = [self.supervisor.generation(w) for w in range(n_workers)]
         self.dead: set[int] = set()
 
     @staticmethod
@@ -65,15 +65,15 @@ class ProcessPool:
         return (n_workers, mmap_mode, max_nbytes, idle_timeout, extra)
 
     def respawn(self, worker: int) -> None:
-        self.generations[worker] = self.engine.spawn(worker)
+        self.generations[worker] = self.supervisor.spawn(worker)
         self.dead.discard(worker)
 
     def pids(self) -> list[int]:
         """Process ids of the current workers."""
-        return [self.engine.pid(w) for w in range(self.n_workers)]
+        return [self.supervisor.pid(w) for w in range(self.n_workers)]
 
     def shutdown(self, grace: float = 1.0) -> None:
-        self.engine.shutdown(grace)
+        self.supervisor.shutdown(grace)
 
 
 class ProcessRunner:

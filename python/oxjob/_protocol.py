@@ -22,7 +22,7 @@ from ._mainscript import reduce_main
 
 _MAIN_NAMES = ("__main__", "__mp_main__")
 
-# Frame kinds; their meaning is documented on oxjob_core::pool::frame::Kind.
+# Frame kinds; their meaning is documented on oxjob_core::workers::frame::Kind.
 FUNCTION, BATCH, RESULT, ERROR, END_CALL, SHUTDOWN, READY, INIT, RELEASED, SPARES, FORGET = range(
     1, 12
 )

@@ -265,7 +265,7 @@ class TaskEngine(InputSegments):
         if worker in self.dying:
             return False
         try:
-            self.pool.engine.send(worker, kind, tag, body, segments, n_shared)
+            self.pool.supervisor.send(worker, kind, tag, body, segments, n_shared)
             return True
         except (BrokenPipeError, ConnectionResetError):
             self.dying.add(worker)
@@ -433,7 +433,7 @@ class TaskEngine(InputSegments):
                 self._retire_now()
                 return
             try:
-                event = self.pool.engine.next_event(0.1)
+                event = self.pool.supervisor.next_event(0.1)
             except MemoryError as exc:  # a result that could not be received
                 with self.lock:
                     self._frame_failed(exc)
@@ -459,7 +459,7 @@ class TaskEngine(InputSegments):
             with self.lock:
                 # With it, whatever else has arrived: one wake-up for a burst of results.
                 try:
-                    burst = [event, *self.pool.engine.ready_events(_BURST)]
+                    burst = [event, *self.pool.supervisor.ready_events(_BURST)]
                 except MemoryError as exc:
                     burst = [event]
                     self._frame_failed(exc)
@@ -624,7 +624,7 @@ class TaskEngine(InputSegments):
             for worker, queue in enumerate(self.inflight):
                 if queue and queue[0] is task:
                     self.killed[worker] = task.id
-                    self.pool.engine.kill(worker)
+                    self.pool.supervisor.kill(worker)
 
     def _drop_pending(self, call: Call) -> list[Task]:
         with self.lock:
@@ -643,7 +643,7 @@ class TaskEngine(InputSegments):
                 unfinished.extend(t for t in queue if t.call is call)
                 if queue and queue[0].call is call and worker not in self.killed:
                     self.killed[worker] = queue[0].id
-                    self.pool.engine.kill(worker)
+                    self.pool.supervisor.kill(worker)
             return unfinished
 
     # ---- ending ----------------------------------------------------------------------
@@ -668,7 +668,7 @@ class TaskEngine(InputSegments):
         once. For finalizers: they may run in any thread, the dispatcher's included, at
         any point (a garbage collection), so they must not wait or take the lock."""
         self.retiring = wait
-        self.pool.engine.wake()  # a channel send: neither waits nor takes a lock
+        self.pool.supervisor.wake()  # a channel send: neither waits nor takes a lock
 
     def _retire_now(self) -> None:
         unfinished = self.stop(0.0 if self.retiring is False else 1.0)
@@ -710,7 +710,7 @@ class TaskEngine(InputSegments):
             self.stopping = True
         # The dispatcher may be waiting for an event: end the wait now rather than at
         # its timeout (what closing a short-lived pool would otherwise cost).
-        self.pool.engine.wake()
+        self.pool.supervisor.wake()
         if threading.current_thread() is not self.thread and not sys.is_finalizing():
             self.thread.join()
         with self.lock:

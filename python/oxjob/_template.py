@@ -5,7 +5,7 @@ as ``__mp_main__``): 0.1 s to seconds per pool. The template pays that once per
 caller process: started at the first pool, it prepares itself as a worker does
 (``sys.path``, ``authkey``, the script as ``__mp_main__``, the worker's modules) and
 then, single-threaded, waits for requests. Each request (sent by the Rust supervisor,
-``oxjob_core::pool::template``) forks a process that becomes a worker with the
+``oxjob_core::workers::template``) forks a process that becomes a worker with the
 environment, working directory, stdout/stderr and socket a fork+exec'd worker gets;
 the caller is its parent, as for any worker. See docs/engine.md ("Warm template").
 
@@ -311,7 +311,7 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
             os._exit(code or 0)
 
 
-_MAX_PER_REQUEST = 64  # oxjob_core::pool::template::MAX_PER_REQUEST (a test pins both)
+_MAX_PER_REQUEST = 64  # oxjob_core::workers::template::MAX_PER_REQUEST (a test pins both)
 
 
 def _fork_workers(

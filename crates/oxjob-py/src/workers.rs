@@ -1,15 +1,16 @@
-//! The worker engine (`oxjob_core::pool`) as Python classes: `Engine` on the
-//! caller's side, `WorkerChannel` inside a worker.
+//! The worker processes (`oxjob_core::workers`) as Python classes: `Supervisor` on
+//! the caller's side (the core's `Supervisor`, which starts, feeds and reaps them),
+//! `WorkerChannel` inside a worker.
 
 use crate::buffer::{Borrowed, OwnedBuffer};
 use crate::errors::os_error;
 use crate::kept::KeptSegments;
 use crate::segment::Segment;
-use oxjob_core::pool::channel::{self, Frame, Progress};
-use oxjob_core::pool::dropped;
-use oxjob_core::pool::frame::{Header, Kind};
-use oxjob_core::pool::memfd::{MapMode, Mapping};
-use oxjob_core::pool::{Event, Events, Supervisor, Waited, WorkerSpec};
+use oxjob_core::workers::channel::{self, Frame, Progress};
+use oxjob_core::workers::dropped;
+use oxjob_core::workers::frame::{Header, Kind};
+use oxjob_core::workers::memfd::{MapMode, Mapping};
+use oxjob_core::workers::{self, Event, Events, Waited, WorkerSpec};
 use pyo3::exceptions::{PyEOFError, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
@@ -151,17 +152,18 @@ fn map_failed(fd: &OwnedFd, err: std::io::Error) -> std::io::Error {
 /// GIL while no other frame can be sent. It must be dropped inside the closure: other
 /// methods lock the supervisor with the GIL held, so a guard still held while waiting
 /// for the GIL could deadlock with them.
-struct HeldSupervisor<'a>(std::sync::MutexGuard<'a, Supervisor>);
+struct HeldSupervisor<'a>(std::sync::MutexGuard<'a, workers::Supervisor>);
 
 // SAFETY: `Python::detach` runs its closure synchronously on the calling thread, so
 // the guard is used and dropped on the thread that locked the mutex; it holds no
 // Python object.
 unsafe impl Send for HeldSupervisor<'_> {}
 
-/// Worker processes on the caller's side.
+/// Worker processes on the caller's side: `oxjob_core::workers::Supervisor` behind a
+/// lock, with its event queue.
 #[pyclass(module = "oxjob._engine", frozen)]
-pub struct Engine {
-    supervisor: Mutex<Supervisor>,
+pub struct Supervisor {
+    supervisor: Mutex<workers::Supervisor>,
     events: Events,
     map_mode: MapMode,
     /// The failure of an event met by `ready_events` after others it returned:
@@ -169,7 +171,7 @@ pub struct Engine {
     pending: Mutex<Option<PyErr>>,
 }
 
-impl Engine {
+impl Supervisor {
     fn pending_slot(&self) -> std::sync::MutexGuard<'_, Option<PyErr>> {
         self.pending
             .lock()
@@ -183,7 +185,7 @@ impl Engine {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Supervisor> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, workers::Supervisor> {
         self.supervisor
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -250,7 +252,7 @@ impl Engine {
 }
 
 #[pymethods]
-impl Engine {
+impl Supervisor {
     /// Start `n` workers running `program args...` with `env` added.
     #[new]
     #[pyo3(signature = (program, args, env, n, result_mode="shared", template=None))]
@@ -269,8 +271,10 @@ impl Engine {
             env,
             template,
         };
-        let supervisor = py.detach(|| Supervisor::new(spec, n)).map_err(os_error)?;
-        Ok(Engine {
+        let supervisor = py
+            .detach(|| workers::Supervisor::new(spec, n))
+            .map_err(os_error)?;
+        Ok(Supervisor {
             events: supervisor.events(),
             supervisor: Mutex::new(supervisor),
             map_mode: map_mode(result_mode)?,
@@ -564,5 +568,5 @@ impl WorkerChannel {
 /// In a worker: exit as soon as the parent process `ppid` is gone.
 #[pyfunction]
 pub fn watch_parent(ppid: i32) -> PyResult<()> {
-    oxjob_core::pool::watch_parent(ppid).map_err(os_error)
+    oxjob_core::workers::watch_parent(ppid).map_err(os_error)
 }

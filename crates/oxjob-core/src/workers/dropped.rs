@@ -157,7 +157,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<Key>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::memfd;
+    use crate::workers::memfd;
     use std::os::fd::AsFd;
 
     #[test]

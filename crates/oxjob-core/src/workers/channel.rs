@@ -305,7 +305,7 @@ pub fn recv(sock: &UnixStream) -> io::Result<Option<Frame>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::memfd;
+    use crate::workers::memfd;
     use std::os::fd::AsFd;
 
     #[test]

@@ -1,5 +1,6 @@
-//! The worker supervisor behind `oxjob.Parallel`: fresh interpreters started by
-//! fork+exec, one Unix socket each, frames with memfd descriptors, crash detection.
+//! The worker processes behind `oxjob.Parallel` and `oxjob.Pool`, and their
+//! [`Supervisor`]: fresh interpreters started by fork+exec, one Unix socket each,
+//! frames with memfd descriptors, crash detection.
 //!
 //! * Workers are started with [`std::process::Command`] (fork+exec), never a bare
 //!   fork of the caller, in their own process group so that a terminal's Ctrl-C

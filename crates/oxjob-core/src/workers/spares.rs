@@ -179,7 +179,7 @@ pub fn take(n: usize, worker: usize) -> Vec<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::memfd;
+    use crate::workers::memfd;
 
     fn len_of(fd: &OwnedFd) -> u64 {
         let file = std::fs::File::from(fd.try_clone().expect("dup"));

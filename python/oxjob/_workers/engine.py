@@ -1,7 +1,7 @@
 """The task engine: the one place that sends work to worker processes and routes
 what comes back to whoever submitted it.
 
-``Parallel`` (through :class:`oxjob._workers.processes.ProcessRunner`), ``Pool``,
+``Parallel`` (through :class:`oxjob._parallel.runners.ProcessRunner`), ``Pool``,
 ``ProcessPoolExecutor`` and the joblib backend are thin front ends: each opens a
 :class:`Call` on a :class:`TaskEngine` and submits tasks to it. A task is one
 function over a list of arguments; its outcome (the list of results, or the

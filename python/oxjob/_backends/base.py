@@ -107,6 +107,18 @@ def set_thread_nesting_level(level: int) -> None:
     _local.nesting = level
 
 
+@contextlib.contextmanager
+def thread_nested(levels: int) -> Iterator[None]:
+    """This thread's nesting level raised by ``levels`` while the block runs (a batch
+    a cluster worker's thread runs for a call ``levels - 1`` deep)."""
+    saved = _thread_local_nesting()
+    _local.nesting = saved + levels
+    try:
+        yield
+    finally:
+        _local.nesting = saved
+
+
 # ---- backends -------------------------------------------------------------------------
 
 

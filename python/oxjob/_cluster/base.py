@@ -19,7 +19,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from .. import backends as _backends
+from .._backends.base import thread_nested
 from ..exceptions import RemoteTraceback, TimeoutError
 
 #: Where an exception raised in a cluster worker carries its formatted traceback.
@@ -90,22 +90,20 @@ def run_batch(calls: list, level: int, *values: Any) -> tuple[list, float]:
     """
     if values:
         values = tuple(_read_only(v) for v in values)
-    local = _backends._local
-    saved = getattr(local, "nesting", 0)
-    local.nesting = saved + level + 1
     try:
-        start = time.perf_counter()
-        results = []
-        for func, args, kwargs in calls:
-            if values:
-                args = [values[a.index] if type(a) is Slot else a for a in args]
-                kwargs = {k: values[v.index] if type(v) is Slot else v for k, v in kwargs.items()}
-            results.append(func(*args, **kwargs))
-        return results, time.perf_counter() - start
+        with thread_nested(level + 1):
+            start = time.perf_counter()
+            results = []
+            for func, args, kwargs in calls:
+                if values:
+                    args = [values[a.index] if type(a) is Slot else a for a in args]
+                    kwargs = {
+                        k: values[v.index] if type(v) is Slot else v for k, v in kwargs.items()
+                    }
+                results.append(func(*args, **kwargs))
+            return results, time.perf_counter() - start
     except BaseException as exc:  # noqa: BLE001 - a task's failure, whatever it is, goes back to the caller
         failure = _sendable(exc)
-    finally:
-        local.nesting = saved
     raise failure  # outside the except block: no unpicklable __context__ attached
 
 

@@ -593,7 +593,7 @@ def worker_children():
                 cmdline = f.read()
         except OSError:
             continue
-        if fields[1] == me and b"oxjob._worker" in cmdline:
+        if fields[1] == me and b"\0oxjob._workers.worker\0" in cmdline:
             found.add((int(entry), fields[0]))
     return found
 

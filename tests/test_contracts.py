@@ -7,7 +7,8 @@ import pickle
 import re
 
 import oxjob
-from oxjob import _protocol, _units, _worker_env, backends, joblib_backend
+from oxjob import _units, _worker_env, backends, joblib_backend
+from oxjob._workers import protocol as _protocol
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = pathlib.Path(oxjob.__file__).parent
@@ -57,7 +58,7 @@ def test_defaults_come_from_units():
 
 
 def test_backends_receive_batches_through_an_explicit_interface():
-    from oxjob import _cluster
+    from oxjob._cluster import base as _cluster
     from oxjob.parallel import BatchedCalls, GuardedBatch
 
     batch = GuardedBatch(BatchedCalls([(abs, (-2,), {})]))

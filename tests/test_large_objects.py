@@ -85,7 +85,7 @@ def allocations(monkeypatch):
             made.append(raw.nbytes)
             return real(raw)
 
-    from oxjob import _process_pool
+    from oxjob._workers import processes as _process_pool
 
     monkeypatch.setattr(_process_pool._engine, "Segment", Counting)
     return made
@@ -94,7 +94,7 @@ def allocations(monkeypatch):
 @pytest.fixture
 def copies(monkeypatch):
     """Sizes of the arguments copied into segments (new or refilled), from here on."""
-    from oxjob import _tasks
+    from oxjob._workers import engine as _tasks
 
     made = []
     real = _tasks.TaskEngine._copy
@@ -325,7 +325,7 @@ def test_workers_keep_plain_inputs_mapped_between_calls_until_idle(mode):
 
 
 def test_inputs_the_caller_dropped_are_let_go_of_by_busy_workers(monkeypatch):
-    from oxjob import _input_segments
+    from oxjob._workers import segments as _input_segments
 
     nbytes = (3 << 20) + 11 * 4096
     data = np.full(nbytes // 8, 1.0)

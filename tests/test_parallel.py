@@ -35,7 +35,7 @@ children = h.worker_children
 
 
 def worker_pids():
-    from oxjob import _shared_engine
+    from oxjob._workers import shared_engine as _shared_engine
 
     engine = _shared_engine._SHARED
     return set(engine.pids()) if engine else set()
@@ -280,7 +280,8 @@ def test_unpicklable_argument_names_the_task():
 
 
 def test_functions_reach_each_worker_once_per_call():
-    from oxjob import _process_pool, _shared_engine
+    from oxjob._workers import processes as _process_pool
+    from oxjob._workers import shared_engine as _shared_engine
 
     sent = []
     real = _process_pool._engine.Supervisor.send
@@ -305,7 +306,7 @@ def test_functions_reach_each_worker_once_per_call():
         Parallel(n_jobs=2, batch_size=1)(delayed(h.square)(i) for i in range(40))
     finally:
         pool.supervisor = supervisor
-    from oxjob._protocol import BATCH, FUNCTION
+    from oxjob._workers.protocol import BATCH, FUNCTION
 
     assert sent.count(BATCH) == 40
     assert sent.count(FUNCTION) <= 2
@@ -318,7 +319,7 @@ FORK_CHILD = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     import _helpers as h
     from oxjob import Parallel, delayed
-    from oxjob import _shared_engine
+    from oxjob._workers import shared_engine as _shared_engine
 
     def run(backend):
         out = Parallel(n_jobs=2, backend=backend)(delayed(h.big_result)(2**21, i) for i in range(4))

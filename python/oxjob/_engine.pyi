@@ -191,7 +191,7 @@ class Supervisor:
         template: str | None = None,
     ) -> Supervisor:
         """Start ``n`` workers running ``program args...`` with ``env`` added, or
-        forked from the template listening at ``template`` (see :mod:`oxjob._template`)."""
+        forked from the template listening at ``template`` (see :mod:`oxjob._workers.template`)."""
     def __len__(self) -> int: ...
     def send(
         self,

@@ -14,8 +14,8 @@ import time
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
-from ._outcomes import EXECUTOR
-from ._tasks import CALLS, STARMAP
+from ._workers.engine import CALLS, STARMAP
+from ._workers.outcomes import EXECUTOR
 from .exceptions import BrokenProcessPool
 from .pool import _default_processes, _open
 

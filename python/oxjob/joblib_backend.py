@@ -8,7 +8,7 @@ block and :func:`use_as_joblib_default` for the whole program. See
 
 joblib drives the backend (``configure``, ``submit``, ``retrieve_result_callback``,
 auto batching, ``abort_everything``, timeouts); each ``Parallel`` call is one call of
-the shared task engine (``oxjob._shared_engine``), which runs joblib's ``BatchedCalls`` in
+the shared task engine (``oxjob._workers.shared_engine``), which runs joblib's ``BatchedCalls`` in
 reused worker processes and moves large arrays in shared memory both ways.
 """
 
@@ -141,7 +141,7 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
             # A new runner is set up again in each worker (its initializer runs once
             # per worker); the same settings keep the one the workers have.
             self._runner, self._runner_key = _Runner(*runner), runner
-        from ._shared_engine import shared_engine
+        from ._workers.shared_engine import shared_engine
 
         self._engine_key = (n_jobs, mmap_mode, max_nbytes, idle_worker_timeout)
         self._engine = shared_engine(*self._engine_key)
@@ -151,7 +151,7 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
 
     def start_call(self) -> None:
         """Open the engine call that this ``Parallel`` call's batches belong to."""
-        from ._shared_engine import shared_call
+        from ._workers.shared_engine import shared_call
 
         # Atomically: the shared engine cannot be replaced between finding and opening.
         self._call = shared_call(*self._engine_key, cache_inputs=True)

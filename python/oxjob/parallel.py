@@ -17,14 +17,17 @@ import queue
 import sys
 import threading
 import time
+import types
 from numbers import Integral
 from typing import Any, Callable, Iterable, Iterator, Literal
 
-from . import _engine, _mainscript
+from . import _engine
 from . import backends as _backends
+from ._backends.base import default_backend, set_default_backend
+from ._backends.resolve import get_active_backend  # noqa: F401 - joblib.parallel's name
 from ._expr import pre_dispatch_amount
-from ._resolve import get_active_backend  # noqa: F401 - joblib.parallel's name
 from ._units import DEFAULT_MAX_NBYTES, DEFAULT_MAX_NBYTES_TEXT, parse_size
+from ._workers.mainscript import inner_threads
 from .backends import (  # noqa: F401 - BACKENDS, EXTERNAL_BACKENDS: joblib.parallel's names
     BACKENDS,
     EXTERNAL_BACKENDS,
@@ -39,9 +42,6 @@ from .exceptions import TimeoutError
 
 __all__ = ["Parallel", "delayed"]
 
-#: The backend used when none is given (joblib.parallel's name; set by
-#: ``register_parallel_backend(..., make_default=True)``).
-DEFAULT_BACKEND = _backends._default_backend[0]
 
 #: Auto batching aims at batches that compute for about this long: long enough to
 #: make dispatch overhead negligible, short enough to balance the load at the end.
@@ -621,7 +621,7 @@ class Parallel:
         if isinstance(backend, ThreadingBackend):
             return _ThreadRunner(n_workers)
         if isinstance(backend, ProcessBackend):
-            from ._process_pool import ProcessRunner
+            from ._workers.processes import ProcessRunner
 
             return ProcessRunner(
                 n_workers,
@@ -748,7 +748,7 @@ class Parallel:
         # joblib reports a sequential call task by task, as if still reading them.
         state.sequential = n_workers == 1
         state.dispatch_all = pre_dispatch is None and not state.sequential
-        with _mainscript.inner_threads(getattr(self._backend, "inner_max_num_threads", None)):
+        with inner_threads(getattr(self._backend, "inner_max_num_threads", None)):
             runner = self._make_runner(n_workers)
         bar = _ProgressBar(state.n_tasks) if self.progress else None
         ordered: dict[int, list] = {}
@@ -908,3 +908,21 @@ def _parse_nbytes(value: Any) -> int:
     if value is None:
         return DEFAULT_MAX_NBYTES
     return parse_size(value, "max_nbytes")
+
+
+class _ParallelModule(types.ModuleType):
+    """This module's type: ``DEFAULT_BACKEND``, joblib.parallel's name for the backend
+    used when none is given (code sets and restores it, joblib's tests among them),
+    reads and writes the default that the backends' registry owns, so nothing below
+    this module has to look it up here."""
+
+    @property
+    def DEFAULT_BACKEND(self) -> str:
+        return default_backend()
+
+    @DEFAULT_BACKEND.setter
+    def DEFAULT_BACKEND(self, name: str) -> None:
+        set_default_backend(name)
+
+
+sys.modules[__name__].__class__ = _ParallelModule

@@ -19,10 +19,10 @@ import warnings
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
-from ._calls import MAX_DEPTH, Call, Task
-from ._outcomes import EXECUTOR, POOL
-from ._tasks import CALLS, MAP, STARMAP, TaskEngine
 from ._units import DEFAULT_MAX_NBYTES
+from ._workers.calls import MAX_DEPTH, Call, Task
+from ._workers.engine import CALLS, MAP, STARMAP, TaskEngine
+from ._workers.outcomes import EXECUTOR, POOL
 from .exceptions import TimeoutError
 
 __all__ = ["AsyncResult", "Pool"]
@@ -36,9 +36,9 @@ def _open(
     processes, initializer, initargs, max_tasks_per_child, style, context=None
 ) -> tuple[TaskEngine, Call]:
     """A pool's own engine (its workers live as long as the pool) and its call, whose
-    failures take the exception types of ``style`` (see _outcomes.py). A ``spawn``
+    failures take the exception types of ``style`` (see _workers/outcomes.py). A ``spawn``
     ``context`` gets fresh interpreters, not forks of the warm template."""
-    from ._template import fresh_interpreters
+    from ._workers.template import fresh_interpreters
 
     with fresh_interpreters(context):
         engine = _new_engine(processes, initializer, initargs, max_tasks_per_child, style)

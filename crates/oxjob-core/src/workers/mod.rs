@@ -38,7 +38,7 @@ const SPARES_PER_BATCH: usize = 2;
 pub struct WorkerSpec {
     /// The interpreter.
     pub program: String,
-    /// Its arguments (e.g. `-m oxjob._worker`).
+    /// Its arguments (e.g. `-m oxjob._workers.worker`).
     pub args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,

@@ -1,6 +1,6 @@
 //! Workers forked from a warm template process instead of fork+exec'd fresh.
 //!
-//! The template (`python -m oxjob._template`, started by the caller) listens on a Unix
+//! The template (`python -m oxjob._workers.template`, started by the caller) listens on a Unix
 //! socket. A request carries the worker's socket, the caller's stdout and stderr (as
 //! `SCM_RIGHTS` descriptors), the caller's working directory and the worker's whole
 //! environment, so the forked worker starts as [`std::process::Command`] would have

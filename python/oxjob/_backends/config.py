@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ._backends import base as _b
-from ._units import DEFAULT_MAX_NBYTES_TEXT
+from .._units import DEFAULT_MAX_NBYTES_TEXT
+from . import base as _b
 
 _NOT_SET = object()
 
@@ -172,7 +172,7 @@ class parallel_config:
         self._new = {**self._old, **{k: v for k, v in given.items() if v is not _NOT_SET}}
         _b._local.config = self._new
         # joblib's callers (scikit-learn) follow the same settings while joblib is here.
-        from ._joblib.bridge import joblib_config
+        from .._joblib.bridge import joblib_config
 
         try:
             self._joblib = joblib_config({k: v for k, v in given.items() if v is not _NOT_SET})

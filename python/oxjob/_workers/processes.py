@@ -1,8 +1,8 @@
 """Worker processes, and ``Parallel``'s runner on the task engine.
 
-Workers are fresh interpreters (``python -m oxjob._worker``) started by the Rust
-supervisor (``oxjob._engine.Supervisor``); :class:`ProcessPool` is one set of them. The task engine
-(:mod:`oxjob._tasks`) owns dispatch and routing; :class:`ProcessRunner` is the
+Workers are fresh interpreters (``python -m oxjob._workers.worker``) started by the Rust
+supervisor (``oxjob._engine.Supervisor``); :class:`ProcessPool` is one set of them. The
+task engine (:mod:`oxjob._workers.engine`) owns dispatch and routing; :class:`ProcessRunner` is the
 thin adapter ``Parallel`` drives.
 """
 
@@ -13,8 +13,8 @@ import signal
 import sys
 from typing import Any
 
-from . import _engine
-from ._worker_env import worker_environment
+from .. import _engine
+from .._worker_env import worker_environment
 
 
 def describe_exit(code: int | None, sig: int | None) -> str:
@@ -31,7 +31,7 @@ class ProcessPool:
     """Worker processes kept for reuse across calls."""
 
     def __init__(self, n_workers: int, mmap_mode: str, max_nbytes: int, idle_timeout: float):
-        from .backends import nesting_level
+        from ..backends import nesting_level
 
         self.n_workers = n_workers
         self.key = self.key_for(n_workers, mmap_mode, max_nbytes, idle_timeout)
@@ -40,14 +40,15 @@ class ProcessPool:
         env = dict(self.extra_env)
         env.update(worker_environment(mmap_mode, max_nbytes, idle_timeout, nesting_level() + 1))
         self.max_nbytes = max_nbytes
-        from ._template import template_for
-        from ._worker_env import SYS_PATH
+        from .._worker_env import SYS_PATH
+        from .mainscript import WORKER_MODULE
+        from .template import template_for
 
-        # Forked from the warm template where one can serve (see oxjob._template).
+        # Forked from the warm template where one can serve (see template.py).
         template = template_for(dict(self.extra_env, **{SYS_PATH: env[SYS_PATH]}))
         self.supervisor = _engine.Supervisor(
             sys.executable,
-            ["-m", "oxjob._worker"],
+            ["-m", WORKER_MODULE],
             sorted(env.items()),
             n_workers,
             template=template,
@@ -59,7 +60,7 @@ class ProcessPool:
     def key_for(n_workers: int, mmap_mode: str, max_nbytes: int, idle_timeout: float) -> tuple:
         """What workers started now would be set up with: running ones are reused only
         for the same key (thread limits, for one, are fixed at start)."""
-        from ._mainscript import worker_env
+        from .mainscript import worker_env
 
         extra = tuple(sorted(worker_env(n_workers).items()))
         return (n_workers, mmap_mode, max_nbytes, idle_timeout, extra)
@@ -79,7 +80,7 @@ class ProcessPool:
 class ProcessRunner:
     """One ``Parallel`` call on the shared task engine: the runner interface of
     ``Parallel._run`` (capacity, submit, wait, running, kill_worker_of, cancel,
-    close) over a :class:`oxjob._tasks.Call`."""
+    close) over a :class:`oxjob._workers.calls.Call`."""
 
     def __init__(
         self,
@@ -90,7 +91,7 @@ class ProcessRunner:
         initializer: Any = None,
         initargs: tuple = (),
     ) -> None:
-        from ._shared_engine import shared_call
+        from .shared_engine import shared_call
 
         self.call = shared_call(n_workers, mmap_mode, max_nbytes, idle_timeout)
         self.outcomes: queue.SimpleQueue = queue.SimpleQueue()
@@ -109,7 +110,7 @@ class ProcessRunner:
         return self.call.slow_prep or self.call.large_results
 
     def submit(self, batch_id: int, tasks: list) -> None:
-        from ._tasks import MAP, STARMAP, TASKS
+        from .engine import MAP, STARMAP, TASKS
 
         put = self.outcomes.put
         uniform = _engine.uniform_calls(tasks)

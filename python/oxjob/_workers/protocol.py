@@ -17,8 +17,8 @@ import threading
 import weakref
 from typing import Any, Callable
 
-from ._engine import Segment
-from ._mainscript import reduce_main
+from .._engine import Segment
+from .mainscript import reduce_main
 
 _MAIN_NAMES = ("__main__", "__mp_main__")
 

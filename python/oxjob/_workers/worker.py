@@ -1,4 +1,4 @@
-"""The worker process: ``python -m oxjob._worker``, started by the engine.
+"""The worker process: ``python -m oxjob._workers.worker``, started by the engine.
 
 It reads frames from descriptor 3, runs batches of calls, and sends results back.
 It exits when told to, when its socket closes, when it has been idle for
@@ -17,7 +17,7 @@ from typing import Any
 
 
 def _send_error(channel, tag: int, exc: BaseException, index: int) -> None:
-    from ._protocol import ERROR, dumps
+    from .protocol import ERROR, dumps
 
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
@@ -55,8 +55,8 @@ def _reprs(results: list) -> list:
 def _run_batch(functions: dict, body, buffers: list, shared: list) -> tuple[list, float]:
     """Unpickle and run one batch. Its arguments die with this frame, which lets the
     caller tell whether anything still holds the batch's input segments."""
-    from ._outcomes import UNPICKLING
-    from ._protocol import loads
+    from .outcomes import UNPICKLING
+    from .protocol import loads
 
     index: Any = UNPICKLING  # the caller tells a task it could not rebuild apart
     try:
@@ -127,7 +127,7 @@ class _Spares:
             self.channel.forget_segments(dropped)
 
     def fill(self, raw: memoryview) -> Any:
-        from ._engine import Segment
+        from .._engine import Segment
 
         kept = self.by_size.get(raw.nbytes)
         if not kept:
@@ -142,9 +142,10 @@ _SPARE_SECONDS = 1.0  # spares are freed after this long without a frame
 
 
 def main() -> int:
-    from . import _engine
-    from ._outcomes import RESULT as RESULT_FAILED
-    from ._protocol import (
+    from .. import _engine
+    from .._worker_env import read_worker_environment
+    from .outcomes import RESULT as RESULT_FAILED
+    from .protocol import (
         BATCH,
         END_CALL,
         FUNCTION,
@@ -159,11 +160,10 @@ def main() -> int:
         keep_file_maps,
         loads,
     )
-    from ._worker_env import read_worker_environment
 
     settings = read_worker_environment()
     _engine.watch_parent(settings.parent_pid)
-    from ._mainscript import adopt_caller_state
+    from .mainscript import adopt_caller_state
 
     adopt_caller_state()
     for entry in settings.sys_path:

@@ -1,4 +1,4 @@
-"""A warm template process that workers are forked from (``python -m oxjob._template``).
+"""A warm template process that workers are forked from (``python -m oxjob._workers.template``).
 
 A fresh worker is an interpreter start plus the imports of the caller's script (run
 as ``__mp_main__``): 0.1 s to seconds per pool. The template pays that once per
@@ -33,7 +33,7 @@ _refused: set = set()  # keys whose template would not serve (threads at import)
 
 
 def _script_stamp(env: dict[str, str]) -> tuple:
-    from ._mainscript import script_in
+    from .mainscript import script_in
 
     path = script_in(env)
     try:
@@ -47,6 +47,8 @@ class Template:
     """The caller's handle on its running template."""
 
     def __init__(self, key: tuple, env: dict[str, str], preload: tuple[str, ...] = ()) -> None:
+        from .mainscript import TEMPLATE_MODULE
+
         self.key = key
         self.taught = set(preload)  # modules of functions sent, imported at its start
         self.owner = os.getpid()
@@ -64,7 +66,7 @@ class Template:
                 [
                     sys.executable,
                     "-m",
-                    "oxjob._template",
+                    TEMPLATE_MODULE,
                     str(listener.fileno()),
                     str(read_end),
                     ",".join(preload),
@@ -233,9 +235,9 @@ def _prepare() -> None:
 
     # Everything a worker imports before its first task (each import left to the
     # worker costs every worker of every pool its time again).
-    from . import _outcomes, _protocol, _worker, _worker_env  # noqa: F401
-    from ._mainscript import _load_script, adopt_caller_state, script_in
-    from ._worker_env import SYS_PATH
+    from .._worker_env import SYS_PATH
+    from . import outcomes, protocol, worker  # noqa: F401
+    from .mainscript import _load_script, adopt_caller_state, script_in
 
     adopt_caller_state()
     for entry in json.loads(os.environ.get(SYS_PATH, "[]")):
@@ -291,7 +293,7 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
             time.sleep(0.0002)
         if "numpy" in sys.modules:  # a fresh worker seeds numpy's global state anew
             sys.modules["numpy"].random.seed()
-        from ._worker import main
+        from .worker import main
 
         code = main()
         import atexit

@@ -1,6 +1,6 @@
 """The two records of the task engine: a :class:`Call` (one submitter's stream of
 tasks, with what the engine learns about them) and a :class:`Task` (one unit of work).
-The engine that runs them is :class:`oxjob._tasks.TaskEngine`."""
+The engine that runs them is :class:`oxjob._workers.engine.TaskEngine`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import functools
 import math
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._outcomes import OXJOB
+from .outcomes import OXJOB
 
 if TYPE_CHECKING:
-    from ._tasks import TaskEngine
+    from .engine import TaskEngine
 
 _QUEUED_WORK = 0.002  # seconds of work queued on each worker, beyond the running task
 MAX_DEPTH = 16
@@ -55,7 +55,7 @@ class Task:
         # Its BATCH frame, made and waiting for a worker that can take it at once.
         self.frames: tuple | None = None
         self.unread = 0  # bytes of its frames still in the worker's socket, at most
-        self.func_ids: tuple = ()  # the engine's function ids it holds (see _functions.py)
+        self.func_ids: tuple = ()  # the engine's function ids it holds (see functions.py)
 
     def expected(self) -> float:
         """Seconds this task should take, from its call's recent tasks."""
@@ -77,7 +77,7 @@ class Call:
     def __init__(self, engine: TaskEngine, cache_inputs: bool) -> None:
         self.engine = engine
         self.cache_inputs = cache_inputs
-        # Which front end's exception types its failures take (see _outcomes.py).
+        # Which front end's exception types its failures take (see outcomes.py).
         self.style = OXJOB
         self.cancelled = False
         self.closed = False

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import _engine
+from .. import _engine
 
 if TYPE_CHECKING:
-    from ._tasks import Call, Task
+    from .engine import Call, Task
 
 #: Segments of recent calls' inputs, known by the hash of their bytes, are kept this long
 #: after the engine goes idle, and up to _RECENT_BYTES in all.
@@ -24,7 +24,7 @@ _RECENT_BYTES = 2 << 30
 
 
 class InputSegments:
-    """The segment bookkeeping of :class:`oxjob._tasks.TaskEngine` (a part of it, under
+    """The segment bookkeeping of :class:`oxjob._workers.engine.TaskEngine` (a part of it, under
     its lock): ``recent`` (segments of recent calls, by digest), ``spare`` (released
     segments, by size), ``reuse_content``, ``n``, set up by the engine."""
 

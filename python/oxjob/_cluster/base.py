@@ -4,7 +4,7 @@ cluster workers, outcomes handed to ``Parallel``, timeouts.
 ``Parallel`` talks to these backends through ``apply_async(func, callback)``, where
 ``func`` is a ``parallel.GuardedBatch`` holding the batch (``parallel.BatchedCalls``).
 The backends take the batch's calls out of it, so that large arguments can be
-replaced by references to data already on the cluster (``_shared_args.SharedArgs``)
+replaced by references to data already on the cluster (``shared_args.SharedArgs``)
 and the batch can run in a worker through :func:`run_batch`.
 """
 
@@ -18,8 +18,8 @@ import time
 import traceback
 from typing import Any, Callable
 
-from . import backends as _backends
-from .exceptions import RemoteTraceback, TimeoutError
+from .. import backends as _backends
+from ..exceptions import RemoteTraceback, TimeoutError
 
 #: Where an exception raised in a cluster worker carries its formatted traceback.
 _TB_ATTR = "_oxjob_remote_traceback"
@@ -34,7 +34,7 @@ def batched_calls_of(func: Callable) -> list | None:
     (``OxjobBridgeBackend``): their calls are read the same way, and joblib's batch
     object (which holds its backend and this process's client) is never sent.
     """
-    from .parallel import GuardedBatch
+    from ..parallel import GuardedBatch
 
     return func.calls.items if isinstance(func, GuardedBatch) else None
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from ._protocol import _cloud_pickler, _dump
+from .protocol import _cloud_pickler, _dump
 
 _pickler: list = []
 
@@ -56,7 +56,7 @@ def _pickler_class() -> type:
 
 def dumps_for_start(initializer: Any, initargs: tuple) -> tuple[Any, list, int]:
     """Pickle ``(initializer, initargs)`` for one worker's start (by value, as
-    :func:`oxjob._protocol.dumps`). A descriptor in it can be fetched once: pickle
+    :func:`oxjob._workers.protocol.dumps`). A descriptor in it can be fetched once: pickle
     again for every worker."""
     from multiprocessing import context
 

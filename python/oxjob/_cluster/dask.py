@@ -18,8 +18,8 @@ except ImportError as exc:  # pragma: no cover - exercised without dask installe
         "(pip install 'dask[distributed]' or 'oxjob[dask]')"
     ) from exc
 
-from . import _cluster, _shared_args
-from .backends import ParallelBackendBase
+from ..backends import ParallelBackendBase
+from . import base, shared_args
 
 __all__ = ["DaskDistributedBackend", "DaskBackend"]
 
@@ -29,12 +29,12 @@ __all__ = ["DaskDistributedBackend", "DaskBackend"]
 _REUSE_NBYTES = 1_000 + 1
 
 #: Scatter caches by client id: arrays sent in one call are found again in the next.
-_caches: dict[str, _shared_args.SharedArgs] = {}
+_caches: dict[str, shared_args.SharedArgs] = {}
 _clients: dict[str, distributed.Client] = {}
 _lock = threading.Lock()
 
 
-class DaskDistributedBackend(_cluster.PerCallOptions, ParallelBackendBase):
+class DaskDistributedBackend(base.PerCallOptions, ParallelBackendBase):
     """Run ``Parallel`` batches on a ``dask.distributed`` cluster (joblib's name).
 
     Parameters
@@ -97,11 +97,11 @@ class DaskDistributedBackend(_cluster.PerCallOptions, ParallelBackendBase):
         with _lock:
             shared = _caches.get(client.id)
             if shared is None:
-                shared = _caches[client.id] = _shared_args.SharedArgs(
+                shared = _caches[client.id] = shared_args.SharedArgs(
                     lambda obj: _scatter(client, obj, direct=shared.direct),
                     sizeof=_sizeof(),
                 )
-        shared.cache_nbytes = _shared_args.parse_nbytes(cache_nbytes)
+        shared.cache_nbytes = shared_args.parse_nbytes(cache_nbytes)
         shared.direct = self.direct = direct
         self.shared = shared
         if scatter is not None and not isinstance(scatter, (list, tuple)):
@@ -156,27 +156,27 @@ class DaskDistributedBackend(_cluster.PerCallOptions, ParallelBackendBase):
                 distributed.rejoin()
 
     def _start_call(self, parallel: Any, n_workers: int) -> None:
-        from ._units import DEFAULT_MAX_NBYTES
+        from .._units import DEFAULT_MAX_NBYTES
 
         self.max_nbytes = getattr(parallel, "max_nbytes", DEFAULT_MAX_NBYTES)
         self.call_refs = dict(self._scatter_refs)
         self.futures: dict = {}  # key -> future of the call's batches not yet done
         self.lock = threading.Lock()
         timeout = getattr(parallel, "timeout", None)
-        self.deadlines = _cluster.Deadlines(timeout, n_workers) if timeout else None
+        self.deadlines = base.Deadlines(timeout, n_workers) if timeout else None
         self.results: _Results | None = None  # made by the first batch
 
-    def apply_async(self, func: Any, callback: Any = None) -> _cluster.Job:
+    def apply_async(self, func: Any, callback: Any = None) -> base.Job:
         """Submit one batch; ``callback(outcome)`` runs when it is done."""
-        calls = _cluster.batched_calls_of(func)
+        calls = base.batched_calls_of(func)
         level = self.nesting_level or 0
-        job = _cluster.Job(callback)
+        job = base.Job(callback)
         if calls is None:
             future = self.client.submit(func, pure=False, **self.submit_kwargs)
             opaque = True
         else:
             key = f"{_batch_name(calls)}-{uuid.uuid4().hex}"
-            calls, refs = _shared_args.prepare(
+            calls, refs = shared_args.prepare(
                 calls, self.shared, self.max_nbytes, self.call_refs, _REUSE_NBYTES
             )
             future = self.client.submit(
@@ -198,7 +198,7 @@ class DaskDistributedBackend(_cluster.PerCallOptions, ParallelBackendBase):
         self.results.add(future, job, opaque)
         return job
 
-    def _finished(self, future: Any, job: _cluster.Job, opaque: bool) -> None:
+    def _finished(self, future: Any, job: base.Job, opaque: bool) -> None:
         # Only self.futures refers to a batch's future: once done and read, the
         # cluster forgets it (an aborted call's traceback keeps nothing there).
         with self.lock:
@@ -210,7 +210,7 @@ class DaskDistributedBackend(_cluster.PerCallOptions, ParallelBackendBase):
                 value = self.client.gather(future, direct=self.direct)
                 outcome = value if opaque else (True, value[0], value[1])
             else:
-                outcome = (False, _cluster.with_remote_traceback(future.exception()), 0.0)
+                outcome = (False, base.with_remote_traceback(future.exception()), 0.0)
         except BaseException as exc:  # noqa: BLE001 - the client lost the result
             outcome = (False, exc, 0.0)
         job.finish(outcome)
@@ -255,7 +255,7 @@ DaskBackend = DaskDistributedBackend  # oxjob's earlier name
 
 
 def _run_batch(calls: list, level: int, *values: Any) -> tuple[list, float]:
-    """:func:`_cluster.run_batch` in a Dask worker, with this backend active for the
+    """:func:`base.run_batch` in a Dask worker, with this backend active for the
     nested ``Parallel`` calls of the batch (as in joblib): they send their batches to
     the cluster, on every worker thread, and ``require='sharedmem'`` gets threads.
 
@@ -263,10 +263,10 @@ def _run_batch(calls: list, level: int, *values: Any) -> tuple[list, float]:
     a nested call that leaves the cluster for threads gets threads, then sequential
     one level further down, as at the top of a program.
     """
-    from ._config import parallel_config
+    from .._backends.config import parallel_config
 
     with parallel_config(backend=DaskDistributedBackend(nesting_level=0)):
-        return _cluster.run_batch(calls, -1, *values)
+        return base.run_batch(calls, -1, *values)
 
 
 def _scatter(client: Any, obj: Any, **options: Any) -> Any:

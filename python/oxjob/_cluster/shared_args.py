@@ -2,7 +2,7 @@
 
 Numpy arrays and ``bytes`` of at least ``max_nbytes`` become references to data on
 the cluster (Dask futures, Ray object refs); the batch carries a
-:class:`~oxjob._cluster.Slot` in their place.
+:class:`~oxjob._cluster.base.Slot` in their place.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import threading
 import weakref
 from typing import Any, Callable
 
-from ._cluster import Slot
-from ._units import parse_size
+from .._units import parse_size
+from .base import Slot
 
 
 def content_key(obj: Any, max_nbytes: int) -> tuple | None:
     """A key naming ``obj``'s type, layout and bytes (xxh3-128) when it is a numpy array
     or ``bytes`` of at least ``max_nbytes``; None otherwise."""
-    from . import _engine
+    from .. import _engine
 
     if type(obj) is bytes:  # immutable: tasks may share one copy
         if len(obj) < max_nbytes:
@@ -38,7 +38,7 @@ def content_key(obj: Any, max_nbytes: int) -> tuple | None:
         hasher = _engine.StreamHasher()
         hasher.update(obj.reshape(-1, order="A").view(np.uint8))
         return ("ndarray", layout, hasher.digest())
-    from .hashing import hash as oxjob_hash
+    from ..hashing import hash as oxjob_hash
 
     return ("ndarray", layout, oxjob_hash(obj))
 

@@ -14,11 +14,11 @@ import pickle
 import traceback
 from typing import Any
 
-from .exceptions import BrokenProcessPool, RemoteTraceback
+from ..exceptions import BrokenProcessPool, RemoteTraceback
 
 OXJOB, POOL, EXECUTOR = "oxjob", "pool", "executor"
 
-#: The ``where`` of an ERROR frame (see _worker.py) when the worker could not unpickle
+#: The ``where`` of an ERROR frame (see worker.py) when the worker could not unpickle
 #: the batch; ``("result", reprs)`` when it could not pickle its results; otherwise the
 #: index of the failing call in the batch (-1: unknown).
 UNPICKLING = "unpickling"
@@ -88,7 +88,7 @@ def pickling_error(style: str, calls: list, exc: BaseException) -> BaseException
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             exc.__cause__ = remote_traceback(style, text)
         return exc
-    from ._protocol import dumps
+    from .protocol import dumps
 
     for index, (func, args, kwargs) in enumerate(calls):
         try:

@@ -8,10 +8,10 @@ import atexit
 import os
 import threading
 
-from ._calls import Call
-from ._process_pool import ProcessPool
-from ._tasks import TaskEngine
-from ._units import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_NBYTES
+from .._units import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_NBYTES
+from .calls import Call
+from .engine import TaskEngine
+from .processes import ProcessPool
 
 __all__ = ["shared_call", "shared_engine", "shutdown_shared"]
 

@@ -15,8 +15,8 @@ import itertools
 import types
 from typing import Any
 
-from ._protocol import dumps_auto
-from ._template import note_sent
+from .protocol import dumps_auto
+from .template import note_sent
 
 #: Functions no task needs any more are kept while their pickles total at most this
 #: (the newest first): a module-level function or a small closure, not a model.
@@ -56,7 +56,7 @@ class FunctionTable:
             body = bytes(dumps_auto(func, None)[0])
             func_id = self._by_bytes.get(body)
             if func_id is None:
-                note_sent(func)  # its module: for the template (see oxjob._template)
+                note_sent(func)  # its module: for the template (see template.py)
                 func_id = next(self._ids)
                 self._by_bytes[body] = func_id
                 self._payload[func_id] = body

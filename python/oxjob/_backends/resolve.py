@@ -3,19 +3,10 @@ arguments, the active :class:`~oxjob.parallel_config` and the defaults."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from ._backends import base as _b
-from ._config import _check_hints, _is_mp_context, backend_factory, get_config
-
-
-def _default_name() -> str:
-    """The default backend: ``oxjob.parallel.DEFAULT_BACKEND`` once that module is
-    loaded (joblib's place for it, which callers set and restore), else the last
-    ``register_parallel_backend(..., make_default=True)``."""
-    module = sys.modules.get("oxjob.parallel")
-    return getattr(module, "DEFAULT_BACKEND", None) or _b._default_backend[0]
+from . import base as _b
+from .config import _check_hints, _is_mp_context, backend_factory, get_config
 
 
 def resolve_backend(backend: Any, prefer: Any, require: Any, config: dict, verbose: int = 0) -> Any:
@@ -42,7 +33,7 @@ def resolve_backend(backend: Any, prefer: Any, require: Any, config: dict, verbo
             )
             explicit = True
         else:
-            active = backend_factory(_default_name())(nesting_level=level)
+            active = backend_factory(_b.default_backend())(nesting_level=level)
     uses_threads = getattr(active, "uses_threads", False)
     if (require == "sharedmem" and not getattr(active, "supports_sharedmem", False)) or (
         not explicit and prefer == "threads" and not uses_threads

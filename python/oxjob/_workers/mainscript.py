@@ -29,7 +29,10 @@ import types
 from typing import Any
 
 _MAIN_NAMES = ("__main__", "__mp_main__")
-_WORKER_MODULE = "oxjob._worker"
+#: What workers and the warm template run as (``python -m ...``): the one place that
+#: names them (their own ``__main__`` is not a user's script).
+WORKER_MODULE = f"{__package__}.worker"
+TEMPLATE_MODULE = f"{__package__}.template"
 #: (module, its script path or None), per module object: computed once.
 _scripts: dict[int, tuple[Any, str | None]] = {}
 _loading = threading.local()
@@ -44,7 +47,7 @@ def _script_of(module: Any) -> str | None:
         return known[1]
     path = getattr(module, "__file__", None)
     spec = getattr(module, "__spec__", None)
-    if spec is not None and spec.name in (_WORKER_MODULE, "oxjob._template"):
+    if spec is not None and spec.name in (WORKER_MODULE, TEMPLATE_MODULE):
         path = None  # a worker's (or its template's) own __main__: not a user's script
     elif isinstance(path, str):
         if not os.path.isabs(path):
@@ -222,7 +225,7 @@ def worker_env(n_workers: int) -> dict[str, str]:
     # of the CPUs (part of the key deciding whether running workers can be reused).
     threads = getattr(_settings, "inner_max_num_threads", None)
     if threads is None:
-        from .backends import cpu_count
+        from ..backends import cpu_count
 
         share = str(max(cpu_count() // max(n_workers, 1), 1))
         env.update({var: os.environ.get(var, share) for var in _THREAD_VARS})

@@ -1,7 +1,7 @@
 """The task engine: the one place that sends work to worker processes and routes
 what comes back to whoever submitted it.
 
-``Parallel`` (through :class:`oxjob._process_pool.ProcessRunner`), ``Pool``,
+``Parallel`` (through :class:`oxjob._workers.processes.ProcessRunner`), ``Pool``,
 ``ProcessPoolExecutor`` and the joblib backend are thin front ends: each opens a
 :class:`Call` on a :class:`TaskEngine` and submits tasks to it. A task is one
 function over a list of arguments; its outcome (the list of results, or the
@@ -24,12 +24,13 @@ import threading
 import time
 from typing import Any, Callable
 
-from ._calls import _QUEUED_WORK, Call, Task
-from ._functions import FunctionTable
-from ._input_segments import _RECENT_SECONDS, InputSegments
-from ._outcomes import pickling_error, remote_error, unpickling_failed
-from ._process_pool import ProcessPool, describe_exit
-from ._protocol import (
+from .._units import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_NBYTES
+from ..exceptions import BrokenProcessPool, TerminatedWorkerError
+from .calls import _QUEUED_WORK, Call, Task
+from .functions import FunctionTable
+from .outcomes import pickling_error, remote_error, unpickling_failed
+from .processes import ProcessPool, describe_exit
+from .protocol import (
     BATCH,
     END_CALL,
     ERROR,
@@ -41,14 +42,13 @@ from ._protocol import (
     SHUTDOWN,
     dumps_auto,
 )
-from ._protocol import loads as _loads
-from ._units import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_NBYTES
-from ._worker_start import dumps_for_start
-from .exceptions import BrokenProcessPool, TerminatedWorkerError
+from .protocol import loads as _loads
+from .segments import _RECENT_SECONDS, InputSegments
+from .worker_start import dumps_for_start
 
 __all__ = ["Call", "Task", "TaskEngine"]
 
-# How a task's arguments are laid out (the worker's BATCH forms, see _worker.py).
+# How a task's arguments are laid out (the worker's BATCH forms, see worker.py).
 MAP, STARMAP, CALLS, TASKS = "map", "starmap", "calls", "tasks"
 
 _BURST = 64  # events handled per wake-up of the dispatcher, at most
@@ -125,7 +125,7 @@ class TaskEngine(InputSegments):
         break_when_a_worker_dies: bool = False,
     ) -> None:
         # The initializer is pickled anew for every worker start (its descriptors can
-        # be fetched once each, see _worker_start.py); the first pickle, made before any
+        # be fetched once each, see worker_start.py); the first pickle, made before any
         # worker starts so that the constructor raises its error, goes to the first one.
         self.init = None if initializer is None else (initializer, tuple(initargs))
         self.init_frame = None if initializer is None else dumps_for_start(*self.init)

@@ -16,13 +16,13 @@ except ImportError as exc:  # pragma: no cover - exercised without ray installed
         "backend='ray' needs ray: install ray (pip install 'ray' or 'oxjob[ray]')"
     ) from exc
 
-from . import _cluster, _shared_args
-from .backends import ParallelBackendBase, ThreadingBackend
+from ..backends import ParallelBackendBase, ThreadingBackend
+from . import base, shared_args
 
 __all__ = ["RayBackend"]
 
 #: ``ray.put`` caches by (node, job): object refs do not outlive their driver's job.
-_caches: dict[tuple, _shared_args.SharedArgs] = {}
+_caches: dict[tuple, shared_args.SharedArgs] = {}
 _lock = threading.Lock()
 _remote_batch: list = []
 
@@ -49,7 +49,7 @@ class _Window:
         self.aborted = False
         self.lock = threading.Lock()
 
-    def admit(self, batch: tuple, job: _cluster.Job) -> bool:
+    def admit(self, batch: tuple, job: base.Job) -> bool:
         """True: submit ``batch`` now; False: it waits for a running one to finish."""
         with self.lock:
             if self.aborted:
@@ -83,11 +83,11 @@ def _outcome(future: Any, opaque: bool) -> tuple:
         cause = getattr(exc, "cause", None)  # RayTaskError wraps the task's exception
         if isinstance(cause, BaseException):
             exc = cause
-        return (False, _cluster.with_remote_traceback(exc), 0.0)
+        return (False, base.with_remote_traceback(exc), 0.0)
     return value if opaque else (True, value[0], value[1])
 
 
-class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
+class RayBackend(base.PerCallOptions, ParallelBackendBase):
     """Run ``Parallel`` batches as Ray tasks.
 
     Parameters
@@ -135,10 +135,10 @@ class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
             if shared is None:
                 for old in [k for k in _caches if k[0] != session[0] or k[1] != session[1]]:
                     del _caches[old]  # refs of an earlier Ray session are dead
-                shared = _caches[session] = _shared_args.SharedArgs(ray.put)
+                shared = _caches[session] = shared_args.SharedArgs(ray.put)
             if not _remote_batch:
-                _remote_batch.append(ray.remote(_cluster.run_batch))
-        shared.cache_nbytes = _shared_args.parse_nbytes(cache_nbytes)
+                _remote_batch.append(ray.remote(base.run_batch))
+        shared.cache_nbytes = shared_args.parse_nbytes(cache_nbytes)
         self.shared = shared
         self.remote_options = {"num_cpus": 1, **remote_options}
         self.remote = _remote_batch[0].options(**self.remote_options)
@@ -152,7 +152,7 @@ class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
         return max(int(ray.cluster_resources().get("CPU", 1)), 2)
 
     def _start_call(self, parallel: Any, n_workers: int) -> None:
-        from ._units import DEFAULT_MAX_NBYTES
+        from .._units import DEFAULT_MAX_NBYTES
 
         self.max_nbytes = getattr(parallel, "max_nbytes", DEFAULT_MAX_NBYTES)
         self.call_refs: dict = {}
@@ -160,22 +160,22 @@ class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
         # at most that many to run on.
         self.window = _Window(2 * n_workers)
         timeout = getattr(parallel, "timeout", None)
-        self.deadlines = _cluster.Deadlines(timeout, n_workers) if timeout else None
+        self.deadlines = base.Deadlines(timeout, n_workers) if timeout else None
 
-    def apply_async(self, func: Any, callback: Any = None) -> _cluster.Job:
+    def apply_async(self, func: Any, callback: Any = None) -> base.Job:
         """Submit one batch; ``callback(outcome)`` runs when it is done."""
-        calls = _cluster.batched_calls_of(func)
-        job = _cluster.Job(callback)
+        calls = base.batched_calls_of(func)
+        job = base.Job(callback)
         if calls is None:
             batch = (func, None, True)
         else:
-            calls, refs = _shared_args.prepare(calls, self.shared, self.max_nbytes, self.call_refs)
+            calls, refs = shared_args.prepare(calls, self.shared, self.max_nbytes, self.call_refs)
             batch = (calls, refs, False)
         if self.window.admit(batch, job):
             self._submit(self.window, batch, job)
         return job
 
-    def _submit(self, window: _Window, batch: tuple, job: _cluster.Job) -> None:
+    def _submit(self, window: _Window, batch: tuple, job: base.Job) -> None:
         calls, refs, opaque = batch
         try:
             if opaque:
@@ -195,7 +195,7 @@ class RayBackend(_cluster.PerCallOptions, ParallelBackendBase):
         if following is not None:
             self._submit(window, *following)
 
-    def _finished(self, window: _Window, future: Any, job: _cluster.Job, opaque: bool) -> None:
+    def _finished(self, window: _Window, future: Any, job: base.Job, opaque: bool) -> None:
         if not window.aborted:
             job.finish(_outcome(future, opaque))
         self._next(window)

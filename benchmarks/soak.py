@@ -30,13 +30,8 @@ from functools import partial
 import numpy as np
 
 import oxjob
-from oxjob import (
-    Parallel,
-    Pool,
-    ProcessPoolExecutor,
-    _shared_engine,  # the shared engine's workers, to kill -9 one from outside
-    delayed,
-)
+from oxjob import Parallel, Pool, ProcessPoolExecutor, delayed
+from oxjob._workers import shared_engine as _shared_engine  # its workers, to kill -9 one
 from oxjob.exceptions import RemoteTraceback, TerminatedWorkerError
 from oxjob.exceptions import TimeoutError as OxTimeoutError
 

@@ -101,6 +101,12 @@ def _thread_local_nesting() -> int:
     return getattr(_local, "nesting", 0)
 
 
+def set_thread_nesting_level(level: int) -> None:
+    """This thread runs batches of a call at nesting level ``level`` (the threading
+    backend's threads: their caller's level plus one)."""
+    _local.nesting = level
+
+
 # ---- backends -------------------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 cluster workers, outcomes handed to ``Parallel``, timeouts.
 
 ``Parallel`` talks to these backends through ``apply_async(func, callback)``, where
-``func`` is a ``parallel.GuardedBatch`` holding the batch (``parallel.BatchedCalls``).
+``func`` is a ``GuardedBatch`` holding the batch (a ``BatchedCalls``, both in
+``_parallel/batches.py``).
 The backends take the batch's calls out of it, so that large arguments can be
 replaced by references to data already on the cluster (``shared_args.SharedArgs``)
 and the batch can run in a worker through :func:`run_batch`.
@@ -34,7 +35,7 @@ def batched_calls_of(func: Callable) -> list | None:
     (``OxjobBridgeBackend``): their calls are read the same way, and joblib's batch
     object (which holds its backend and this process's client) is never sent.
     """
-    from ..parallel import GuardedBatch
+    from .._parallel.batches import GuardedBatch
 
     return func.calls.items if isinstance(func, GuardedBatch) else None
 

@@ -105,7 +105,7 @@ def _bridge_class() -> type:
         def submit(self, func: Any, callback: Any = None) -> Any:
             # joblib's batch (a BatchedCalls) given as oxjob's Parallel gives its own:
             # the cluster backends read its calls and run them their own way.
-            from ..parallel import GuardedBatch
+            from .._parallel.batches import GuardedBatch
 
             return self.inner.apply_async(GuardedBatch(func), callback=callback)
 

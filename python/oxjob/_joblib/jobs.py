@@ -1,7 +1,7 @@
-"""The pieces of the joblib backend that run around each batch: the runner the
+"""The pieces of the joblib backend that run around each batch: the batch caller the
 engine calls in the workers, the future-like job joblib holds, and the thread that
 runs joblib's completion callbacks. No joblib import here: the workers unpickle the
-runner before anything else of a call.
+batch caller before anything else of a call.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import threading
 from typing import Any, Callable
 
 
-class _Runner:
+class _BatchCaller:
     """The function the engine runs on each batch (joblib's ``BatchedCalls``).
 
     The batch travels as this function's argument, not as the function itself:
     arguments go through the engine's shared-memory transport and are dropped after
-    the task, while functions are kept for the call. The runner carries what every
+    the task, while functions are kept for the call. The batch caller carries what every
     batch of a call needs in its worker, set up before the worker's first batch: the
     caller's ``multiprocessing`` authkey (so that ``Manager`` proxies and queues
     passed to tasks connect, as from loky's workers), joblib's ``initializer`` and
@@ -32,7 +32,7 @@ class _Runner:
         if initializer is not None:
             import cloudpickle
 
-            # Unpickled by the first batch, not with the runner: a failure to
+            # Unpickled by the first batch, not with the batch caller: a failure to
             # unpickle initargs is then that batch's error, not a dead worker.
             self.setup = cloudpickle.dumps((initializer, tuple(initargs)))
         self.threads = threads

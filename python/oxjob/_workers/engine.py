@@ -1,7 +1,7 @@
 """The task engine: the one place that sends work to worker processes and routes
 what comes back to whoever submitted it.
 
-``Parallel`` (through :class:`oxjob._workers.processes.ProcessRunner`), ``Pool``,
+``Parallel`` (through :class:`oxjob._parallel.runners.ProcessRunner`), ``Pool``,
 ``ProcessPoolExecutor`` and the joblib backend are thin front ends: each opens a
 :class:`Call` on a :class:`TaskEngine` and submits tasks to it. A task is one
 function over a list of arguments; its outcome (the list of results, or the
@@ -26,9 +26,9 @@ from typing import Any, Callable
 
 from .._units import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_NBYTES
 from ..exceptions import BrokenProcessPool, TerminatedWorkerError
-from .calls import _QUEUED_WORK, Call, Task
+from .calls import QUEUED_WORK, Call, Task
 from .functions import FunctionTable
-from .outcomes import pickling_error, remote_error, unpickling_failed
+from .outcomes import OXJOB, pickling_error, remote_error, unpickling_failed
 from .processes import ProcessPool, describe_exit
 from .protocol import (
     BATCH,
@@ -43,7 +43,7 @@ from .protocol import (
     dumps_auto,
 )
 from .protocol import loads as _loads
-from .segments import _RECENT_SECONDS, InputSegments
+from .segments import InputSegments
 from .worker_start import dumps_for_start
 
 __all__ = ["Call", "Task", "TaskEngine"]
@@ -86,7 +86,7 @@ def _deliver(task: Task, ok: bool, value: Any) -> None:
         sys.excepthook(*sys.exc_info())
 
 
-class TaskEngine(InputSegments):
+class TaskEngine:
     """Worker processes plus a dispatcher thread: tasks in, outcomes out.
 
     Parameters
@@ -153,15 +153,11 @@ class TaskEngine(InputSegments):
         self.killed: dict[int, int] = {}  # worker -> id of the task we killed it for
         self.functions = FunctionTable()
         self.open_calls = 0
-        # Input segments the workers have let go of, by size: refilling one costs a
-        # plain copy, a new one also costs allocating and zeroing its pages (~5x).
-        self.spare: dict[int, list] = {}
-        # Where workers cannot write through to an input ('c', 'r'), the segment of an
-        # input sent by a recent call is reused for the same bytes (hashing 100 MB costs
-        # ~3 ms, filling a segment 30-90 ms): (digest, size) -> (segment, refillable).
-        self.reuse_content = mmap_mode in ("c", "r")
-        self.recent: collections.OrderedDict = collections.OrderedDict()
-        self.recent_bytes = 0
+        # Large inputs' segments: spares (refilling one costs a plain copy, a new one
+        # also costs allocating and zeroing its pages, ~5x) and, where workers cannot
+        # write through to an input ('c', 'r'), recent calls' inputs by content
+        # (hashing 100 MB costs ~3 ms, filling a segment 30-90 ms).
+        self.segments = InputSegments(processes, reuse_content=mmap_mode in ("c", "r"))
         self.ids = itertools.count(1)
         for worker in range(processes):
             self._started(worker)
@@ -175,14 +171,18 @@ class TaskEngine(InputSegments):
 
     # ---- calls -----------------------------------------------------------------------
 
-    def open_call(self, cache_inputs: bool = False) -> Call:
-        """A new :class:`Call`: the identity its tasks carry."""
+    # The engine's API: what a Call (the front ends' handle) calls. Everything else
+    # here is the dispatcher's own.
+
+    def open_call(self, cache_inputs: bool = False, style: str = OXJOB) -> Call:
+        """A new :class:`Call`: the identity its tasks carry (see :class:`Call` for
+        ``cache_inputs`` and ``style``)."""
         self._check_owner()
         with self.lock:
             if self.stopping:
                 raise RuntimeError("This engine has been shut down")
             self.open_calls += 1
-        return Call(self, cache_inputs)
+        return Call(self, cache_inputs, style)
 
     def _check_owner(self) -> None:
         if self.forked():
@@ -191,20 +191,22 @@ class TaskEngine(InputSegments):
                 "of it, without the pool's threads: create a new pool here"
             )
 
-    def _submit(self, call, func, form, arguments, done, start) -> Task:
+    def submit(self, call, func, form, arguments, done, on_dispatch=None) -> Task:
+        """Queue a task of ``call`` (see :meth:`Call.submit`)."""
         self._check_owner()
         with self.lock:
             if self.broken is not None:
                 raise BrokenProcessPool(self.broken)
             if self.stopping:
                 raise RuntimeError("This engine has been shut down")
-            task = Task(next(self.ids), call, func, form, arguments, done, start)
+            task = Task(next(self.ids), call, func, form, arguments, done, on_dispatch)
             call.live += 1
             self.pending.append(task)
             self._dispatch()
         return task
 
-    def _initialize_workers(self, initializer: Callable, initargs: tuple) -> None:
+    def initialize_workers(self, initializer: Callable, initargs: tuple) -> None:
+        """Run ``initializer(*initargs)`` in every worker before its next task."""
         with self.lock:
             for worker in range(self.n):
                 if worker in self.pool.dead:
@@ -212,23 +214,14 @@ class TaskEngine(InputSegments):
                 body, segments, n_shared = dumps_for_start(initializer, initargs)
                 self._send(worker, INIT, 0, body, segments, n_shared)
 
-    def _close(self, call: Call) -> None:
+    def close_call(self, call: Call) -> None:
+        """End ``call``: its input segments go back to the engine (see segments.py)."""
         with self.lock:
             if call.closed:
                 return
             call.closed = True
             self.open_calls -= 1
-            reusable = {key for keys in call.reusable.values() for key in keys}
-            for key, (segment, _) in call.segments.items():
-                digest = call.digests.get(key)
-                if digest is not None:
-                    self._keep_recent(digest, segment, key in reusable)
-                elif key in reusable:
-                    self._keep_spare([segment], key[1])
-            call.segments.clear()
-            call.reusable.clear()
-            call.digests.clear()
-            call.nbytes = 0
+            self.segments.close(call.inputs)
             if self.open_calls == 0 and self.forget_when_idle and not self.stopping:
                 self._forget_functions()
 
@@ -304,7 +297,7 @@ class TaskEngine(InputSegments):
             else:
                 left = max(head_expected - elapsed, 0.0)
             left += (queued - 1) * expected
-            if left > _QUEUED_WORK + expected and task.call._measured:
+            if left > QUEUED_WORK + expected and task.call.measured:
                 continue  # it would wait behind a long task: keep it for a free worker
             if best is None or left < best_left:
                 best, best_left = worker, left
@@ -320,11 +313,11 @@ class TaskEngine(InputSegments):
             if task.call.cancelled:
                 self._drop_frames(task)
                 continue
-            if task.start is not None:
-                if not task.start():
+            if task.on_dispatch is not None:
+                if not task.on_dispatch():
                     self._finished(task)
                     continue
-                task.start = None  # once: a task re-dispatched after a death is running
+                task.on_dispatch = None  # once: a task re-dispatched after a death is running
             if worker in self.pool.dead:
                 self._respawn(worker)
             frames = task.frames or self._prepare(task)
@@ -353,8 +346,7 @@ class TaskEngine(InputSegments):
             if not self._send(worker, BATCH, task.id, body, segments, n_shared):
                 # It died before this task reached it: the task goes to another worker,
                 # the death is reported by its exit event to the task it was running.
-                self._unkeep(task)
-                task.segments = []
+                self.segments.unkeep(task)
                 self.pending.appendleft(task)
                 continue
             if queue:
@@ -371,7 +363,7 @@ class TaskEngine(InputSegments):
             prep_start = time.perf_counter()
             func_ids, calls = self._calls_of(task)
             call = task.call
-            call._carried = []
+            call.inputs.carried = []
             body, segments, n_shared = dumps_auto(calls, self.max_nbytes, call.segment_for)
             call.note_prep(time.perf_counter() - prep_start)
         except Exception as exc:  # noqa: BLE001 - reported on the task's result
@@ -379,15 +371,14 @@ class TaskEngine(InputSegments):
             _deliver(task, False, pickling_error(task.call.style, _calls_list(task), exc))
             return None
         task.segments = segments[: len(segments) - n_shared]
-        self._carry(task)
+        self.segments.carry(task)
         return func_ids, body, segments, n_shared
 
     def _drop_frames(self, task: Task) -> None:
         """A task made ready but never sent lets go of its input segments."""
         if task.frames is not None:
             task.frames = None
-            self._unkeep(task)
-            task.segments = []
+            self.segments.unkeep(task)
 
     def _next_started(self, worker: int, task: Task) -> None:
         """``task`` left the worker's queue; the next one, if any, is now running."""
@@ -444,17 +435,12 @@ class TaskEngine(InputSegments):
             if event is None:
                 # Spare segments hold memory: give it back once the engine is idle.
                 with self.lock:
-                    if not (self.spare or self.recent) or not self.idle():
+                    if not self.segments.holding() or not self.idle():
                         quiet_since = None
                     elif quiet_since is None:
                         quiet_since = time.monotonic()
                     else:
-                        quiet = time.monotonic() - quiet_since
-                        if quiet > _SPARE_SECONDS:
-                            self.spare.clear()
-                        if quiet > _RECENT_SECONDS:
-                            self.recent.clear()
-                            self.recent_bytes = 0
+                        self.segments.idle_for(time.monotonic() - quiet_since, _SPARE_SECONDS)
                 continue
             with self.lock:
                 # With it, whatever else has arrived: one wake-up for a burst of results.
@@ -499,7 +485,7 @@ class TaskEngine(InputSegments):
             task.released = True
             return
         self._next_started(worker, task)
-        self._segments_returned(task)
+        self.segments.returned(task)
         self._finished(task)
         try:
             if kind == RESULT:
@@ -538,7 +524,7 @@ class TaskEngine(InputSegments):
             return
         self._next_started(worker, task)
         task.released = False  # unknown: never refill its inputs
-        self._segments_returned(task)
+        self.segments.returned(task)
         self._finished(task)
         _deliver(task, False, exc)
         self._dispatch()
@@ -561,11 +547,11 @@ class TaskEngine(InputSegments):
         self.unread[worker] = 0
         for task in reversed(again):
             task.started, task.unread = None, 0
-            task.segments, task.released = [], False
-            self._unkeep(task)
+            task.released = False
+            self.segments.unkeep(task)
             self.pending.appendleft(task)
         for task in lost:
-            self._segments_returned(task)
+            self.segments.returned(task)
             if self.break_when_a_worker_dies:
                 self.pending.appendleft(task)  # failed below with every other task
                 continue
@@ -587,14 +573,6 @@ class TaskEngine(InputSegments):
                 "running or pending.",
             )
 
-    def _unkeep(self, task: Task) -> None:
-        """A task going to another worker will be pickled again: its cache counts too."""
-        call = task.call
-        for key in task.keys:
-            call.users[key] -= 1
-            call.pinned.add(key)  # the dead worker's copy is gone, but be safe
-        task.keys = ()
-
     def _finished(self, task: Task) -> None:
         task.call.live -= 1
         self._release_functions(task)
@@ -615,18 +593,21 @@ class TaskEngine(InputSegments):
 
     # ---- cancelling ------------------------------------------------------------------
 
-    def _running(self, call: Call) -> list[Task]:
+    def running(self, call: Call) -> list[Task]:
+        """``call``'s tasks that are being computed now."""
         with self.lock:
             return [q[0] for q in self.inflight if q and q[0].call is call and q[0].started]
 
-    def _kill_running(self, task: Task) -> None:
+    def kill(self, task: Task) -> None:
+        """Kill the worker running ``task`` (a timeout); it is replaced."""
         with self.lock:
             for worker, queue in enumerate(self.inflight):
                 if queue and queue[0] is task:
                     self.killed[worker] = task.id
                     self.pool.supervisor.kill(worker)
 
-    def _drop_pending(self, call: Call) -> list[Task]:
+    def drop_pending(self, call: Call) -> list[Task]:
+        """Drop ``call``'s tasks that no worker has started; returns them."""
         with self.lock:
             dropped = [t for t in self.pending if t.call is call]
             self.pending = collections.deque(t for t in self.pending if t.call is not call)
@@ -635,10 +616,12 @@ class TaskEngine(InputSegments):
                 self._finished(task)
             return dropped
 
-    def _cancel(self, call: Call) -> list[Task]:
+    def cancel(self, call: Call) -> list[Task]:
+        """Drop ``call``'s queued tasks and kill the workers running its tasks (see
+        :meth:`Call.cancel`); returns its unfinished tasks."""
         with self.lock:
             call.cancelled = True
-            unfinished = self._drop_pending(call)
+            unfinished = self.drop_pending(call)
             for worker, queue in enumerate(self.inflight):
                 unfinished.extend(t for t in queue if t.call is call)
                 if queue and queue[0].call is call and worker not in self.killed:
@@ -719,8 +702,7 @@ class TaskEngine(InputSegments):
             for queue in self.inflight:
                 unfinished.extend(queue)
                 queue.clear()
-            self.spare.clear()
-            self.recent.clear()
+            self.segments.clear()
         self.pool.shutdown(grace)
         return unfinished
 

@@ -14,7 +14,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from . import hash, load
+from .. import hash, load
 
 __all__ = ["run"]
 
@@ -100,7 +100,7 @@ def _steps(oxjob_module: Any, data: Any, tmp: str, prefix: str, np: Any) -> list
 def _persistence(size_mb: int, np: Any, joblib: Any) -> None:
     data, described = _make_data(size_mb, np)
     nbytes = data.nbytes if np is not None else len(data)
-    from .compressors import DEFAULT_CODEC
+    from ..compressors import DEFAULT_CODEC
 
     beside = f", joblib {joblib.__version__} beside" if joblib is not None else ""
     print(f"oxjob demo: {described}, medians of 5 runs{beside}")
@@ -118,7 +118,7 @@ def _persistence(size_mb: int, np: Any, joblib: Any) -> None:
     if joblib is not None:
         header += f"   {'joblib':>21}"
     print(header)
-    this = sys.modules[__package__]
+    this = sys.modules[__name__.split(".")[0]]  # the oxjob package
     with tempfile.TemporaryDirectory() as tmp:
         ours = _steps(this, data, tmp, "oxjob", np)
         theirs = _steps(joblib, data, tmp, "joblib", np) if joblib is not None else None
@@ -146,7 +146,7 @@ def _sum_of_squares(chunk: Any) -> int:
 
 
 def _parallel(joblib: Any) -> None:
-    from .parallel import Parallel, delayed
+    from ..parallel import Parallel, delayed
 
     numbers = range(400_000)
     chunks = [numbers[i::8] for i in range(8)]

@@ -11,14 +11,14 @@ from __future__ import annotations
 import io
 import os
 
-from . import _engine
-from ._io import streams
-from ._io.container import MAGIC, read_container_stream
-from ._io.joblib_read import read_zfile
-from ._io.load import _head_of, bad_pickle
-from ._io.safe import Policy
-from ._io.safe_joblib import JoblibContext
-from ._io.safe_unpickle import load_stream
+from .. import _engine
+from .._io import streams
+from .._io.container import MAGIC, read_container_stream
+from .._io.joblib_read import read_zfile
+from .._io.load import _head_of, bad_pickle
+from .._io.safe import Policy
+from .._io.safe_joblib import JoblibContext
+from .._io.safe_unpickle import load_stream
 
 
 def _record(source: object, path: str, **kw: object) -> dict[str, bool]:

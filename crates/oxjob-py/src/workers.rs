@@ -159,8 +159,8 @@ struct HeldSupervisor<'a>(std::sync::MutexGuard<'a, workers::Supervisor>);
 // Python object.
 unsafe impl Send for HeldSupervisor<'_> {}
 
-/// Worker processes on the caller's side: `oxjob_core::workers::Supervisor` behind a
-/// lock, with its event queue.
+// Wraps `oxjob_core::workers::Supervisor` (behind a lock) and its event queue.
+/// Worker processes on the caller's side.
 #[pyclass(module = "oxjob._engine", frozen)]
 pub struct Supervisor {
     supervisor: Mutex<workers::Supervisor>,

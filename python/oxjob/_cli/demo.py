@@ -12,9 +12,10 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from typing import Any, Callable
 
-from .. import hash, load
+from .. import dump, hash, load
 
 __all__ = ["run"]
 
@@ -118,9 +119,9 @@ def _persistence(size_mb: int, np: Any, joblib: Any) -> None:
     if joblib is not None:
         header += f"   {'joblib':>21}"
     print(header)
-    this = sys.modules[__name__.split(".")[0]]  # the oxjob package
+    ours_api = types.SimpleNamespace(dump=dump, load=load, hash=hash)
     with tempfile.TemporaryDirectory() as tmp:
-        ours = _steps(this, data, tmp, "oxjob", np)
+        ours = _steps(ours_api, data, tmp, "oxjob", np)
         theirs = _steps(joblib, data, tmp, "joblib", np) if joblib is not None else None
         for i, (name, call, path, o1) in enumerate(ours):
             written = [path] + ([theirs[i][2]] if theirs is not None else [])

@@ -69,7 +69,7 @@ def test_backends_receive_batches_through_an_explicit_interface():
 
 
 def test_template_request_size_matches_the_rust_side():
-    from oxjob import _template
+    from oxjob._workers import template as _template
 
     source = (ROOT / "crates/oxjob-core/src/workers/template.rs").read_text()
     (rust,) = re.findall(r"pub const MAX_PER_REQUEST: usize = (\d+);", source)

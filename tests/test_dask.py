@@ -248,7 +248,7 @@ def test_arguments_above_1kb_are_scattered_once_per_call(client, scatters):
 
 
 def test_kept_while_the_array_lives(client, scatters):
-    from oxjob import _dask
+    from oxjob._cluster import dask as _dask
 
     shared = _dask._caches[client.id]
     shared.clear()

@@ -30,13 +30,8 @@ from functools import partial
 import numpy as np
 
 import oxjob
-from oxjob import (
-    Parallel,
-    Pool,
-    ProcessPoolExecutor,
-    _shared_engine,  # the shared engine's workers, to kill -9 one from outside
-    delayed,
-)
+from oxjob import Parallel, Pool, ProcessPoolExecutor, delayed
+from oxjob._workers import shared_engine as _shared_engine  # its workers, to kill -9 one
 from oxjob.exceptions import RemoteTraceback, TerminatedWorkerError
 from oxjob.exceptions import TimeoutError as OxTimeoutError
 
@@ -593,7 +588,7 @@ def worker_children():
                 cmdline = f.read()
         except OSError:
             continue
-        if fields[1] == me and b"oxjob._worker" in cmdline:
+        if fields[1] == me and b"\0oxjob._workers.worker\0" in cmdline:
             found.add((int(entry), fields[0]))
     return found
 

@@ -103,7 +103,8 @@ def oxjob_parallel_inside(n):
     it gave, and whether it started oxjob workers in the Dask worker."""
     import warnings
 
-    from oxjob import Parallel, _shared_engine, delayed
+    from oxjob import Parallel, delayed
+    from oxjob._workers import shared_engine as _shared_engine
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -167,10 +167,12 @@ def total(array):
 
 def worker_children():
     """Live (non-zombie) oxjob worker processes started by this process."""
-    from oxjob import _template
+    from oxjob._workers import template
+    from oxjob._workers.mainscript import TEMPLATE_MODULE, WORKER_MODULE
 
     me = str(os.getpid())
-    templates = {t.proc.pid for t in _template._current}
+    templates = {t.proc.pid for t in template._current}
+    worker_arg, template_arg = (f"\0{m}\0".encode() for m in (WORKER_MODULE, TEMPLATE_MODULE))
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -183,8 +185,8 @@ def worker_children():
         except OSError:
             continue
         # A worker forked from the warm template keeps the template's command line.
-        is_worker = b"oxjob._worker" in cmdline or (
-            b"oxjob._template" in cmdline and int(entry) not in templates
+        is_worker = worker_arg in cmdline or (
+            template_arg in cmdline and int(entry) not in templates
         )
         if fields[1] == me and fields[0] != "Z" and is_worker:
             found.append(int(entry))

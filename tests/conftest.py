@@ -40,7 +40,7 @@ def pytest_sessionfinish(session, exitstatus):
 def _no_settings_leak_into_the_next_test():
     # A parallel_config made outside a ``with`` (its constructor applies it, as joblib's)
     # would change every later test's defaults: fail the test that leaked it, not a later one.
-    from oxjob._config import get_config
+    from oxjob.backends import get_config
 
     before = get_config()
     yield

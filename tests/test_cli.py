@@ -94,7 +94,7 @@ def test_cache_commands(tmp_path):
 def test_every_command_and_argument_has_help():
     import argparse
 
-    from oxjob.cli import _parser
+    from oxjob._cli.commands import _parser
 
     parser = _parser()
     (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

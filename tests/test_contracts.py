@@ -7,21 +7,22 @@ import pickle
 import re
 
 import oxjob
-from oxjob import _protocol, _units, _worker_env, backends, joblib_backend
+from oxjob import _units, _worker_env, backends, joblib_backend
+from oxjob._workers import protocol as _protocol
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = pathlib.Path(oxjob.__file__).parent
 
 
 def test_frame_kinds_match_the_rust_enum():
-    source = (ROOT / "crates/oxjob-core/src/pool/frame.rs").read_text()
+    source = (ROOT / "crates/oxjob-core/src/workers/frame.rs").read_text()
     body = source[source.index("pub enum Kind {") :]
     body = body[: body.index("}")]
     rust = {
         re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper(): int(value)
         for name, value in re.findall(r"^\s*(\w+)\s*=\s*(\d+),", body, re.M)
     }
-    assert rust, "no variants found in oxjob_core::pool::frame::Kind"
+    assert rust, "no variants found in oxjob_core::workers::frame::Kind"
     python = {name: getattr(_protocol, name) for name in rust if hasattr(_protocol, name)}
     assert python == rust
 
@@ -57,7 +58,7 @@ def test_defaults_come_from_units():
 
 
 def test_backends_receive_batches_through_an_explicit_interface():
-    from oxjob import _cluster
+    from oxjob._cluster import base as _cluster
     from oxjob.parallel import BatchedCalls, GuardedBatch
 
     batch = GuardedBatch(BatchedCalls([(abs, (-2,), {})]))
@@ -68,8 +69,8 @@ def test_backends_receive_batches_through_an_explicit_interface():
 
 
 def test_template_request_size_matches_the_rust_side():
-    from oxjob import _template
+    from oxjob._workers import template as _template
 
-    source = (ROOT / "crates/oxjob-core/src/pool/template.rs").read_text()
+    source = (ROOT / "crates/oxjob-core/src/workers/template.rs").read_text()
     (rust,) = re.findall(r"pub const MAX_PER_REQUEST: usize = (\d+);", source)
     assert _template._MAX_PER_REQUEST == int(rust)

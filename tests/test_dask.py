@@ -101,7 +101,7 @@ def test_client_given_to_parallel_is_used(client):
 
 
 def test_a_function_that_is_not_a_batch_is_sent_as_it_is(client):
-    from oxjob._dask import DaskBackend
+    from oxjob._cluster.dask import DaskBackend
 
     backend = DaskBackend(client=client)
     backend.configure(parallel=None)
@@ -113,7 +113,7 @@ def test_a_function_that_is_not_a_batch_is_sent_as_it_is(client):
 
 
 def test_effective_n_jobs_is_the_cluster_threads(client):
-    from oxjob._dask import DaskBackend
+    from oxjob._cluster.dask import DaskBackend
 
     assert DaskBackend(client=client).effective_n_jobs(-1) == 2
 
@@ -248,7 +248,7 @@ def test_arguments_above_1kb_are_scattered_once_per_call(client, scatters):
 
 
 def test_kept_while_the_array_lives(client, scatters):
-    from oxjob import _dask
+    from oxjob._cluster import dask as _dask
 
     shared = _dask._caches[client.id]
     shared.clear()

@@ -38,7 +38,7 @@ def worker_children():
 
 
 def shared_workers():
-    from oxjob import _shared_engine
+    from oxjob._workers import shared_engine as _shared_engine
 
     engine = _shared_engine._SHARED
     return set(engine.pids()) if engine else set()
@@ -306,7 +306,7 @@ def test_a_worker_killed_while_returning_a_large_result(no_leaks):
     killer.join()
     # A worker killed while idle is noticed by its exit event: a task sent to it before
     # that would (rightly) fail, so the next call waits for the death to be seen.
-    from oxjob import _shared_engine
+    from oxjob._workers import shared_engine as _shared_engine
 
     engine = _shared_engine._SHARED
     assert settle(lambda: bool(engine.pool.dead) or victim[0] not in shared_workers())

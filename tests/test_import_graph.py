@@ -5,6 +5,7 @@ every module is loaded. The graph is read from the installed package, so a wheel
 left a subpackage out fails here too (``test_imports`` then imports each module).
 """
 
+import ast
 import importlib.util
 import pathlib
 
@@ -71,3 +72,49 @@ def test_deferred_imports_are_not_arrows(tmp_path):
     assert graph["pkg.b"] == {"pkg.c"}
     assert graph_tool.circles(graph) == []
     assert graph_tool.floors(graph) == 3
+
+
+def _sources():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        yield path.relative_to(PACKAGE).as_posix(), ast.parse(path.read_text())
+
+
+def _last_name(node):
+    """``call`` for ``call``, ``self._call`` and ``task.call``; None for other nodes."""
+    if isinstance(node, ast.Name):
+        return node.id.lstrip("_")
+    if isinstance(node, ast.Attribute):
+        return node.attr.lstrip("_")
+    return None
+
+
+def test_nothing_reaches_into_the_engine_or_its_calls_and_tasks():
+    # The engine's API is TaskEngine's and Call's public methods (docs/engine.md):
+    # no module reads or calls a private member of an engine, a call or a task it
+    # was handed (``Call`` used to forward to ``engine._submit``, the engine read
+    # ``call._carried``...). ``self._x`` inside a class is its own business.
+    reaches = [
+        f"{name}:{node.lineno}: {ast.unparse(node)}"
+        for name, tree in _sources()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and _last_name(node.value) in ("engine", "call", "task")
+    ]
+    assert reaches == []
+
+
+def test_no_module_finds_another_through_sys_modules():
+    # The owner of a piece of state sits below its readers (docs/architecture.md):
+    # ``sys.modules["oxjob.parallel"]`` was how the backends reached the default
+    # backend above them.
+    lookups = [
+        f"{name}:{node.lineno}: {ast.unparse(node)}"
+        for name, tree in _sources()
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Call, ast.Subscript))
+        and "sys.modules" in ast.unparse(node.func if isinstance(node, ast.Call) else node.value)
+        and "'oxjob" in ast.unparse(node)
+    ]
+    assert lookups == []

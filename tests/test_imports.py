@@ -27,7 +27,7 @@ def fresh(code: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
 
 
 # The cluster backends' modules need their cluster library; without it they must say so.
-NEEDS = {"oxjob._dask": "distributed", "oxjob._ray": "ray"}
+NEEDS = {"oxjob._cluster.dask": "distributed", "oxjob._cluster.ray": "ray"}
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -36,7 +36,7 @@ def test_module_imports_alone_in_a_fresh_interpreter(module):
     needed = NEEDS.get(module)
     if needed and importlib.util.find_spec(needed) is None:
         assert done.returncode == 1
-        assert f"backend='{module[7:]}' needs" in done.stderr.decode()
+        assert f"backend='{module.rsplit('.', 1)[1]}' needs" in done.stderr.decode()
         return
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
@@ -48,7 +48,7 @@ def test_parallel_config_unpickles_in_a_fresh_interpreter(backend):
     config.unregister()
     code = (
         "import pickle, sys; c = pickle.loads(sys.stdin.buffer.read()); "
-        "print(sorted(sys.modules).count('oxjob._config'), type(c).__name__)\n"
+        "print(sorted(sys.modules).count('oxjob._backends.config'), type(c).__name__)\n"
         "with c as settings: print(settings['n_jobs'], settings['verbose'])"
     )
     done = fresh(code, pickle.dumps(config))
@@ -65,3 +65,29 @@ def test_public_submodules_are_attributes_of_the_package_as_in_joblib():
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert done.stdout.decode().split() == ["True", "True", "Pool", "True"]
+
+
+def test_pickles_naming_the_old_paths_of_moved_modules_still_load():
+    # A pickle written before the package's private modules moved into subpackages
+    # names their old paths: oxjob._config.parallel_config, oxjob._cluster.Slot...
+    from oxjob._io.old_paths import MODULES as MOVED
+
+    names = [old for old, new in MOVED.items() if importlib.util.find_spec(new) is not None]
+    names = [
+        n for n in names if NEEDS.get(MOVED[n]) is None or importlib.util.find_spec(NEEDS[MOVED[n]])
+    ]
+    code = (
+        "import importlib, pickle, sys\n"
+        "import oxjob\n"
+        "from oxjob._io.old_paths import MODULES as MOVED\n"
+        "cls = pickle.loads(b'coxjob._config\\nparallel_config\\n.')\n"
+        "slot = pickle.loads(b'coxjob._cluster\\nSlot\\n.')\n"
+        f"old = [importlib.import_module(n) for n in {names!r}]\n"
+        "print(cls is oxjob.parallel_config, slot.__module__,"
+        " all(m is sys.modules[MOVED[n]] and m.__spec__.name == MOVED[n] for n, m in"
+        f" zip({names!r}, old)))\n"
+    )
+    done = fresh(code)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().split() == ["True", "oxjob._cluster.base", "True"]
+    assert "oxjob._config" in names and "oxjob._resolve" in names

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from oxjob import Parallel, _engine, delayed, shared
+from oxjob import Parallel, delayed, shared
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _helpers as h
@@ -72,39 +72,14 @@ def test_copy_on_write_by_default_read_only_on_request():
 
 
 @pytest.fixture
-def allocations(monkeypatch):
-    """Sizes of the arguments Parallel copies into new segments, from here on."""
-    made = []
-    real = _engine.Segment.from_buffer
+def copies():
+    """What the engine copied into segments from here on: a function returning
+    ``{"copies", "copied_bytes", "new_segments"}`` since the test began (the engine's
+    diagnostics, ``oxjob._workers.segments.counts()``, docs/engine.md)."""
+    from oxjob._workers.segments import counts
 
-    class Counting:
-        create = staticmethod(_engine.Segment.create)
-
-        @staticmethod
-        def from_buffer(raw):
-            made.append(raw.nbytes)
-            return real(raw)
-
-    from oxjob import _process_pool
-
-    monkeypatch.setattr(_process_pool._engine, "Segment", Counting)
-    return made
-
-
-@pytest.fixture
-def copies(monkeypatch):
-    """Sizes of the arguments copied into segments (new or refilled), from here on."""
-    from oxjob import _tasks
-
-    made = []
-    real = _tasks.TaskEngine._copy
-
-    def counting(raw, segment=None):
-        made.append(raw.nbytes)
-        return real(raw, segment)
-
-    monkeypatch.setattr(_tasks.TaskEngine, "_copy", staticmethod(counting))
-    return made
+    before = counts()
+    return lambda: {key: value - before[key] for key, value in counts().items()}
 
 
 def test_same_array_is_copied_once_per_call(copies):
@@ -112,10 +87,10 @@ def test_same_array_is_copied_once_per_call(copies):
     Parallel(n_jobs=2)(delayed(h.square)(1) for _ in range(2))  # warm the pool
     out = Parallel(n_jobs=2, batch_size=1)(delayed(np.sum)(data) for _ in range(12))
     assert out == [float(BIG)] * 12
-    assert copies == [data.nbytes]
+    assert copies()["copies"] == 1 and copies()["copied_bytes"] == data.nbytes
 
 
-def test_segments_of_released_arguments_are_refilled(allocations):
+def test_segments_of_released_arguments_are_refilled(copies):
     Parallel(n_jobs=2)(delayed(h.square)(1) for _ in range(2))  # warm the pool
     arrays = [np.full(BIG, float(i)) for i in range(24)]
     keep = [i % 5 == 0 for i in range(24)]  # workers keep these: never refilled
@@ -123,7 +98,7 @@ def test_segments_of_released_arguments_are_refilled(allocations):
         delayed(h.sum_keeping_some)(a, k) for a, k in zip(arrays, keep)
     )
     assert out == [BIG * float(i) for i in range(24)]  # None: a kept array changed
-    assert len(allocations) < 24  # the others' segments were refilled, not reallocated
+    assert copies()["new_segments"] < 24  # the others' segments were refilled, not reallocated
 
 
 def test_shared_arrays_are_written_in_place():
@@ -287,13 +262,13 @@ def test_inputs_sent_by_a_recent_call_are_not_copied_again(copies):
     arrays = [np.full(BIG, float(i)) for i in range(4)]
     Parallel(n_jobs=2)(delayed(h.square)(1) for _ in range(2))  # warm the pool
     first = Parallel(n_jobs=2)(delayed(np.sum)(a) for a in arrays)
-    assert len(copies) == 4
+    assert copies()["copies"] == 4
     again = Parallel(n_jobs=2)(delayed(np.sum)(a) for a in arrays)
-    assert again == first and len(copies) == 4  # same bytes: the same segments
+    assert again == first and copies()["copies"] == 4  # same bytes: the same segments
     arrays[2][7] = 1000.0  # changed in place: its bytes differ, so it is sent again
     changed = Parallel(n_jobs=2)(delayed(np.sum)(a) for a in arrays)
     assert changed[2] == first[2] + 1000.0 - 2.0 and changed[:2] == first[:2]
-    assert len(copies) == 5
+    assert copies()["copies"] == 5
 
 
 def test_inputs_are_sent_again_where_workers_can_write_through(copies):
@@ -304,7 +279,7 @@ def test_inputs_are_sent_again_where_workers_can_write_through(copies):
             delayed(h.write_first)(data, 5.0) for _ in range(1)
         )
         assert out == [5.0] and data[0] == 0.0
-        assert len(copies) == expected
+        assert copies()["copies"] == expected
 
 
 @pytest.mark.parametrize("mode", ["c", "r"])
@@ -325,12 +300,12 @@ def test_workers_keep_plain_inputs_mapped_between_calls_until_idle(mode):
 
 
 def test_inputs_the_caller_dropped_are_let_go_of_by_busy_workers(monkeypatch):
-    from oxjob import _input_segments
+    from oxjob._workers import segments
 
     nbytes = (3 << 20) + 11 * 4096
     data = np.full(nbytes // 8, 1.0)
     Parallel(n_jobs=2)(delayed(h.total)(data) for _ in range(4))
-    monkeypatch.setattr(_input_segments, "_RECENT_BYTES", 0)  # the next call's inputs evict it
+    monkeypatch.setattr(segments, "RECENT_BYTES", 0)  # the next call's inputs evict it
     other = np.ones(BIG)
     Parallel(n_jobs=2)(delayed(h.total)(other) for _ in range(4))
     del data

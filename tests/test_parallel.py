@@ -35,7 +35,7 @@ children = h.worker_children
 
 
 def worker_pids():
-    from oxjob import _shared_engine
+    from oxjob._workers import shared_engine as _shared_engine
 
     engine = _shared_engine._SHARED
     return set(engine.pids()) if engine else set()
@@ -280,32 +280,33 @@ def test_unpicklable_argument_names_the_task():
 
 
 def test_functions_reach_each_worker_once_per_call():
-    from oxjob import _process_pool, _shared_engine
+    from oxjob._workers import processes as _process_pool
+    from oxjob._workers import shared_engine as _shared_engine
 
     sent = []
-    real = _process_pool._engine.Engine.send
+    real = _process_pool._engine.Supervisor.send
 
     Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(2))
     pool = _shared_engine._SHARED.pool
 
     class Spy:
-        def __init__(self, engine):
-            self.engine = engine
+        def __init__(self, supervisor):
+            self.supervisor = supervisor
 
         def send(self, worker, kind, tag, body, segments, n_shared=0):
             sent.append(kind)
-            return real(self.engine, worker, kind, tag, body, segments, n_shared)
+            return real(self.supervisor, worker, kind, tag, body, segments, n_shared)
 
         def __getattr__(self, name):
-            return getattr(self.engine, name)
+            return getattr(self.supervisor, name)
 
-    engine = pool.engine
-    pool.engine = Spy(engine)
+    supervisor = pool.supervisor
+    pool.supervisor = Spy(supervisor)
     try:
         Parallel(n_jobs=2, batch_size=1)(delayed(h.square)(i) for i in range(40))
     finally:
-        pool.engine = engine
-    from oxjob._protocol import BATCH, FUNCTION
+        pool.supervisor = supervisor
+    from oxjob._workers.protocol import BATCH, FUNCTION
 
     assert sent.count(BATCH) == 40
     assert sent.count(FUNCTION) <= 2
@@ -318,7 +319,7 @@ FORK_CHILD = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     import _helpers as h
     from oxjob import Parallel, delayed
-    from oxjob import _shared_engine
+    from oxjob._workers import shared_engine as _shared_engine
 
     def run(backend):
         out = Parallel(n_jobs=2, backend=backend)(delayed(h.big_result)(2**21, i) for i in range(4))

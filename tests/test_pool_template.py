@@ -1,4 +1,4 @@
-"""Workers forked from the warm template (oxjob._template): fresh per pool, replaced
+"""Workers forked from the warm template (oxjob._workers.template): fresh per pool, replaced
 when stale, per caller process, and gone with the caller."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _set_global(x):
 
 
 def _from_template() -> bool:
-    return sys.modules["__main__"].__spec__.name == "oxjob._template"
+    return sys.modules["__main__"].__spec__.name == "oxjob._workers.template"
 
 
 def _worker_state(_):
@@ -113,10 +113,11 @@ def _run(script: str, tmp_path, **kw) -> subprocess.CompletedProcess:
 _COMMON = """
     import os, sys
     import oxjob
-    from oxjob import _template
+    from oxjob._workers import template as _template
+    from oxjob._workers.mainscript import TEMPLATE_MODULE
 
     def state(_):
-        return os.getpid(), os.getcwd(), sys.modules["__main__"].__spec__.name == "oxjob._template"
+        return os.getpid(), os.getcwd(), sys.modules["__main__"].__spec__.name == TEMPLATE_MODULE
 
     def template_pid():
         return _template._current[0].proc.pid

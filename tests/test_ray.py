@@ -30,7 +30,7 @@ def local_ray():
 @pytest.fixture
 def puts(monkeypatch):
     """The ids of the objects put in the object store by oxjob during the test."""
-    from oxjob import _ray
+    from oxjob._cluster import ray as _ray
 
     sent = []
     Parallel(backend="ray")  # makes the session's cache

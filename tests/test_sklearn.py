@@ -34,7 +34,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler  # noqa: E
 from sklearn.svm import SVC  # noqa: E402
 
 import oxjob  # noqa: E402
-import oxjob._shared_engine  # noqa: E402
+import oxjob._workers.shared_engine  # noqa: E402
 from oxjob.exceptions import TerminatedWorkerError  # noqa: E402
 from oxjob.joblib_backend import OxjobBackend  # noqa: E402
 

@@ -105,7 +105,11 @@ __all__ = [
 # is imported, else as soon as it is; joblib itself is never imported here.
 _LAZY["use_as_joblib_default"] = "joblib_backend"
 __all__.append("use_as_joblib_default")
-from ._joblib_hook import watch_joblib as _watch_joblib  # noqa: E402
+from ._io.old_paths import install as _install_old_paths  # noqa: E402
+from ._joblib.hook import watch_joblib as _watch_joblib  # noqa: E402
+
+# Old paths of moved private modules (pickles name them) import the moved module.
+_install_old_paths()
 
 _watch_joblib()
 

@@ -177,8 +177,9 @@ def buffer_address(data: Buffer) -> tuple[int, int]:
 _Event = tuple[Any, ...]
 
 @final
-class Engine:
-    """Worker processes on the caller's side (the supervisor in ``oxjob_core::pool``)."""
+class Supervisor:
+    """Worker processes on the caller's side: ``oxjob_core::workers::Supervisor``, which
+    starts, feeds and reaps them."""
 
     def __new__(
         cls,
@@ -188,9 +189,9 @@ class Engine:
         n: int,
         result_mode: str = "shared",
         template: str | None = None,
-    ) -> Engine:
+    ) -> Supervisor:
         """Start ``n`` workers running ``program args...`` with ``env`` added, or
-        forked from the template listening at ``template`` (see :mod:`oxjob._template`)."""
+        forked from the template listening at ``template`` (see :mod:`oxjob._workers.template`)."""
     def __len__(self) -> int: ...
     def send(
         self,

@@ -14,10 +14,10 @@ import time
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
-from ._outcomes import EXECUTOR
-from ._tasks import CALLS, STARMAP
+from ._workers.engine import CALLS, STARMAP
+from ._workers.outcomes import EXECUTOR
+from ._workers.pool_engine import default_processes, open_pool
 from .exceptions import BrokenProcessPool
-from .pool import _default_processes, _open
 
 __all__ = ["ProcessPoolExecutor"]
 
@@ -88,8 +88,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         _check_max_tasks(max_tasks_per_child, mp_context)
-        self._max_workers = _default_processes(max_workers)
-        self._engine, self._call = _open(
+        self._max_workers = default_processes(max_workers)
+        self._engine, self._call = open_pool(
             self._max_workers, initializer, initargs, max_tasks_per_child, EXECUTOR, mp_context
         )
         self._shutdown = False
@@ -126,8 +126,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
                 future.set_exception(value)
 
         try:
-            start = future.set_running_or_notify_cancel
-            self._call.submit(fn, CALLS, [(args, kwargs)], done, start)
+            on_dispatch = future.set_running_or_notify_cancel
+            self._call.submit(fn, CALLS, [(args, kwargs)], done, on_dispatch)
         except BaseException:
             futures.pop(key, None)
             raise

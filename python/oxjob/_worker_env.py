@@ -3,7 +3,7 @@
 :func:`inherited_nesting_level`). The variables' names live here only.
 
 The caller's script and authkey travel beside these (``OXJOB_MAIN``,
-``OXJOB_AUTHKEY``: written and read in _mainscript.py).
+``OXJOB_AUTHKEY``: written and read in _workers/mainscript.py).
 """
 
 from __future__ import annotations

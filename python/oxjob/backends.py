@@ -34,13 +34,13 @@ from ._backends.base import (  # noqa: F401
     nesting_level,
     register_parallel_backend,
 )
-from ._config import (
+from ._backends.config import (
     EXTERNAL_BACKENDS,
     get_config,
     parallel_backend,
     parallel_config,
 )
-from ._resolve import resolve_backend
+from ._backends.resolve import resolve_backend
 
 __all__ = [
     "ParallelBackendBase",
@@ -68,6 +68,6 @@ def _registers(name: str, module: str, cls: str) -> Callable[[], None]:
 
 
 EXTERNAL_BACKENDS.update(
-    dask=_registers("dask", "._dask", "DaskDistributedBackend"),
-    ray=_registers("ray", "._ray", "RayBackend"),
+    dask=_registers("dask", "._cluster.dask", "DaskDistributedBackend"),
+    ray=_registers("ray", "._cluster.ray", "RayBackend"),
 )

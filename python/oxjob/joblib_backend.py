@@ -2,13 +2,13 @@
 ``n_jobs=``, ...) runs on oxjob's workers.
 
 ``import oxjob`` registers it with joblib under the name ``"oxjob"`` (see
-``_joblib_hook.py``); ``joblib.parallel_config(backend="oxjob")`` turns it on for a
+``_joblib/hook.py``); ``joblib.parallel_config(backend="oxjob")`` turns it on for a
 block and :func:`use_as_joblib_default` for the whole program. See
 ``docs/joblib-backend.md``.
 
 joblib drives the backend (``configure``, ``submit``, ``retrieve_result_callback``,
 auto batching, ``abort_everything``, timeouts); each ``Parallel`` call is one call of
-the shared task engine (``oxjob._shared_engine``), which runs joblib's ``BatchedCalls`` in
+the shared task engine (``oxjob._workers.shared_engine``), which runs joblib's ``BatchedCalls`` in
 reused worker processes and moves large arrays in shared memory both ways.
 """
 
@@ -25,7 +25,7 @@ from joblib._parallel_backends import (
     ThreadingBackend,
 )
 
-from ._joblib_jobs import _Job, _Runner
+from ._joblib.jobs import _BatchCaller, _Job
 from ._units import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_NBYTES
 
 __all__ = ["OxjobBackend", "use_as_joblib_default"]
@@ -80,8 +80,8 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
         self._engine: Any = None
         self._call: Any = None
         self._engine_key: tuple = ()
-        self._runner: _Runner | None = None
-        self._runner_key: tuple | None = None
+        self._caller: _BatchCaller | None = None
+        self._caller_key: tuple | None = None
         self._n_jobs = 1
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
@@ -136,12 +136,12 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
         initializer, initargs = options.get("initializer"), options.get("initargs") or ()
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be a callable, got {initializer!r}")
-        runner = (initializer, tuple(initargs), self.inner_max_num_threads)
-        if self._runner is None or self._runner_key != runner:
-            # A new runner is set up again in each worker (its initializer runs once
+        caller = (initializer, tuple(initargs), self.inner_max_num_threads)
+        if self._caller is None or self._caller_key != caller:
+            # A new batch caller is set up again in each worker (its initializer runs once
             # per worker); the same settings keep the one the workers have.
-            self._runner, self._runner_key = _Runner(*runner), runner
-        from ._shared_engine import shared_engine
+            self._caller, self._caller_key = _BatchCaller(*caller), caller
+        from ._workers.shared_engine import shared_engine
 
         self._engine_key = (n_jobs, mmap_mode, max_nbytes, idle_worker_timeout)
         self._engine = shared_engine(*self._engine_key)
@@ -151,7 +151,7 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
 
     def start_call(self) -> None:
         """Open the engine call that this ``Parallel`` call's batches belong to."""
-        from ._shared_engine import shared_call
+        from ._workers.shared_engine import shared_call
 
         # Atomically: the shared engine cannot be replaced between finding and opening.
         self._call = shared_call(*self._engine_key, cache_inputs=True)
@@ -169,7 +169,7 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
             self.start_call()
         job = _Job(callback)
         try:
-            self._call.submit(self._runner, "map", [func], job._done)
+            self._call.submit(self._caller, "map", [func], job._done)
         except Exception as exc:  # noqa: BLE001 - reported as the batch's outcome
             # joblib has registered the batch already: raising here (possibly on the
             # callback thread) would leave the call waiting for it for ever.

@@ -7,24 +7,32 @@ joblib's parameters, messages and error behaviour. See ``docs/parallel.md``.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import gc
 import itertools
 import math
 import os
-import queue
 import sys
 import threading
 import time
+import types
 from numbers import Integral
 from typing import Any, Callable, Iterable, Iterator, Literal
 
-from . import _engine, _mainscript
-from . import backends as _backends
+from . import _engine
+from ._backends.base import default_backend, set_default_backend
+from ._backends.resolve import get_active_backend  # noqa: F401 - joblib.parallel's name
 from ._expr import pre_dispatch_amount
-from ._resolve import get_active_backend  # noqa: F401 - joblib.parallel's name
+from ._parallel.batches import BatchedCalls, GuardedBatch  # noqa: F401 - public names here
+from ._parallel.runners import (
+    BackendRunner,
+    ProcessRunner,
+    Runner,
+    SequentialRunner,
+    ThreadRunner,
+)
 from ._units import DEFAULT_MAX_NBYTES, DEFAULT_MAX_NBYTES_TEXT, parse_size
+from ._workers.mainscript import inner_threads
 from .backends import (  # noqa: F401 - BACKENDS, EXTERNAL_BACKENDS: joblib.parallel's names
     BACKENDS,
     EXTERNAL_BACKENDS,
@@ -39,9 +47,6 @@ from .exceptions import TimeoutError
 
 __all__ = ["Parallel", "delayed"]
 
-#: The backend used when none is given (joblib.parallel's name; set by
-#: ``register_parallel_backend(..., make_default=True)``).
-DEFAULT_BACKEND = _backends._default_backend[0]
 
 #: Auto batching aims at batches that compute for about this long: long enough to
 #: make dispatch overhead negligible, short enough to balance the load at the end.
@@ -56,21 +61,6 @@ _MAX_GROWTH = 64
 # ``Parallel(delayed(f)(x) for x in xs)`` the caller's generator is the per-task cost,
 # and a Python ``delayed`` doubled it.
 delayed = _engine.delayed
-
-
-class BatchedCalls:
-    """A batch of ``(func, args, kwargs)`` calls, callable in a worker."""
-
-    __slots__ = ("items",)
-
-    def __init__(self, items: list) -> None:
-        self.items = items
-
-    def __call__(self) -> list:
-        return [func(*args, **kwargs) for func, args, kwargs in self.items]
-
-    def __len__(self) -> int:
-        return len(self.items)
 
 
 def _short_format_time(t: float) -> str:
@@ -91,234 +81,6 @@ def _verbosity_filter(index: int, verbose: int) -> bool:
     scale = math.sqrt(index / verbose)
     next_scale = math.sqrt((index + 1) / verbose)
     return int(next_scale) == int(scale)
-
-
-# ---- runners: one per call, one kind per backend ----------------------------------------
-
-
-class _SequentialRunner:
-    """Runs each batch when submitted; outcomes wait in a queue."""
-
-    def __init__(self) -> None:
-        self.done: collections.deque = collections.deque()
-
-    def capacity(self) -> int:
-        return 1 if not self.done else 0
-
-    def submit(self, batch_id: int, tasks: list) -> None:
-        start = time.perf_counter()
-        results = BatchedCalls(tasks)()
-        self.done.append((batch_id, True, results, time.perf_counter() - start))
-
-    def wait(self, timeout: float | None) -> list:
-        out = list(self.done)
-        self.done.clear()
-        return out
-
-    def running(self) -> list:
-        return []
-
-    def kill_worker_of(self, batch_id: int) -> None:
-        pass
-
-    def cancel(self) -> None:
-        self.done.clear()
-
-    def close(self) -> None:
-        pass
-
-
-class _ThreadPool:
-    """Threads kept for reuse: each takes batches from a queue and reports outcomes.
-    They are started as batches wait for one, up to ``n_threads``: ``n_jobs=10**9``
-    costs the threads its batches need, not a billion."""
-
-    def __init__(self, n_threads: int, level: int) -> None:
-        self.n_threads = n_threads
-        self.level = level
-        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.threads: list[threading.Thread] = []
-        self.lock = threading.Lock()
-        self.outstanding = 0  # batches put and not finished
-
-    def put(self, item: tuple) -> None:
-        with self.lock:
-            self.outstanding += 1
-            if self.outstanding > len(self.threads) and len(self.threads) < self.n_threads:
-                self._start_thread()
-        self.inbox.put(item)
-
-    def _start_thread(self) -> None:
-        thread = threading.Thread(
-            target=self._work, args=(self.level,), daemon=True, name=f"oxjob-{len(self.threads)}"
-        )
-        try:
-            thread.start()
-        except RuntimeError as exc:  # the system's thread limit: run on the threads we have
-            if not self.threads:
-                self.outstanding -= 1
-                raise RuntimeError(
-                    f"backend='threading' could not start a thread (n_jobs={self.n_threads}): {exc}"
-                ) from exc
-            return
-        self.threads.append(thread)
-
-    def _work(self, level: int) -> None:
-        _backends._local.nesting = level
-        while True:
-            item = self.inbox.get()
-            if item is None:
-                return
-            try:
-                self._run(*item)
-            finally:
-                with self.lock:
-                    self.outstanding -= 1
-            del item  # an idle thread must not keep the last batch's arguments alive
-
-    @staticmethod
-    def _run(runner: _ThreadRunner, batch_id: int, tasks: list) -> None:
-        if runner.cancelled:
-            return
-        runner.started[batch_id] = time.monotonic()
-        start = time.perf_counter()
-        try:
-            results = BatchedCalls(tasks)()
-            outcome = (batch_id, True, results, time.perf_counter() - start)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            outcome = (batch_id, False, exc, 0.0)
-        runner.started.pop(batch_id, None)
-        runner.outbox.put(outcome)
-
-    def shutdown(self) -> None:
-        for _ in self.threads:
-            self.inbox.put(None)
-
-
-_thread_pools: dict[tuple[int, int], _ThreadPool] = {}
-_thread_pools_lock = threading.Lock()
-
-
-def _forget_parent_thread_pools() -> None:
-    """In a child made by ``os.fork()``: the pools' threads were not copied."""
-    global _thread_pools_lock
-    _thread_pools_lock = threading.Lock()
-    _thread_pools.clear()
-
-
-os.register_at_fork(after_in_child=_forget_parent_thread_pools)
-
-
-def _thread_pool(n_threads: int) -> _ThreadPool:
-    level = _backends.nesting_level() + 1
-    with _thread_pools_lock:
-        pool = _thread_pools.get((n_threads, level))
-        if pool is None:
-            pool = _thread_pools[(n_threads, level)] = _ThreadPool(n_threads, level)
-        return pool
-
-
-class _ThreadRunner:
-    def __init__(self, n_threads: int) -> None:
-        self.pool = _thread_pool(n_threads)
-        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
-        self.started: dict[int, float] = {}
-        self.in_flight = 0
-        self.limit = 2 * n_threads
-        self.cancelled = False
-
-    def capacity(self) -> int:
-        return self.limit - self.in_flight
-
-    def submit(self, batch_id: int, tasks: list) -> None:
-        self.in_flight += 1
-        self.pool.put((self, batch_id, tasks))
-
-    def wait(self, timeout: float | None) -> list:
-        try:
-            outcomes = [self.outbox.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                outcomes.append(self.outbox.get_nowait())
-            except queue.Empty:
-                break
-        self.in_flight -= len(outcomes)
-        return outcomes
-
-    def running(self) -> list:
-        return list(self.started.items())
-
-    def kill_worker_of(self, batch_id: int) -> None:
-        pass  # threads cannot be killed; the batch finishes in the background
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    def close(self) -> None:
-        pass
-
-
-class GuardedBatch:
-    """What ``Parallel`` gives a backend's ``apply_async``: called, it runs the batch
-    and returns ``(ok, results or exception, seconds)``. The cluster backends read the
-    batch's calls from :attr:`calls` (to send large arguments once) and run them their
-    own way."""
-
-    __slots__ = ("calls",)
-
-    def __init__(self, calls: BatchedCalls) -> None:
-        self.calls = calls
-
-    def __call__(self) -> tuple:
-        start = time.perf_counter()
-        try:
-            return True, self.calls(), time.perf_counter() - start
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-            return False, exc, 0.0
-
-    def __reduce__(self) -> tuple:
-        return GuardedBatch, (self.calls,)
-
-
-class _BackendRunner:
-    """Drives a user backend through ``apply_async(func, callback)``."""
-
-    def __init__(self, backend: ParallelBackendBase, n_jobs: int) -> None:
-        self.backend = backend
-        self.done: queue.SimpleQueue = queue.SimpleQueue()
-        self.jobs: dict[int, Any] = {}
-        self.limit = 2 * max(n_jobs, 1)
-
-    def capacity(self) -> int:
-        return self.limit - len(self.jobs)
-
-    def submit(self, batch_id: int, tasks: list) -> None:
-        self.jobs[batch_id] = self.backend.apply_async(
-            GuardedBatch(BatchedCalls(tasks)), callback=lambda _result, b=batch_id: self.done.put(b)
-        )
-
-    def wait(self, timeout: float | None) -> list:
-        try:
-            batch_id = self.done.get(timeout=timeout)
-        except queue.Empty:
-            return []
-        job = self.jobs.pop(batch_id)
-        ok, value, duration = job.get() if hasattr(job, "get") else job.result()
-        return [(batch_id, ok, value, duration)]
-
-    def running(self) -> list:
-        return []
-
-    def kill_worker_of(self, batch_id: int) -> None:
-        pass
-
-    def cancel(self) -> None:
-        self.backend.abort_everything(ensure_ready=False)
-
-    def close(self) -> None:
-        pass
 
 
 # ---- progress ---------------------------------------------------------------------------
@@ -614,15 +376,13 @@ class Parallel:
 
     # ---- running ---------------------------------------------------------------------
 
-    def _make_runner(self, n_workers: int) -> Any:
+    def _make_runner(self, n_workers: int) -> Runner:
         backend = self._backend
         if isinstance(backend, SequentialBackend) or n_workers == 1:
-            return _SequentialRunner()
+            return SequentialRunner()
         if isinstance(backend, ThreadingBackend):
-            return _ThreadRunner(n_workers)
+            return ThreadRunner(n_workers)
         if isinstance(backend, ProcessBackend):
-            from ._process_pool import ProcessRunner
-
             return ProcessRunner(
                 n_workers,
                 self.mmap_mode,
@@ -631,7 +391,7 @@ class Parallel:
                 self._initializer,
                 self._initargs,
             )
-        return _BackendRunner(backend, n_workers)
+        return BackendRunner(backend, n_workers)
 
     def _pre_dispatch_batches(self, n_workers: int) -> int | None:
         pre = self.pre_dispatch
@@ -722,12 +482,12 @@ class Parallel:
             if not self._managed:
                 self._backend.terminate()
 
-    def _next_batch_size(self, state: _CallState, runner: Any) -> int:
+    def _next_batch_size(self, state: _CallState, runner: Runner) -> int:
         if state.sequential and self.verbose:
             return 1  # progress lines at joblib's counts: one task at a time
         if self.batch_size != "auto":
             return int(self.batch_size)
-        if state.task_seconds is None or getattr(runner, "one_task_per_batch", False):
+        if state.task_seconds is None or runner.one_task_per_batch:
             return 1
         ideal = int(_TARGET_BATCH_SECONDS / max(state.task_seconds, 1e-9))
         size = max(1, min(ideal, state.last_size * _MAX_GROWTH, _MAX_BATCH))
@@ -748,7 +508,7 @@ class Parallel:
         # joblib reports a sequential call task by task, as if still reading them.
         state.sequential = n_workers == 1
         state.dispatch_all = pre_dispatch is None and not state.sequential
-        with _mainscript.inner_threads(getattr(self._backend, "inner_max_num_threads", None)):
+        with inner_threads(getattr(self._backend, "inner_max_num_threads", None)):
             runner = self._make_runner(n_workers)
         bar = _ProgressBar(state.n_tasks) if self.progress else None
         ordered: dict[int, list] = {}
@@ -822,7 +582,7 @@ class Parallel:
             if bar is not None:
                 bar.close()
 
-    def _wait_time(self, runner: Any) -> float | None:
+    def _wait_time(self, runner: Runner) -> float | None:
         if self.timeout is None:
             return None
         running = runner.running()
@@ -833,7 +593,7 @@ class Parallel:
         wait = max(0.0, oldest + self.timeout - time.monotonic()) + 0.001
         return min(wait, threading.TIMEOUT_MAX)
 
-    def _check_timeouts(self, runner: Any) -> None:
+    def _check_timeouts(self, runner: Runner) -> None:
         if self.timeout is None:
             return
         now = time.monotonic()
@@ -908,3 +668,21 @@ def _parse_nbytes(value: Any) -> int:
     if value is None:
         return DEFAULT_MAX_NBYTES
     return parse_size(value, "max_nbytes")
+
+
+class _ParallelModule(types.ModuleType):
+    """This module's type: ``DEFAULT_BACKEND``, joblib.parallel's name for the backend
+    used when none is given (code sets and restores it, joblib's tests among them),
+    reads and writes the default that the backends' registry owns, so nothing below
+    this module has to look it up here."""
+
+    @property
+    def DEFAULT_BACKEND(self) -> str:
+        return default_backend()
+
+    @DEFAULT_BACKEND.setter
+    def DEFAULT_BACKEND(self, name: str) -> None:
+        set_default_backend(name)
+
+
+sys.modules[__name__].__class__ = _ParallelModule

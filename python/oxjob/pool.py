@@ -12,52 +12,22 @@ from __future__ import annotations
 import atexit
 import collections
 import itertools
-import os
 import sys
 import threading
 import warnings
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
-from ._calls import MAX_DEPTH, Call, Task
-from ._outcomes import EXECUTOR, POOL
-from ._tasks import CALLS, MAP, STARMAP, TaskEngine
-from ._units import DEFAULT_MAX_NBYTES
+from ._workers.calls import MAX_DEPTH, Call, Task
+from ._workers.engine import CALLS, MAP, STARMAP
+from ._workers.outcomes import POOL
+from ._workers.pool_engine import default_processes, open_pool
 from .exceptions import TimeoutError
 
 __all__ = ["AsyncResult", "Pool"]
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
-_NEVER = 10.0**9  # idle timeout of pool workers: they live until the pool ends
 _MAX_DEPTH = MAX_DEPTH
-
-
-def _open(
-    processes, initializer, initargs, max_tasks_per_child, style, context=None
-) -> tuple[TaskEngine, Call]:
-    """A pool's own engine (its workers live as long as the pool) and its call, whose
-    failures take the exception types of ``style`` (see _outcomes.py). A ``spawn``
-    ``context`` gets fresh interpreters, not forks of the warm template."""
-    from ._template import fresh_interpreters
-
-    with fresh_interpreters(context):
-        engine = _new_engine(processes, initializer, initargs, max_tasks_per_child, style)
-    call = engine.open_call(cache_inputs=False)
-    call.style = style
-    return engine, call
-
-
-def _new_engine(processes, initializer, initargs, max_tasks_per_child, style) -> TaskEngine:
-    return TaskEngine(
-        processes,
-        "c",
-        DEFAULT_MAX_NBYTES,
-        _NEVER,
-        initializer=initializer,
-        initargs=initargs,
-        max_tasks_per_child=max_tasks_per_child,
-        break_when_a_worker_dies=style == EXECUTOR,
-    )
 
 
 # Engines of the pools not terminated yet: stopped at interpreter exit, while threads
@@ -83,14 +53,6 @@ def _fail_unfinished(tasks: list[Task], message: str) -> None:
                 done(False, ValueError(message))
             except Exception:  # noqa: BLE001 - a user callback: report, go on
                 sys.excepthook(*sys.exc_info())
-
-
-def _default_processes(processes: int | None) -> int:
-    if processes is None:
-        return os.cpu_count() or 1
-    if processes < 1:
-        raise ValueError("Number of processes must be at least 1")
-    return processes
 
 
 class AsyncResult:
@@ -188,7 +150,7 @@ class IMapIterator:
 
     def _feed(self) -> None:
         # Only the consumer's thread reads the input iterator.
-        ahead = self._call.engine.n * (self._call.depth + 1)
+        ahead = self._call.n_workers * (self._call.depth + 1)
         while not self._done_feeding and self._submitted - self._taken < ahead:
             index = self._submitted
             try:
@@ -292,7 +254,7 @@ class Pool:
         maxtasksperchild: int | None = None,
         context: Any = None,
     ) -> None:
-        processes = _default_processes(processes)
+        processes = default_processes(processes)
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if maxtasksperchild is not None and (
@@ -301,7 +263,7 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         self._processes = processes
         self._state = _RUN
-        self._engine, self._call = _open(
+        self._engine, self._call = open_pool(
             processes, initializer, initargs, maxtasksperchild, POOL, context
         )
         _LIVE_ENGINES.add(self._engine)

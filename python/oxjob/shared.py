@@ -26,7 +26,7 @@ import sys
 from typing import Any
 
 from ._engine import Segment
-from ._protocol import segment_of
+from ._workers.protocol import segment_of
 
 __all__ = ["as_shared", "empty", "empty_like", "full", "is_shared", "zeros", "zeros_like"]
 

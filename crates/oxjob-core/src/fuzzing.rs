@@ -9,8 +9,8 @@ use crate::buffer::{largest_asked, with_limit};
 use crate::codec::Codec;
 use crate::container::{check_compressed, parse, read_all};
 use crate::error::Error;
-use crate::pool::dropped;
-use crate::pool::frame::{Header, HEADER_LEN};
+use crate::workers::dropped;
+use crate::workers::frame::{Header, HEADER_LEN};
 
 /// Decode `data` as a container and check what any input must satisfy: no panic,
 /// and never more decoded bytes than the input can justify.

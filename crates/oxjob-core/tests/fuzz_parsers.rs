@@ -10,8 +10,8 @@
 use oxjob_core::codec::Codec;
 use oxjob_core::container::{write, Section, SectionKind, WriteOptions};
 use oxjob_core::fuzzing::{check_frame, check_hostile, check_mutated, Outcome};
-use oxjob_core::pool::dropped;
-use oxjob_core::pool::frame::{Header, Kind};
+use oxjob_core::workers::dropped;
+use oxjob_core::workers::frame::{Header, Kind};
 use std::time::{Duration, Instant};
 
 struct Rng(u64);

@@ -1,8 +1,8 @@
 //! Memory shared with Python through the buffer protocol, without copies.
 
 use oxjob_core::buffer::Buffer;
-use oxjob_core::pool::memfd::Mapping;
-use oxjob_core::pool::{dropped, spares};
+use oxjob_core::workers::memfd::Mapping;
+use oxjob_core::workers::{dropped, spares};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
@@ -11,7 +11,7 @@ use std::ffi::c_int;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-/// Memory owned by the engine: decoded bytes, or a mapped memfd. A result's memfd
+/// Memory owned by Rust: decoded bytes, or a mapped memfd. A result's memfd
 /// is kept with its mapping, and given to the spares when the last view is gone.
 enum Memory {
     Decoded(Buffer),
@@ -30,7 +30,7 @@ enum Returned {
     Closed(Option<dropped::Key>),
 }
 
-/// Bytes owned by the engine and handed to Python through the buffer protocol.
+/// Bytes owned by Rust and handed to Python through the buffer protocol.
 ///
 /// numpy arrays unpickled from it view its memory directly (no copy) and keep it
 /// alive; it is freed (or unmapped) when the last view is garbage-collected.
@@ -222,9 +222,7 @@ impl Borrowed {
     pub fn new(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
         let buffer = PyUntypedBuffer::get(obj)?;
         if !buffer.is_c_contiguous() {
-            return Err(PyBufferError::new_err(
-                "the engine needs C-contiguous buffers",
-            ));
+            return Err(PyBufferError::new_err("oxjob needs C-contiguous buffers"));
         }
         Ok(Borrowed { buffer })
     }

@@ -233,7 +233,7 @@ pub fn codec_names() -> Vec<&'static str> {
     CODEC_NAMES.to_vec()
 }
 
-/// Threads the engine uses by default (the CPUs this process may run on).
+/// Threads the codecs use by default (the CPUs this process may run on).
 #[pyfunction]
 pub fn default_threads() -> usize {
     work_queue::default_threads()

@@ -2,7 +2,7 @@
 //! mapped anew costs its page faults again (a 100 MB array: ~12 ms to map and sum on
 //! the project's VM, ~3.5 ms once mapped). The caller logs the drop of every segment
 //! a worker may keep, and the worker forgets it at its next frame (see
-//! `oxjob_core::pool::dropped`); an idle worker lets go of everything.
+//! `oxjob_core::workers::dropped`); an idle worker lets go of everything.
 //!
 //! Two kinds are kept: shared segments (`oxjob.shared` arrays, kept as `Segment`s
 //! with their descriptor) and, when inputs are mapped read-only or copy-on-write
@@ -14,8 +14,8 @@
 
 use crate::errors::os_error;
 use crate::segment::Segment;
-use oxjob_core::pool::dropped;
-use oxjob_core::pool::memfd::{MapMode, Mapping};
+use oxjob_core::workers::dropped;
+use oxjob_core::workers::memfd::{MapMode, Mapping};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::collections::HashMap;

@@ -6,12 +6,12 @@ use pyo3::prelude::*;
 mod buffer;
 mod container;
 mod delayed;
-mod engine;
 mod errors;
 mod hash;
 mod kept;
 mod segment;
 mod store;
+mod workers;
 
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -22,11 +22,11 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(delayed::uniform_calls, m)?)?;
     m.add_class::<hash::StreamHasher>()?;
     m.add_class::<store::Store>()?;
-    m.add_class::<engine::Engine>()?;
+    m.add_class::<workers::Supervisor>()?;
     m.add_class::<segment::Segment>()?;
     m.add_function(wrap_pyfunction!(segment::buffer_address, m)?)?;
-    m.add_class::<engine::WorkerChannel>()?;
-    m.add_function(wrap_pyfunction!(engine::watch_parent, m)?)?;
+    m.add_class::<workers::WorkerChannel>()?;
+    m.add_function(wrap_pyfunction!(workers::watch_parent, m)?)?;
     m.add_function(wrap_pyfunction!(container::write_file, m)?)?;
     m.add_function(wrap_pyfunction!(container::write_stream, m)?)?;
     m.add_function(wrap_pyfunction!(container::read_file, m)?)?;

@@ -3,8 +3,8 @@
 
 use crate::buffer::{fill_byte_view, Borrowed};
 use crate::errors::os_error;
-use oxjob_core::pool::dropped;
-use oxjob_core::pool::memfd::{self, MapMode, Mapping};
+use oxjob_core::workers::dropped;
+use oxjob_core::workers::memfd::{self, MapMode, Mapping};
 use pyo3::exceptions::{PyBufferError, PyOSError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -23,7 +23,7 @@ pub struct Segment {
     shape: [ffi::Py_ssize_t; 1],
     strides: [ffi::Py_ssize_t; 1],
     /// Sent to a worker as a task's input, which workers may keep mapped: its drop is
-    /// logged so that they let go of it (see `oxjob_core::pool::dropped`).
+    /// logged so that they let go of it (see `oxjob_core::workers::dropped`).
     sent_to_worker: AtomicBool,
 }
 

@@ -1,6 +1,7 @@
 """Backend plumbing behind :mod:`oxjob.backends` (the public face).
 
 ``base`` holds the backend classes, their registry, CPU counting and the
-thread-local settings stack; :mod:`oxjob._config` and :mod:`oxjob._resolve`
-build on it, and :mod:`oxjob.backends` re-exports all three.
+thread-local settings stack; ``config`` (``parallel_config``, ``parallel_backend``)
+and ``resolve`` (the backend a call uses) build on it, and :mod:`oxjob.backends`
+re-exports all three.
 """

@@ -101,6 +101,24 @@ def _thread_local_nesting() -> int:
     return getattr(_local, "nesting", 0)
 
 
+def set_thread_nesting_level(level: int) -> None:
+    """This thread runs batches of a call at nesting level ``level`` (the threading
+    backend's threads: their caller's level plus one)."""
+    _local.nesting = level
+
+
+@contextlib.contextmanager
+def thread_nested(levels: int) -> Iterator[None]:
+    """This thread's nesting level raised by ``levels`` while the block runs (a batch
+    a cluster worker's thread runs for a call ``levels - 1`` deep)."""
+    saved = _thread_local_nesting()
+    _local.nesting = saved + levels
+    try:
+        yield
+    finally:
+        _local.nesting = saved
+
+
 # ---- backends -------------------------------------------------------------------------
 
 
@@ -221,8 +239,6 @@ def _in_daemon_process() -> bool:
 
 
 def _DAEMON_MESSAGE() -> str:
-    import sys
-
     worker = sys.modules.get("distributed.worker")
     try:
         in_dask = worker is not None and worker.get_worker() is not None
@@ -300,7 +316,19 @@ def _cluster_backend(module: str, name: str) -> Callable[..., ParallelBackendBas
 
 DEFAULT_BACKEND = "loky"
 DEFAULT_THREAD_BACKEND = "threading"
+# The backend used when none is given. Its one owner: ``oxjob.parallel.DEFAULT_BACKEND``
+# (joblib's place for it, which code sets and restores) reads and writes it here.
 _default_backend = [DEFAULT_BACKEND]
+
+
+def default_backend() -> str:
+    """The name of the backend used when none is given."""
+    return _default_backend[0]
+
+
+def set_default_backend(name: str) -> None:
+    """Use backend ``name`` when none is given (``oxjob.parallel.DEFAULT_BACKEND = name``)."""
+    _default_backend[0] = name
 
 
 def register_parallel_backend(
@@ -318,12 +346,7 @@ def register_parallel_backend(
     """
     BACKENDS[name] = factory
     if make_default:
-        _default_backend[0] = name
-        # joblib keeps the default in ``joblib.parallel.DEFAULT_BACKEND``, which code
-        # reads and restores: oxjob.parallel's name is the one consulted.
-        module = sys.modules.get("oxjob.parallel")
-        if module is not None:
-            module.DEFAULT_BACKEND = name
+        set_default_backend(name)
 
 
 def effective_n_jobs(n_jobs: int | None = -1) -> int:
@@ -334,7 +357,7 @@ def effective_n_jobs(n_jobs: int | None = -1) -> int:
     """
     if n_jobs is None:
         # Deferred: _config builds on this module.
-        from .._config import get_config
+        from .config import get_config
 
         n_jobs = get_config().get("n_jobs") or 1
     if n_jobs == 0:

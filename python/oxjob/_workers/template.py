@@ -195,7 +195,7 @@ def _teach_current() -> bool:
 def teach_sent(path: str | None) -> None:
     """A pool whose workers came from the template at ``path`` is closing, and the
     next pool's workers are about to be forked ahead of time (see
-    ``oxjob_core::pool::standby``): have the template import the modules of the
+    ``oxjob_core::workers::standby``): have the template import the modules of the
     functions sent since, first."""
     if path is None:
         return

@@ -175,6 +175,42 @@ def test_a_caller_that_forks_gets_a_working_pool_in_the_child(tmp_path):
     assert out.stdout.split() == ["0", "True"]
 
 
+def test_a_caller_that_forks_just_after_a_pool_closed_gets_a_pool_in_the_child(tmp_path):
+    # The next pool's workers are being forked on a background thread when the pool
+    # closes: a child forked then must not wait for that thread's locks (it does not
+    # exist in the child), nor touch the parent's waiting workers.
+    out = _run(
+        _COMMON
+        + """
+    import time
+
+    if __name__ == "__main__":
+        stuck = 0
+        for _ in range(12):
+            with oxjob.Pool(2) as pool:
+                pool.map(state, range(2))
+            pid = os.fork()
+            if pid == 0:
+                with oxjob.Pool(2) as pool:
+                    pool.map(state, range(2))
+                os._exit(0)
+            deadline = time.monotonic() + 30
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    stuck += 1
+                    break
+                time.sleep(0.01)
+        with oxjob.Pool(2) as pool:
+            print(stuck, len(set(pid for pid, _, _ in pool.map(state, range(4)))) >= 1)
+    """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "True"]
+
+
 def _gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -275,14 +311,64 @@ def test_a_module_that_starts_a_thread_is_not_taught_to_the_template(tmp_path):
         import threaded_tasks
         with oxjob.Pool(2) as pool:
             pool.map(threaded_tasks.work, range(4))
-        first = template_pid()
+            first = template_pid()
         with oxjob.Pool(2) as pool:
             results = pool.map(threaded_tasks.work, range(4))
             forked = pool.map(state, range(4))
-        second = template_pid()
+            second = template_pid()
         print(first != second, all(f for _, _, f in forked), "threaded_tasks" in _template._unsafe)
     """,
         tmp_path,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True", "True"]
+
+
+def _started_at(pid: int) -> float:
+    """When process ``pid`` started, in seconds since boot."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def test_the_next_pools_workers_are_forked_while_the_caller_goes_on():
+    # A pool like one that just closed finds its workers already forked (fresh: the
+    # first test above checks that), so a loop of pools does not wait for forks.
+    with oxjob.Pool(2) as pool:
+        pool.map(_set_global, range(4))
+    time.sleep(1.0)  # the caller does something else meanwhile
+    with open("/proc/uptime") as f:
+        opened = float(f.read().split()[0])
+    with oxjob.Pool(2) as pool:
+        states = pool.map(_worker_state, range(8), chunksize=1)
+        started = [_started_at(pid) for pid in {pid for pid, _, _ in states}]
+    assert all(opened - at > 0.5 for at in started), (opened, started)
+    assert all(g == [] and forked for _, g, forked in states)
+
+
+def test_workers_forked_ahead_are_not_used_after_the_output_was_redirected(tmp_path):
+    # A test runner's capture (or a program) that points descriptor 1 elsewhere between
+    # two pools must see the second pool's output where it points now.
+    out = _run(
+        _COMMON
+        + """
+    import time
+
+    def say(x):
+        print("from the worker", flush=True)
+        return x
+
+    if __name__ == "__main__":
+        with oxjob.Pool(2) as pool:
+            pool.map(say, range(2))
+        time.sleep(0.5)  # the next pool's workers are forked meanwhile
+        log = os.open("redirected.txt", os.O_WRONLY | os.O_CREAT)
+        os.dup2(log, 1)
+        with oxjob.Pool(2) as pool:
+            pool.map(say, range(2))
+    """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("from the worker") == 2
+    assert (tmp_path / "redirected.txt").read_text().count("from the worker") == 2

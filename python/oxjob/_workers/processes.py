@@ -42,7 +42,8 @@ class ProcessPool:
         from .template import template_for
 
         # Forked from the warm template where one can serve (see template.py).
-        template = template_for(dict(self.extra_env, **{SYS_PATH: env[SYS_PATH]}))
+        self.template = template_for(dict(self.extra_env, **{SYS_PATH: env[SYS_PATH]}))
+        template = self.template
         self.supervisor = _engine.Supervisor(
             sys.executable,
             ["-m", WORKER_MODULE],
@@ -71,4 +72,7 @@ class ProcessPool:
         return [self.supervisor.pid(w) for w in range(self.n_workers)]
 
     def shutdown(self, grace: float = 1.0) -> None:
+        from .template import teach_sent
+
+        teach_sent(self.template)  # before the supervisor forks the next pool's workers
         self.supervisor.shutdown(grace)

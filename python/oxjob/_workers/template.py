@@ -130,13 +130,8 @@ def template_for(env: dict[str, str]) -> str | None:
         tuple(sorted(env.items())),
     )
     with _lock:
-        if _current and _current[0].usable(key):
-            current = _current[0]
-            new = [m for m in _sent if m not in current.taught and m not in _unsafe]
-            if not new or current.teach(new):
-                return current.path
-            _unsafe.update(new)  # one of them started a thread: the template left
-            _current.pop().stop()
+        if _current and _current[0].usable(key) and _teach_current():
+            return _current[0].path
         if key in _refused:
             return None
         if _current:
@@ -183,6 +178,30 @@ def note_sent(func: Any) -> None:
     if isinstance(module, str) and module not in _MAIN_NAMES and module not in _sent:
         if not module.startswith("oxjob.") and module in sys.modules:
             _sent.append(module)
+
+
+def _teach_current() -> bool:
+    """Teach the current template the modules sent since (holding ``_lock``); False
+    if it left instead (an import started a thread)."""
+    current = _current[0]
+    new = [m for m in _sent if m not in current.taught and m not in _unsafe]
+    if not new or current.teach(new):
+        return True
+    _unsafe.update(new)
+    _current.pop().stop()
+    return False
+
+
+def teach_sent(path: str | None) -> None:
+    """A pool whose workers came from the template at ``path`` is closing, and the
+    next pool's workers are about to be forked ahead of time (see
+    ``oxjob_core::pool::standby``): have the template import the modules of the
+    functions sent since, first."""
+    if path is None:
+        return
+    with _lock:
+        if _current and _current[0].path == path and _current[0].usable(_current[0].key):
+            _teach_current()
 
 
 _fresh = threading.local()

@@ -182,7 +182,9 @@ def main() -> int:
         holding = any(spares.by_size.values()) or channel.keeps_segments() or holds_file_maps()
         try:
             message = channel.recv(min(idle_timeout, _SPARE_SECONDS) if holding else idle_timeout)
-        except EOFError:
+        except (EOFError, ConnectionResetError):
+            # The caller closed its end (a reset: it closed with our READY unread, as a
+            # caller does when it exits with workers it kept for its next pool).
             return 0
         except MemoryError as exc:
             # A frame whose segments could not be mapped: the channel dropped it and

@@ -12,9 +12,11 @@
 
 pub mod channel;
 pub mod dropped;
+pub mod fork_lock;
 pub mod frame;
 pub mod memfd;
 pub mod spares;
+pub mod standby;
 pub mod template;
 
 use channel::{Frame, Progress};
@@ -177,6 +179,9 @@ pub struct Supervisor {
     /// copy of this supervisor whose threads do not exist in it and whose workers are
     /// its parent's: it must neither use nor stop them.
     owner: u32,
+    /// Whether any worker came from the template: then, shut down, the supervisor has
+    /// as many forked for the next pool like it (see [`standby`]).
+    from_template: bool,
 }
 
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {
@@ -258,6 +263,7 @@ impl Supervisor {
             },
             next_generation: 0,
             owner: std::process::id(),
+            from_template: false,
         };
         let workers: Vec<usize> = (0..n).collect();
         for chunk in workers.chunks(template::MAX_PER_REQUEST) {
@@ -310,29 +316,51 @@ impl Supervisor {
                 }
             }
         }
-        let pairs = workers
-            .iter()
-            .map(|_| UnixStream::pair())
-            .collect::<io::Result<Vec<_>>>()?;
-        let theirs: Vec<&UnixStream> = pairs.iter().map(|(_, theirs)| theirs).collect();
-        let forked = self
-            .spec
-            .template
-            .as_deref()
-            .and_then(|path| template::start(path, &theirs, &self.spec.env).ok());
-        let pids = match forked {
-            Some(pids) => pids,
-            None => theirs
-                .iter()
-                .map(|sock| self.exec_worker(sock))
-                .collect::<io::Result<Vec<_>>>()?,
-        };
+        let started = self.start_processes(workers.len())?;
         let mut generations = Vec::with_capacity(workers.len());
-        for ((&worker, (ours, theirs)), pid) in workers.iter().zip(pairs).zip(pids) {
-            drop(theirs);
+        for (&worker, (ours, pid)) in workers.iter().zip(started) {
             generations.push(self.install(worker, ours, pid)?);
         }
         Ok(generations)
+    }
+
+    /// `n` worker processes (our socket end and pid each): waiting ones made for a
+    /// pool like this one, then forks of the template, then fork+exec'd ones.
+    fn start_processes(&mut self, n: usize) -> io::Result<Vec<(UnixStream, i32)>> {
+        let mut started = Vec::with_capacity(n);
+        if let Some(path) = self.spec.template.as_deref() {
+            let key = standby::Key::now(path, &self.spec.env).ok();
+            if let Some(key) = &key {
+                started.extend(standby::take(key, n).into_iter().map(|w| (w.sock, w.pid)));
+                if !started.is_empty() {
+                    // Pools like this one come one after the other: have the next one's
+                    // workers forked while this one works, not after it closed.
+                    standby::fill(key.clone(), n);
+                }
+            }
+            let need = n - started.len();
+            let body = match &key {
+                Some(key) => Ok(key.request().to_vec()),
+                None => template::request(&self.spec.env),
+            };
+            if let (true, Ok(body)) = (need > 0, body) {
+                let pairs = (0..need)
+                    .map(|_| UnixStream::pair())
+                    .collect::<io::Result<Vec<_>>>()?;
+                let theirs: Vec<&UnixStream> = pairs.iter().map(|(_, t)| t).collect();
+                if let Ok(pids) = template::start(path, &theirs, &body, [1, 2]) {
+                    let forked = pairs.into_iter().zip(pids);
+                    started.extend(forked.map(|((ours, _), pid)| (ours, pid)));
+                }
+            }
+            self.from_template |= !started.is_empty();
+        }
+        while started.len() < n {
+            let (ours, theirs) = UnixStream::pair()?;
+            let pid = self.exec_worker(&theirs)?;
+            started.push((ours, pid));
+        }
+        Ok(started)
     }
 
     /// Start a fresh worker process (fork+exec) whose socket end is `theirs`.
@@ -583,6 +611,11 @@ impl Supervisor {
             kill_slot(&slot);
             if let Some(reader) = slot.reader {
                 let _ = reader.join();
+            }
+        }
+        if let (true, Some(path)) = (self.from_template, self.spec.template.as_deref()) {
+            if let Ok(key) = standby::Key::now(path, &self.spec.env) {
+                standby::fill(key, self.slots.len());
             }
         }
     }

@@ -14,17 +14,19 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use super::fork_lock::ForkLock;
+
 /// Spawns through a template are serialized: the subreaper flag is process-wide.
-static ASKING: Mutex<()> = Mutex::new(());
+static ASKING: ForkLock<()> = ForkLock::new(());
 
 /// How long a template may take to answer (its first answer waits for its imports).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The request body: the working directory, then `KEY=VALUE` entries, NUL-separated.
-fn request(env: &[(String, String)]) -> io::Result<Vec<u8>> {
+/// The request body: the working directory, then `KEY=VALUE` entries, NUL-separated
+/// (the caller's whole environment with `env` over it).
+pub fn request(env: &[(String, String)]) -> io::Result<Vec<u8>> {
     let mut vars: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
     for (k, v) in env {
         vars.insert(k.into(), v.into());
@@ -100,15 +102,19 @@ fn set_subreaper(on: bool) -> io::Result<()> {
 /// At most this many workers per request (the template reads this many descriptors).
 pub const MAX_PER_REQUEST: usize = 64;
 
-fn ask(path: &str, worker_socks: &[&UnixStream], env: &[(String, String)]) -> io::Result<Vec<i32>> {
-    let body = request(env)?;
+fn ask(
+    path: &str,
+    worker_socks: &[&UnixStream],
+    body: &[u8],
+    outputs: [RawFd; 2],
+) -> io::Result<Vec<i32>> {
     let mut sock = UnixStream::connect(path)?;
     sock.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     let mut message = (body.len() as u32).to_le_bytes().to_vec();
-    message.extend_from_slice(&body);
+    message.extend_from_slice(body);
     // The workers' sockets, then the caller's stdout and stderr.
     let mut fds: Vec<RawFd> = worker_socks.iter().map(|s| s.as_raw_fd()).collect();
-    fds.extend([1, 2]);
+    fds.extend(outputs);
     let mut sent = send_with_fds(&sock, &message, &fds)?;
     while sent < message.len() {
         sent += send_with_fds(&sock, &message[sent..], &[])?;
@@ -134,24 +140,28 @@ fn discard(pids: &[i32]) {
 }
 
 /// Start one worker per socket from the template listening at `path` (each worker's
-/// socket end is its entry of `worker_socks`), in one request: the template forks
-/// them together. Returns their pids, in order, now children of this process; on
-/// any failure none is left running.
+/// socket end is its entry of `worker_socks`), in one request (`body`, from
+/// [`request`]; `outputs` become their stdout and stderr, usually 1 and 2): the
+/// template forks them together. Returns their pids, in order, now children of this
+/// process; on any failure none is left running.
 pub fn start(
     path: &str,
     worker_socks: &[&UnixStream],
-    env: &[(String, String)],
+    body: &[u8],
+    outputs: [RawFd; 2],
 ) -> io::Result<Vec<i32>> {
     if worker_socks.is_empty() || worker_socks.len() > MAX_PER_REQUEST {
         return Err(io::Error::other(
             "a template request is for 1 to 64 workers",
         ));
     }
-    let _asking = ASKING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(_asking) = ASKING.lock() else {
+        return Err(io::Error::other(
+            "this process was forked while its parent was starting workers",
+        ));
+    };
     set_subreaper(true)?;
-    let answer = ask(path, worker_socks, env);
+    let answer = ask(path, worker_socks, body, outputs);
     // The workers are ours once the template answered (their intermediate parent was
     // reaped first); no other orphan should become ours.
     let _ = set_subreaper(false);

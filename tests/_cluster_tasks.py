@@ -109,7 +109,7 @@ def oxjob_parallel_inside(n):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(n))
-    return out, [str(w.message) for w in caught], _shared_engine._SHARED is not None
+    return out, [str(w.message) for w in caught], _shared_engine.running_engine() is not None
 
 
 def env_var(name):

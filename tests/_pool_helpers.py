@@ -98,11 +98,15 @@ def array_of(n, nbytes=4 << 20):
 
 
 def rss_mb(pid=None):
-    """Resident memory of a process, in MB (Linux)."""
-    with open(f"/proc/{pid or os.getpid()}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+    """Resident memory of a process, in MB (Linux); 0 for one that has exited (a
+    worker forked ahead for a next pool goes away by itself)."""
+    try:
+        with open(f"/proc/{pid or os.getpid()}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
     return 0.0
 
 

@@ -40,15 +40,20 @@ def worker_children():
 def shared_workers():
     from oxjob._workers import shared_engine as _shared_engine
 
-    engine = _shared_engine._SHARED
+    engine = _shared_engine.running_engine()
     return set(engine.pids()) if engine else set()
 
 
 def settle(check, limit=10.0):
+    # The verdict is the check that ended the wait, not one more: processes come and
+    # go by themselves meanwhile (workers forked ahead for a next pool, gone unused
+    # within seconds), and a second look could catch them arriving.
     deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and not check():
+    while True:
+        ok = check()
+        if ok or time.monotonic() >= deadline:
+            return ok
         time.sleep(0.05)
-    return check()
 
 
 @pytest.fixture
@@ -308,7 +313,7 @@ def test_a_worker_killed_while_returning_a_large_result(no_leaks):
     # that would (rightly) fail, so the next call waits for the death to be seen.
     from oxjob._workers import shared_engine as _shared_engine
 
-    engine = _shared_engine._SHARED
+    engine = _shared_engine.running_engine()
     assert settle(lambda: bool(engine.pool.dead) or victim[0] not in shared_workers())
     out = Parallel(n_jobs=2)(delayed(fh.big_array)(8, float(i)) for i in range(4))
     assert [float(a[0]) for a in out] == [0.0, 1.0, 2.0, 3.0]

@@ -37,13 +37,14 @@ children = h.worker_children
 def worker_pids():
     from oxjob._workers import shared_engine as _shared_engine
 
-    engine = _shared_engine._SHARED
+    engine = _shared_engine.running_engine()
     return set(engine.pids()) if engine else set()
 
 
 def assert_only_pool_workers():
-    """Every child process is a current pool worker: nothing leaked, nothing stale."""
-    deadline = time.time() + 5
+    """Every child process is a current pool worker: nothing leaked, nothing stale
+    (workers forked ahead for a next pool are gone within seconds)."""
+    deadline = time.time() + 10
     while time.time() < deadline:
         if set(children()) <= worker_pids():
             return
@@ -287,7 +288,7 @@ def test_functions_reach_each_worker_once_per_call():
     real = _process_pool._engine.Supervisor.send
 
     Parallel(n_jobs=2)(delayed(h.square)(i) for i in range(2))
-    pool = _shared_engine._SHARED.pool
+    pool = _shared_engine.running_engine().pool
 
     class Spy:
         def __init__(self, supervisor):
@@ -327,15 +328,15 @@ FORK_CHILD = textwrap.dedent(
 
     # Large results leave spare segments behind, and the workers stay for reuse.
     assert run("loky") and run("threading")
-    parent_workers = _shared_engine._SHARED.pids()
+    parent_workers = _shared_engine.running_engine().pids()
     pid = os.fork()
     if pid == 0:
         ok = run("loky") and run("threading")
-        ok = ok and set(_shared_engine._SHARED.pids()).isdisjoint(parent_workers)
+        ok = ok and set(_shared_engine.running_engine().pids()).isdisjoint(parent_workers)
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, status
-    assert run("loky") and _shared_engine._SHARED.pids() == parent_workers
+    assert run("loky") and _shared_engine.running_engine().pids() == parent_workers
     print("ok")
     """
 )

@@ -13,11 +13,17 @@ from .calls import Call
 from .engine import TaskEngine
 from .processes import ProcessPool
 
-__all__ = ["shared_call", "shared_engine", "shutdown_shared"]
+__all__ = ["running_engine", "shared_call", "shared_engine", "shutdown_shared"]
 
 _SHARED: TaskEngine | None = None
 _RETIRED: list[TaskEngine] = []  # replaced while calls were still open on them
 _SHARED_LOCK = threading.Lock()
+
+
+def running_engine() -> TaskEngine | None:
+    """The engine ``Parallel``'s process calls share now, if one is running (for
+    diagnostics and tests: its workers' pids, its process pool)."""
+    return _SHARED
 
 
 def shared_engine(

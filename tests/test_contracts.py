@@ -74,3 +74,52 @@ def test_template_request_size_matches_the_rust_side():
     source = (ROOT / "crates/oxjob-core/src/workers/template.rs").read_text()
     (rust,) = re.findall(r"pub const MAX_PER_REQUEST: usize = (\d+);", source)
     assert _template._MAX_PER_REQUEST == int(rust)
+
+
+def _unpacked_arity(function, first: str) -> set[int]:
+    """How many names ``function`` unpacks an ``event`` tuple into: for ``"exit"``
+    events (the unpacking that names ``code``) or for frames (the other one)."""
+    import ast
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    sizes = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "event"
+            and isinstance(node.targets[0], ast.Tuple)
+        ):
+            names = [getattr(e, "id", "") for e in node.targets[0].elts]
+            if (first == "exit") == ("code" in names):
+                sizes.add(len(names))
+    return sizes
+
+
+def test_event_shapes_are_the_ones_the_engine_unpacks():
+    # The supervisor's events are tuples built in Rust (crates/oxjob-py/src/workers.rs)
+    # and unpacked by the engine's dispatcher: one real worker of each kind pins both.
+    import sys
+
+    from oxjob import _engine
+    from oxjob._workers.engine import TaskEngine
+    from oxjob._workers.protocol import READY
+
+    code = (
+        "import os; from oxjob import _engine; from oxjob._workers.protocol import READY; "
+        "_engine.WorkerChannel(3, 'r').send(READY, os.getpid(), b'hi', [])"
+    )
+    supervisor = _engine.Supervisor(sys.executable, ["-c", code], [], 1)
+    try:
+        frame = supervisor.next_event(60)
+        ended = supervisor.next_event(60)
+        generation = supervisor.generation(0)
+    finally:
+        supervisor.shutdown(1.0)
+    assert frame is not None and ended is not None
+    assert frame[0] == "frame" and frame[1:4] == (0, generation, READY)
+    assert bytes(frame[5]) == b"hi" and frame[6] == [] and frame[7] == []
+    assert ended == ("exit", 0, generation, 0, None)
+    assert _unpacked_arity(TaskEngine._handle, "frame") == {len(frame)}
+    assert _unpacked_arity(TaskEngine._handle, "exit") == {len(ended)}

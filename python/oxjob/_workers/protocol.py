@@ -256,7 +256,7 @@ def _dump(
 _cloud_class: list = []
 
 
-def _cloud_pickler() -> type:
+def _cloud_pickler() -> type[pickle.Pickler]:
     if not _cloud_class:
         import cloudpickle
 

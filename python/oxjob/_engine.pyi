@@ -93,16 +93,17 @@ class Store:
         level: int,
         metadata: bytes,
         threads: int | None = None,
-    ) -> bool:
-        """Store ``[pickle, buffer, ...]`` and ``metadata``; False if another writer won."""
+    ) -> int:
+        """Store ``[pickle, buffer, ...]`` and ``metadata``, replacing an older entry of the
+        key; returns the bytes the entry takes."""
     def get(self, func_id: str, key: str, threads: int | None = None) -> list[OwnedBuffer] | None:
         """``[pickle, buffer, ...]`` of an entry, or None when absent; marks it as used."""
     def touch(self, func_id: str, key: str) -> None:
         """Mark an entry as just used."""
     def contains(self, func_id: str, key: str) -> bool: ...
     def remove(self, func_id: str, key: str) -> None: ...
-    def clear(self, sub: str | None = None) -> None:
-        """Remove a function's entries (``sub``), or everything."""
+    def clear(self, sub: str | None = None) -> int:
+        """Remove a function's entries (``sub``), or everything; returns how many."""
     def entries(self) -> list[tuple[str, str, int, float, float]]:
         """Every entry: ``(func_id, key, bytes, last_access, created)``, times in seconds."""
     def reduce(

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ast
 import operator
+from typing import Any, Callable
 
 __all__ = ["pre_dispatch_amount"]
 
-_BINARY = {
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
@@ -22,7 +23,10 @@ _BINARY = {
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
 #: As joblib: longer expressions are refused (ast.parse can crash on huge input),
 #: and so are values beyond a million (``9**9**9`` would take for ever).
 _MAX_LENGTH = 30
@@ -34,7 +38,11 @@ class _Refused(Exception):
 
 
 def _value(node: ast.AST, n_jobs: int) -> float:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    value: float
+    # Numbers only: ``type(...) in`` keeps bool out (an int to ``isinstance``).
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+        if type(node.value) not in (int, float):
+            raise _Refused
         value = node.value
     elif isinstance(node, ast.Name) and node.id == "n_jobs":
         value = n_jobs

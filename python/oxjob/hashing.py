@@ -148,6 +148,7 @@ class _HashPickler(pickle.Pickler):
             items = [self.canonical(item) for item in array.ravel(order="C").tolist()]
             return _array_token, (class_name, descr, array.shape, "O", items)
         hasher = _new_hasher(self.hash_name)
+        order: str | tuple[str, Any]
         if array.flags.c_contiguous or array.flags.f_contiguous:
             order = "C" if array.flags.c_contiguous else "F"
             if array.size:

@@ -79,7 +79,8 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
         self.idle_worker_timeout = idle_worker_timeout
         self._engine: Any = None
         self._call: Any = None
-        self._engine_key: tuple = ()
+        # (n_jobs, mmap_mode, max_nbytes, idle timeout) of the engine, set by configure().
+        self._engine_key: tuple[int, str, int, float] | None = None
         self._caller: _BatchCaller | None = None
         self._caller_key: tuple | None = None
         self._n_jobs = 1
@@ -153,6 +154,8 @@ class OxjobBackend(AutoBatchingMixin, ParallelBackendBase):
         """Open the engine call that this ``Parallel`` call's batches belong to."""
         from ._workers.shared_engine import shared_call
 
+        # joblib configures a backend before it starts a call on it.
+        assert self._engine_key is not None, "start_call() before configure()"
         # Atomically: the shared engine cannot be replaced between finding and opening.
         self._call = shared_call(*self._engine_key, cache_inputs=True)
         self._engine = self._call.engine

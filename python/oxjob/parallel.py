@@ -26,6 +26,7 @@ from ._expr import pre_dispatch_amount
 from ._parallel.batches import BatchedCalls, GuardedBatch  # noqa: F401 - public names here
 from ._parallel.runners import (
     BackendRunner,
+    Outcome,
     ProcessRunner,
     Runner,
     SequentialRunner,
@@ -77,9 +78,9 @@ def _verbosity_filter(index: int, verbose: int) -> bool:
         return False
     if index == 0:
         return False
-    verbose = 0.5 * (11 - verbose) ** 2
-    scale = math.sqrt(index / verbose)
-    next_scale = math.sqrt((index + 1) / verbose)
+    step = 0.5 * (11 - verbose) ** 2
+    scale = math.sqrt(index / step)
+    next_scale = math.sqrt((index + 1) / step)
     return int(next_scale) == int(scale)
 
 
@@ -398,12 +399,14 @@ class Parallel:
         if pre == "all":
             return None
         if isinstance(pre, str):
+            expression = pre
             try:
-                pre = pre_dispatch_amount(pre, n_workers)
+                pre = pre_dispatch_amount(expression, n_workers)
             except ValueError:
-                if "n_jobs" in pre and pre_dispatch_amount(pre, 1) >= 0 and n_workers > 10**5:
+                too_many = "n_jobs" in expression and pre_dispatch_amount(expression, 1) >= 0
+                if too_many and n_workers > 10**5:
                     raise ValueError(
-                        f"n_jobs={n_workers} is too large: pre_dispatch={pre!r} would be "
+                        f"n_jobs={n_workers} is too large: pre_dispatch={expression!r} would be "
                         "beyond a million tasks (joblib refuses it too); use a smaller "
                         "n_jobs or pre_dispatch='all'"
                     ) from None
@@ -514,6 +517,7 @@ class Parallel:
         ordered: dict[int, list] = {}
         next_to_yield = 0
         in_flight = 0
+        outcomes: list[Outcome] | None  # None once let go of (on an error, below)
         retrieval = (
             contextlib.nullcontext() if state.sequential else self._backend.retrieval_context()
         )

@@ -118,7 +118,7 @@ def dump(
         else:
             _write_payload(value, out, format, protocol, False, method, level)
 
-    if not is_filename:
+    if not isinstance(filename, str):  # (is_filename)
         write(filename)
         return None
     if format == "oxjob" and kind in ("raw", "engine"):

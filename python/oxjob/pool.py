@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import functools
 import itertools
 import sys
 import threading
@@ -164,9 +165,7 @@ class IMapIterator:
                 self._deliver(index, False, exc)
                 return
             self._submitted += 1
-            self._call.submit(
-                self._func, MAP, chunk, lambda ok, value, i=index: self._deliver(i, ok, value)
-            )
+            self._call.submit(self._func, MAP, chunk, functools.partial(self._deliver, index))
 
     def _deliver(self, index: int, ok: bool, value: Any) -> None:
         with self._cond:
@@ -326,7 +325,7 @@ class Pool:
                 func,
                 STARMAP if star else MAP,
                 chunk,
-                lambda ok, value, i=index: result._set_chunk(i, ok, value),
+                functools.partial(result._set_chunk, index),
             )
         return result
 

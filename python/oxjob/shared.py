@@ -23,19 +23,22 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from typing import Any, Literal
 
 from ._engine import Segment
 from ._workers.protocol import segment_of
 
 __all__ = ["as_shared", "empty", "empty_like", "full", "is_shared", "zeros", "zeros_like"]
 
+#: Memory layouts, as numpy.empty takes them.
+_Order = Literal["C", "F"]
+
 
 def _shape(shape: Any) -> tuple:
     return (int(shape),) if isinstance(shape, int) else tuple(int(n) for n in shape)
 
 
-def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
+def empty(shape: Any, dtype: Any = float, order: _Order = "C") -> Any:
     """A new shared array of zeros (shared memory always starts zeroed).
 
     Parameters
@@ -70,15 +73,17 @@ def empty(shape: Any, dtype: Any = float, order: str = "C") -> Any:
             f"Unable to allocate a shared array of shape={shape} and {dtype} "
             f"({nbytes} bytes): {exc}"
         ) from exc
-    return np.ndarray(shape, dtype=dtype, buffer=segment, order=order)
+    # numpy's stub lists concrete buffer classes; a Segment exports the buffer protocol and
+    # stays the array's base (segment_of finds it there), so it is passed as it is.
+    return np.ndarray(shape, dtype=dtype, buffer=segment, order=order)  # type: ignore[arg-type]
 
 
-def zeros(shape: Any, dtype: Any = float, order: str = "C") -> Any:
+def zeros(shape: Any, dtype: Any = float, order: _Order = "C") -> Any:
     """A new shared array filled with zeros; see :func:`empty`."""
     return empty(shape, dtype, order)
 
 
-def full(shape: Any, fill_value: Any, dtype: Any = None, order: str = "C") -> Any:
+def full(shape: Any, fill_value: Any, dtype: Any = None, order: _Order = "C") -> Any:
     """A new shared array filled with ``fill_value``."""
     import numpy as np
 
@@ -89,7 +94,7 @@ def full(shape: Any, fill_value: Any, dtype: Any = None, order: str = "C") -> An
     return out
 
 
-def empty_like(prototype: Any, dtype: Any = None, order: str = "C", shape: Any = None) -> Any:
+def empty_like(prototype: Any, dtype: Any = None, order: _Order = "C", shape: Any = None) -> Any:
     """A new shared array with the shape and dtype of ``prototype``."""
     return empty(
         prototype.shape if shape is None else shape,
@@ -98,7 +103,7 @@ def empty_like(prototype: Any, dtype: Any = None, order: str = "C", shape: Any =
     )
 
 
-def zeros_like(prototype: Any, dtype: Any = None, order: str = "C", shape: Any = None) -> Any:
+def zeros_like(prototype: Any, dtype: Any = None, order: _Order = "C", shape: Any = None) -> Any:
     """A new shared array of zeros with the shape and dtype of ``prototype``."""
     return empty_like(prototype, dtype, order, shape)
 

@@ -17,7 +17,7 @@ import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, cast
 
 from . import _engine
 from ._io.atomic import make_dirs, remove_dirs, write_atomically
@@ -229,8 +229,9 @@ class StoreBackendBase(ABC):
         """Remove one item."""
 
     @abstractmethod
-    def clear_path(self, path: str) -> None:
-        """Remove every item of one function (``path`` is its ``func_id``)."""
+    def clear_path(self, path: str) -> int | None:
+        """Remove every item of one function (``path`` is its ``func_id``); a store may
+        return how many it removed."""
 
     @abstractmethod
     def store_cached_func_code(self, path: str, func_code: str) -> None:
@@ -251,8 +252,8 @@ class StoreBackendBase(ABC):
         """Remove items, least recently used first, until within the limits."""
 
     @abstractmethod
-    def clear(self) -> None:
-        """Remove everything."""
+    def clear(self) -> int | None:
+        """Remove everything; a store may return how many items it removed."""
 
 
 def register_store_backend(backend_name: str, backend: type) -> None:
@@ -330,7 +331,9 @@ class LocalStoreBackend(StoreBackendBase):
         func_id, args_id = call_id
         if mmap_mode is not None and self.codec == "raw":
             try:
-                value = load(self._output_path(call_id), mmap_mode=mmap_mode)
+                # load() checks the mode (the base class types it as any str).
+                mode = cast(Literal["r+", "r", "w+", "c"], mmap_mode)
+                value = load(self._output_path(call_id), mmap_mode=mode)
             except FileNotFoundError:
                 raise KeyError(call_id) from None
             try:
@@ -348,9 +351,10 @@ class LocalStoreBackend(StoreBackendBase):
     def dump_item(self, call_id: Any, item: Any, metadata: dict) -> bool:
         inband = INBAND_RAW if self.codec == "raw" else INBAND_COMPRESSED
         parts = pickle_parts(item, None, inband)
+        func_id, args_id = call_id
         with private_files():
             nbytes = self._store.put(
-                *call_id, parts, self.codec, self.level, json.dumps(metadata).encode()
+                func_id, args_id, parts, self.codec, self.level, json.dumps(metadata).encode()
             )
         if any(limit is not None for limit in self.limits):
             # Amortised O(1): the store walks its entries only when a bound may have

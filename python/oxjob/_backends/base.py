@@ -206,7 +206,9 @@ class ParallelBackendBase:
     def in_main_thread() -> bool:
         """Whether the caller is the main thread (processes are not started below
         other threads of a Parallel call)."""
-        return isinstance(threading.current_thread(), threading._MainThread)
+        # typeshed omits the private class; ``is threading.main_thread()`` would differ in a
+        # child forked from another thread (CPython makes that thread its main one).
+        return isinstance(threading.current_thread(), threading._MainThread)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+from typing import Any
 
 from .. import _engine
 from .._io import streams
@@ -21,8 +22,25 @@ from .._io.safe_joblib import JoblibContext
 from .._io.safe_unpickle import load_stream
 
 
-def _record(source: object, path: str, **kw: object) -> dict[str, bool]:
-    return load_stream(source, Policy(()), path, record=True, **kw).seen
+def _record(
+    source: object,
+    path: str,
+    *,
+    stored: int | None = None,
+    codec: str | None = None,
+    buffers: Any = None,
+    context: Any = None,
+) -> dict[str, bool]:
+    return load_stream(
+        source,
+        Policy(()),
+        path,
+        stored=stored,
+        codec=codec,
+        buffers=buffers,
+        context=context,
+        record=True,
+    ).seen
 
 
 def describe(path: str) -> tuple[list[str], dict[str, bool]]:

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from .._backends.base import thread_nested
 from ..exceptions import RemoteTraceback, TimeoutError
@@ -50,15 +50,30 @@ def call_options(backend_args: dict) -> dict:
     return {k: v for k, v in backend_args.items() if k not in _PARALLEL_SETTINGS}
 
 
+class _ClusterBackend(Protocol):
+    """What :class:`PerCallOptions` needs of the backend it is mixed into."""
+
+    nesting_level: int | None
+    _options: dict[str, Any]
+    parallel: Any
+
+    def __init__(self, nesting_level: int | None = None, **options: Any) -> None: ...
+    def effective_n_jobs(self, n_jobs: int) -> int: ...
+    def _start_call(self, parallel: Any, n_workers: int) -> None: ...
+
+
 class PerCallOptions:
     """``configure`` of the cluster backends: the options a ``Parallel(backend=...,
     **options)`` call gives replace the backend's own for that call; then the call's
     bookkeeping starts (``_start_call``, the backend's)."""
 
-    def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_args: Any) -> int:
+    def configure(
+        self: _ClusterBackend, n_jobs: int = 1, parallel: Any = None, **backend_args: Any
+    ) -> int:
         backend_args = call_options(backend_args)
         if backend_args:
-            self.__init__(self.nesting_level, **{**self._options, **backend_args})
+            options = {**self._options, **backend_args}
+            type(self).__init__(self, self.nesting_level, **options)
         self.parallel = parallel
         n_workers = self.effective_n_jobs(n_jobs)
         self._start_call(parallel, n_workers)
@@ -133,7 +148,7 @@ def _sendable(exc: BaseException) -> BaseException:
         cloudpickle.loads(cloudpickle.dumps(exc))
     except Exception:  # noqa: BLE001 - pickling an exception can raise anything
         exc = RuntimeError(f"{type(exc).__name__}: {exc} (the exception could not be pickled)")
-    link = exc
+    link: BaseException | None = exc
     while link is not None:  # the chain travels too (dask pickles it with tblib)
         for name in ("__cause__", "__context__"):
             linked = getattr(link, name)
@@ -183,6 +198,7 @@ class Job:
     def get(self, timeout: float | None = None) -> tuple:
         if not self.done.wait(timeout):
             raise TimeoutError("the batch has not finished")
+        assert self.outcome is not None  # finish() sets it before ``done``
         return self.outcome
 
 

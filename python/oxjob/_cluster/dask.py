@@ -97,10 +97,11 @@ class DaskDistributedBackend(base.PerCallOptions, ParallelBackendBase):
         with _lock:
             shared = _caches.get(client.id)
             if shared is None:
-                shared = _caches[client.id] = shared_args.SharedArgs(
-                    lambda obj: _scatter(client, obj, direct=shared.direct),
-                    sizeof=_sizeof(),
+                # The scatter reads the cache's ``direct`` setting when it runs.
+                new = shared_args.SharedArgs(
+                    lambda obj: _scatter(client, obj, direct=new.direct), sizeof=_sizeof()
                 )
+                shared = _caches[client.id] = new
         shared.cache_nbytes = shared_args.parse_nbytes(cache_nbytes)
         shared.direct = self.direct = direct
         self.shared = shared

@@ -14,7 +14,7 @@ import os
 import pickle
 import sys
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 from .. import _engine
 from ..exceptions import CorruptFileError
@@ -43,6 +43,9 @@ class LoadContext:
         self.native = native
 
 
+#: The array layouts the writer records (a C or Fortran contiguous copy).
+_Order = Literal["C", "F"]
+
 _LOAD_CONTEXT: ContextVar[LoadContext | None] = ContextVar("oxjob_load", default=None)
 
 
@@ -50,7 +53,7 @@ def _address(np: Any, buffer: Any) -> int:
     return np.frombuffer(buffer, dtype=np.uint8).ctypes.data if len(memoryview(buffer)) else 0
 
 
-def rebuild_array(buffer: Any, dtype: Any, shape: tuple, order: str, offset: int = 0) -> Any:
+def rebuild_array(buffer: Any, dtype: Any, shape: tuple, order: _Order, offset: int = 0) -> Any:
     """Unpickle a numpy array from its (possibly out-of-band) bytes without copying."""
     import numpy as np
 
@@ -58,13 +61,15 @@ def rebuild_array(buffer: Any, dtype: Any, shape: tuple, order: str, offset: int
     if context is not None and context.mmap is not None:
         start = _address(np, buffer) - context.base
         if 0 <= start <= context.size:
-            array = np.ndarray.__new__(
+            # A memmap made over the file's one mapping, with the fields np.memmap sets
+            # (its stub has no ``_mmap`` and no None filename): typed as what it is to us.
+            mapped: Any = np.ndarray.__new__(
                 np.memmap, shape, dtype=dtype, buffer=context.mmap, offset=start + offset,
                 order=order,
             )  # fmt: skip
-            array._mmap, array.filename = context.mmap, context.filename
-            array.offset, array.mode = start + offset, context.mode
-            return array
+            mapped._mmap, mapped.filename = context.mmap, context.filename
+            mapped.offset, mapped.mode = start + offset, context.mode
+            return mapped
     array = np.ndarray(shape, dtype=dtype, buffer=buffer, offset=offset, order=order)
     if context is not None and context.native and not dtype.isnative:
         swapped = array.byteswap(inplace=array.flags.writeable)
@@ -72,12 +77,12 @@ def rebuild_array(buffer: Any, dtype: Any, shape: tuple, order: str, offset: int
     return array
 
 
-def rebuild_small(buffer: Any, offset: int, dtype: Any, shape: tuple, order: str) -> Any:
+def rebuild_small(buffer: Any, offset: int, dtype: Any, shape: tuple, order: _Order) -> Any:
     """An array whose bytes are at ``offset`` in the arena section."""
     return rebuild_array(buffer, dtype, shape, order, offset)
 
 
-def rebuild_indexed(index: int, offset: int, dtype: Any, shape: tuple, order: str) -> Any:
+def rebuild_indexed(index: int, offset: int, dtype: Any, shape: tuple, order: _Order) -> Any:
     """An array in section ``index + 1`` (protocols below 5 have no out-of-band buffers)."""
     context = _LOAD_CONTEXT.get()
     if context is None or not 0 <= index < len(context.sections):

@@ -67,7 +67,18 @@ def native(array: Any) -> Any:
 class NumpyArrayWrapper:
     """Stands for ``joblib.numpy_pickle.NumpyArrayWrapper``; its state comes from the file."""
 
-    def read(self, unpickler: JoblibUnpickler) -> Any:
+    # Set from the file by BUILD (so: checked before use, never trusted by type); the
+    # optional ones are read with getattr.
+    shape: Any
+    dtype: Any
+    order: Any
+    subclass: Any
+    allow_mmap: Any
+    numpy_array_alignment_bytes: Any
+
+    def read(self, unpickler: Any) -> Any:
+        """The array; ``unpickler`` is a :class:`JoblibUnpickler` or safe_joblib's
+        stand-in with the same attributes."""
         import numpy as np
 
         shape, dtype, order = tuple(self.shape), self.dtype, self.order
@@ -92,7 +103,7 @@ class NumpyArrayWrapper:
             array = np.empty(shape, dtype=dtype, order=order)
             if array.nbytes:
                 flat = array.ravel(order="K").view(np.uint8)
-                readinto_exact(unpickler.file_handle, memoryview(flat))
+                readinto_exact(unpickler.file_handle, flat.data)
         if unpickler.native and not dtype.hasobject:
             array = native(array)
         subclass = getattr(self, "subclass", np.ndarray)
@@ -130,12 +141,16 @@ class NumpyArrayWrapper:
 class NDArrayWrapper:
     """Stands for joblib < 0.10's record of an array stored in a ``.npy`` file beside."""
 
+    filename: Any  # from the file, by BUILD
+
     def read(self, unpickler: JoblibUnpickler) -> Any:
         import numpy as np
 
         unpickler.compat_mode = True
         name = os.path.basename(str(self.filename))  # never outside the file's directory
-        kwargs = {"allow_pickle": True}  # plain loads only: safe ones read it in safe_joblib
+        kwargs: dict[str, Any] = {
+            "allow_pickle": True
+        }  # plain loads only: safe ones read it in safe_joblib
         if getattr(self, "allow_mmap", True) and unpickler.mmap_mode is not None:
             kwargs["mmap_mode"] = unpickler.mmap_mode
         array = np.load(os.path.join(unpickler.dirname, name), **kwargs)
@@ -144,6 +159,9 @@ class NDArrayWrapper:
 
 class ZNDArrayWrapper(NDArrayWrapper):
     """Stands for joblib < 0.10's record of an array stored in a zlib ``ZF`` file beside."""
+
+    init_args: Any  # from the file, by BUILD
+    state: Any
 
     def read(self, unpickler: JoblibUnpickler) -> Any:
         unpickler.compat_mode = True
@@ -174,10 +192,15 @@ def joblib_record(module: str, name: str) -> Any:
     return _RECORDS.get((module, name))
 
 
-class JoblibUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+#: The pure-Python unpickler. Its internals that records are read with (dispatch,
+#: load_build, stack) are not in typeshed's ``_Unpickler``.
+_PureUnpickler: Any = pickle._Unpickler
+
+
+class JoblibUnpickler(_PureUnpickler):
     """Unpickles a joblib stream, reading each array's bytes after its record."""
 
-    dispatch = pickle._Unpickler.dispatch.copy()  # type: ignore[attr-defined]
+    dispatch = _PureUnpickler.dispatch.copy()
 
     def __init__(
         self,

@@ -24,7 +24,8 @@ class _Record:
         self.state = state
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        return copyreg.__newobj__, (_Record,), self.state
+        # (typeshed omits copyreg.__newobj__, which pickle itself writes as NEWOBJ.)
+        return copyreg.__newobj__, (_Record,), self.state  # type: ignore[attr-defined]
 
 
 def _position(fileobj: Any) -> int | None:
@@ -34,7 +35,12 @@ def _position(fileobj: Any) -> int | None:
         return None
 
 
-class JoblibPickler(pickle._Pickler):  # type: ignore[name-defined]
+#: The pure-Python pickler. Its internals that joblib's layout is written with (save,
+#: save_global, write, memoize, proto, framer) are not in typeshed's ``_Pickler``.
+_PurePickler: Any = pickle._Pickler
+
+
+class JoblibPickler(_PurePickler):
     """joblib's ``NumpyPickler`` layout, written by the pure-Python pickler as joblib does."""
 
     def __init__(self, fileobj: Any, protocol: int | None, compressed: bool) -> None:

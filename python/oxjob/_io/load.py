@@ -69,7 +69,11 @@ def load_path(path: str, mmap_mode: str | None, native: bool, policy: Policy | N
         if name is not None or wrapper is not None:
             if mmap_mode is not None:
                 _warn_compressed(mmap_mode, path)
-            inner = wrapper.decompressor_file(f) if wrapper else streams.open_reader(name, f)
+            if wrapper:
+                inner = wrapper.decompressor_file(f)
+            else:
+                assert name is not None  # a wrapper is only looked for when it is None
+                inner = streams.open_reader(name, f)
             with inner:
                 return _load_decoded(
                     inner, path, native, policy, stored=stored, codec=name or "gzip"
@@ -89,6 +93,7 @@ def _map(path: str, mmap_mode: str) -> Any:
     import mmap
 
     mode = _mode(mmap_mode)
+    assert mode is not None  # _mode keeps a mode a str
     access = {"r": mmap.ACCESS_READ, "r+": mmap.ACCESS_WRITE, "c": mmap.ACCESS_COPY}[mode]
     with open(path, "r+b" if mode == "r+" else "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
@@ -356,6 +361,8 @@ def load_fileobj(fileobj: Any, mmap_mode: str | None, native: bool, policy: Poli
         )
     if name is not None or wrapper is not None:
         stream = wrapper.decompressor_file(source) if wrapper else None
-        stream = stream or streams.open_reader(name, source)
+        if not stream:
+            assert name is not None  # a wrapper is only looked for when it is None
+            stream = streams.open_reader(name, source)
         return _load_decoded(stream, what, native, policy)
     return _load_pickle(source, what, native, policy)

@@ -20,7 +20,7 @@ from .safe import refuse
 from .safe_numpy import _reconstruct, array_state, check_dtype, check_shape, reconstruct_func
 from .safe_rules import LoadState
 
-_KEYS = {
+_KEYS: dict[type, set[str]] = {
     NumpyArrayWrapper: {
         "subclass", "shape", "order", "dtype", "allow_mmap", "numpy_array_alignment_bytes",
     },

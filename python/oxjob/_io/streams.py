@@ -144,7 +144,7 @@ class _ZlibReader(io.BufferedIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            parts = [self._out[self._pos :]]
+            parts: list[bytes | bytearray] = [self._out[self._pos :]]
             self._out, self._pos = b"", 0
             while True:
                 data = self._decode(_BLOCK)

@@ -14,7 +14,14 @@ import sys
 from typing import Any
 
 #: The settings of ``parallel_config`` that joblib's ``parallel_config`` takes too.
-_SHARED_SETTINGS = ("n_jobs", "verbose", "temp_folder", "max_nbytes", "mmap_mode", "prefer")
+_SHARED_SETTINGS: tuple[str, ...] = (
+    "n_jobs",
+    "verbose",
+    "temp_folder",
+    "max_nbytes",
+    "mmap_mode",
+    "prefer",
+)
 _SHARED_SETTINGS += ("require",)
 
 

@@ -128,7 +128,7 @@ class TaskEngine:
         # be fetched once each, see worker_start.py); the first pickle, made before any
         # worker starts so that the constructor raises its error, goes to the first one.
         self.init = None if initializer is None else (initializer, tuple(initargs))
-        self.init_frame = None if initializer is None else dumps_for_start(*self.init)
+        self.init_frame = None if self.init is None else dumps_for_start(*self.init)
         self.pool = ProcessPool(processes, mmap_mode, max_nbytes, idle_timeout)
         self.n = processes
         self.max_nbytes = max_nbytes
@@ -642,8 +642,8 @@ class TaskEngine:
         with self.lock:
             return self.changed.wait_for(self.idle, timeout)
 
-    def pids(self) -> list[int]:
-        """Process ids of the current workers."""
+    def pids(self) -> list[int | None]:
+        """Process ids of the current workers (``None`` for an empty slot)."""
         return self.pool.pids()
 
     def retire(self, wait: bool) -> None:

@@ -54,14 +54,15 @@ class FunctionTable:
             func_id = known[1]
         else:
             body = bytes(dumps_auto(func, None)[0])
-            func_id = self._by_bytes.get(body)
-            if func_id is None:
+            same = self._by_bytes.get(body)
+            if same is None:
                 note_sent(func)  # its module: for the template (see template.py)
-                func_id = next(self._ids)
-                self._by_bytes[body] = func_id
-                self._payload[func_id] = body
-                self._users[func_id] = 0
-                self._objects[func_id] = []
+                same = next(self._ids)
+                self._by_bytes[body] = same
+                self._payload[same] = body
+                self._users[same] = 0
+                self._objects[same] = []
+            func_id = same
             if isinstance(func, _BY_IDENTITY):
                 self._by_object[id(func)] = (func, func_id)
                 self._objects[func_id].append(id(func))

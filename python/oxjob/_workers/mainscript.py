@@ -53,7 +53,9 @@ def _script_of(module: Any) -> str | None:
         if not os.path.isabs(path):
             from multiprocessing import process
 
-            path = os.path.join(process.ORIGINAL_DIR or os.getcwd(), path)
+            # typeshed omits ORIGINAL_DIR (the directory multiprocessing started in).
+            original = process.ORIGINAL_DIR  # type: ignore[attr-defined]
+            path = os.path.join(original or os.getcwd(), path)
         path = os.path.normpath(path) if os.path.isfile(path) else None
         if path is not None and not _has_main_guard(path):
             path = None  # running it in a worker would redo its work: by value instead
@@ -141,6 +143,8 @@ def _load_script(path: str) -> types.ModuleType:
         sys.argv = list(info["argv"])  # as spawn does: the script may read its arguments
     loader = importlib.machinery.SourceFileLoader("__mp_main__", path)
     spec = importlib.util.spec_from_file_location("__mp_main__", path, loader=loader)
+    # It returns None only when it has to find a loader itself; one was given.
+    assert spec is not None
     module = importlib.util.module_from_spec(spec)
     if info.get("path") == path and info.get("package"):
         module.__package__ = info["package"]  # ``python -m package.module``: relative imports

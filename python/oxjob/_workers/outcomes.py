@@ -27,7 +27,10 @@ RESULT = "result"
 
 def _traceback_class(style: str) -> type:
     if style == POOL:
-        from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback
+        # typeshed omits it; CPython's multiprocessing.pool defines it.
+        from multiprocessing.pool import (  # type: ignore[attr-defined]
+            RemoteTraceback as PoolRemoteTraceback,
+        )
 
         return PoolRemoteTraceback
     if style == EXECUTOR:
@@ -55,7 +58,8 @@ def remote_error(style: str, exc: BaseException, tb: str, where: Any, single: bo
         broken.__cause__ = remote_traceback(style, tb)
         return broken
     if isinstance(where, tuple) and where[0] == RESULT and style == POOL:
-        from multiprocessing.pool import MaybeEncodingError
+        # typeshed omits it; CPython's multiprocessing.pool defines it.
+        from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
 
         reprs = where[1]
         value = reprs[0] if single and len(reprs) == 1 else "[" + ", ".join(reprs) + "]"

@@ -67,8 +67,8 @@ class ProcessPool:
         self.generations[worker] = self.supervisor.spawn(worker)
         self.dead.discard(worker)
 
-    def pids(self) -> list[int]:
-        """Process ids of the current workers."""
+    def pids(self) -> list[int | None]:
+        """Process ids of the current workers (``None`` for a slot without a process)."""
         return [self.supervisor.pid(w) for w in range(self.n_workers)]
 
     def shutdown(self, grace: float = 1.0) -> None:

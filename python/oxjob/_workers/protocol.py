@@ -48,7 +48,9 @@ def _segment_at(index: int) -> Segment:
 def _rebuild_shared(segment: Segment, offset: int, shape: tuple, strides: tuple, dtype: Any) -> Any:
     import numpy as np
 
-    return np.ndarray(shape, dtype=dtype, buffer=segment, offset=offset, strides=strides)
+    # numpy's stub lists concrete buffer classes; a Segment exports the buffer protocol and
+    # stays the array's base (segment_of finds it there), so it is passed as it is.
+    return np.ndarray(shape, dtype=dtype, buffer=segment, offset=offset, strides=strides)  # type: ignore[arg-type]
 
 
 def _backing_memmap(np: Any, array: Any) -> Any:
@@ -97,7 +99,9 @@ def _rebuild_memmap(region: tuple, layout: tuple, as_memmap: bool) -> Any:
     shape, strides, dtype, first, writeable = layout
     mapping, start = _file_map(path, offset, length, mode)
     kind = np.memmap if as_memmap else np.ndarray
-    out = np.ndarray.__new__(
+    # An ndarray or a memmap whose fields are set by hand below (np.memmap's stub has no
+    # ``_mmap``): typed as what it is to us.
+    out: Any = np.ndarray.__new__(
         kind, shape, dtype=dtype, buffer=mapping, offset=start + first, strides=strides
     )
     if as_memmap:  # what np.memmap itself sets, so that flush() and views work
@@ -147,13 +151,13 @@ def _file_map(path: str, offset: int, length: int, mode: str) -> tuple[Any, int]
             return mapping, offset - aligned
         key = (path, access, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
         with _file_maps_lock:
-            mapping = _file_maps.get(key)
-            if mapping is None:
-                mapping = mmap.mmap(f.fileno(), stat.st_size, access=getattr(mmap, access))
-                _file_maps[key] = mapping
+            shared = _file_maps.get(key)
+            if shared is None:
+                shared = mmap.mmap(f.fileno(), stat.st_size, access=getattr(mmap, access))
+                _file_maps[key] = shared
                 if _kept_maps is not None:
-                    _kept_maps.append(mapping)
-    return mapping, offset
+                    _kept_maps.append(shared)
+    return shared, offset
 
 
 class _SharedAware:
@@ -256,7 +260,7 @@ def _dump(
 _cloud_class: list = []
 
 
-def _cloud_pickler() -> type:
+def _cloud_pickler() -> type[pickle.Pickler]:
     if not _cloud_class:
         import cloudpickle
 

@@ -16,7 +16,9 @@ import weakref
 from typing import Any
 
 
-def _send_error(channel, tag: int, exc: BaseException, index: int) -> None:
+def _send_error(
+    channel: Any, tag: int, exc: BaseException, index: int | tuple[str, list[str]]
+) -> None:
     from .protocol import ERROR, dumps
 
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -190,7 +192,8 @@ def main() -> int:
             # A frame whose segments could not be mapped: the channel dropped it and
             # stays usable. A batch fails with the MemoryError; the worker lives on.
             if getattr(exc, "kind", None) == BATCH:
-                _send_error(channel, exc.tag, exc, -1)
+                # The channel sets ``kind`` and ``tag`` on it (see oxjob-py's workers.rs).
+                _send_error(channel, exc.tag, exc, -1)  # type: ignore[attr-defined]
                 continue
             raise
         if message is None:

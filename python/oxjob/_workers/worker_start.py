@@ -46,8 +46,11 @@ def _pickler_class() -> type:
 
         class StartPickler(base):  # type: ignore[misc, valid-type]
             # multiprocessing's reducers (connections, arenas, sockets) are not in copyreg
+            # (typeshed omits ForkingPickler's private registry, and asks every map of a
+            # ChainMap to be mutable: it only ever writes to its first one.)
             dispatch_table = collections.ChainMap(
-                ForkingPickler._extra_reducers, base.dispatch_table
+                ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
+                base.dispatch_table,  # type: ignore[arg-type]
             )
 
         _pickler.append(StartPickler)
@@ -60,7 +63,8 @@ def dumps_for_start(initializer: Any, initargs: tuple) -> tuple[Any, list, int]:
     again for every worker."""
     from multiprocessing import context
 
-    context.set_spawning_popen(_StartingWorker())
+    # typeshed names the real Popen classes; pickling only calls the two methods it has.
+    context.set_spawning_popen(_StartingWorker())  # type: ignore[arg-type]
     try:
         return _dump((initializer, tuple(initargs)), None, _pickler_class(), None)
     finally:

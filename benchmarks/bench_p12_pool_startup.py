@@ -8,7 +8,8 @@ processes one after the other, each mapping ``--tasks`` tiny tasks; the first po
 the median (with min-max) of the others are reported, for ``oxjob.Pool``,
 ``oxjob.ProcessPoolExecutor``, ``Parallel`` (a new ``Parallel(n_jobs=2)`` call each
 time: its first call starts the workers, later calls reuse them) and
-``multiprocessing``'s fork, spawn and forkserver contexts in the same run.
+``multiprocessing``'s fork, spawn and forkserver contexts, and the standard library's
+``ProcessPoolExecutor`` with the fork context (``cf:fork``), in the same run.
 
 ``--work-ms`` makes each task busy for that long (a loop of pools doing some work, where
 workers forked ahead for the next pool are ready when it opens). ``--runs`` repeats every
@@ -51,6 +52,11 @@ def run(kind):
         import oxjob
         return oxjob.Parallel(n_jobs=2)(oxjob.delayed(f)(i) for i in range({tasks}))
     import multiprocessing
+    if kind.startswith("cf:"):
+        from concurrent.futures import ProcessPoolExecutor
+        context = multiprocessing.get_context(kind.split(":")[1])
+        with ProcessPoolExecutor(2, mp_context=context) as ex:
+            return list(ex.map(f, range({tasks})))
     with multiprocessing.get_context(kind.split(":")[1]).Pool(2) as pool:
         return pool.map(f, range({tasks}))
 
@@ -70,6 +76,7 @@ SCENARIOS = {
 }
 KINDS = [
     "mp:fork",
+    "cf:fork",
     "mp:spawn",
     "mp:forkserver",
     "oxjob.Pool",
@@ -101,7 +108,7 @@ def main() -> None:
     parser.add_argument("--python", action="append", default=[], metavar="LABEL=PATH")
     args = parser.parse_args()
     pythons = [("", sys.executable)] + [tuple(p.split("=", 1)) for p in args.python]
-    rows = [(kind, "", sys.executable) for kind in KINDS if kind.startswith("mp:")]
+    rows = [(kind, "", sys.executable) for kind in KINDS if "oxjob" not in kind]
     rows += [(kind, label, py) for label, py in pythons for kind in KINDS if "oxjob" in kind]
     print(f"work per task: {args.work_ms} ms; {args.runs} run(s); first pool and median of")
     print("the others per run, then the median over runs (min-max of the runs' medians)")

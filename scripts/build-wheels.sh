@@ -85,5 +85,9 @@ for version in $pythons; do
     # The tests must import the installed wheel, not the checkout.
     "$venv/bin/python" -c "import oxjob, sys; assert oxjob.__file__.startswith(sys.prefix), oxjob.__file__"
     "$venv/bin/python" -m pytest -q -p no:cacheprovider tests
+    # The type check too: the libraries' stubs differ between the versions each Python
+    # gets (numpy 2.5's accept a buffer-protocol object where 2.4's do not).
+    "$venv/bin/python" -m mypy
+    "$venv/bin/python" -m mypy.stubtest oxjob._engine --allowlist stubtest-allowlist.txt
     echo "   Python $version done in $((SECONDS - start)) s"
 done

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ._engine import Segment
 from ._workers.protocol import segment_of
@@ -75,7 +75,8 @@ def empty(shape: Any, dtype: Any = float, order: _Order = "C") -> Any:
         ) from exc
     # numpy's stub lists concrete buffer classes; a Segment exports the buffer protocol and
     # stays the array's base (segment_of finds it there), so it is passed as it is.
-    return np.ndarray(shape, dtype=dtype, buffer=segment, order=order)  # type: ignore[arg-type]
+    buffer = cast(Any, segment)  # older numpy stubs accept no plain buffer-protocol object
+    return np.ndarray(shape, dtype=dtype, buffer=buffer, order=order)
 
 
 def zeros(shape: Any, dtype: Any = float, order: _Order = "C") -> Any:

@@ -15,7 +15,7 @@ import pickle
 import sys
 import threading
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from .._engine import Segment
 from .mainscript import reduce_main
@@ -50,7 +50,8 @@ def _rebuild_shared(segment: Segment, offset: int, shape: tuple, strides: tuple,
 
     # numpy's stub lists concrete buffer classes; a Segment exports the buffer protocol and
     # stays the array's base (segment_of finds it there), so it is passed as it is.
-    return np.ndarray(shape, dtype=dtype, buffer=segment, offset=offset, strides=strides)  # type: ignore[arg-type]
+    buffer = cast(Any, segment)  # older numpy stubs accept no plain buffer-protocol object
+    return np.ndarray(shape, dtype=dtype, buffer=buffer, offset=offset, strides=strides)
 
 
 def _backing_memmap(np: Any, array: Any) -> Any:

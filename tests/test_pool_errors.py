@@ -174,3 +174,31 @@ def test_an_initializer_that_fails_breaks_the_executor(make_executor):
             executor.submit(ph.add, 1, 1).result(timeout=60)
         with pytest.raises(BrokenProcessPool):
             executor.submit(ph.add, 1, 1)
+
+
+def test_an_executor_broken_before_its_constructor_returned_reports_the_break():
+    # Workers forked ahead are ready at once, so a failing initializer can break the
+    # engine before the executor opens its call: that call must report BrokenProcessPool
+    # (as the standard library's executor does), not "This engine has been shut down".
+    from oxjob._workers.engine import TaskEngine
+    from oxjob._workers.outcomes import EXECUTOR
+
+    engine = TaskEngine(
+        2,
+        "c",
+        1 << 20,
+        3600.0,
+        initializer=ph.fail_to_initialize,
+        initargs=(),
+        break_when_a_worker_dies=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while engine.broken is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.broken is not None
+        call = engine.open_call(cache_inputs=False, style=EXECUTOR)
+        with pytest.raises(BrokenProcessPool):
+            call.submit(ph.add, "calls", [((1, 1), {})], lambda ok, value: None)
+    finally:
+        engine.stop(0.0)

@@ -179,7 +179,10 @@ class TaskEngine:
         ``cache_inputs`` and ``style``)."""
         self._check_owner()
         with self.lock:
-            if self.stopping:
+            # A broken engine stops itself; a call opened after that (a failing
+            # initializer can break it before a pool's constructor opened its call)
+            # reports the break when it submits, as the standard library's executor does.
+            if self.stopping and self.broken is None:
                 raise RuntimeError("This engine has been shut down")
             self.open_calls += 1
         return Call(self, cache_inputs, style)

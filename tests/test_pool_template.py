@@ -372,3 +372,43 @@ def test_workers_forked_ahead_are_not_used_after_the_output_was_redirected(tmp_p
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("from the worker") == 2
     assert (tmp_path / "redirected.txt").read_text().count("from the worker") == 2
+
+
+def test_workers_forked_ahead_are_discarded_soon_by_one_thread(tmp_path):
+    # Every pool of a loop forks the next one's workers ahead; those no pool took are
+    # killed and reaped about 2 s later (standby's LINGER), by one thread for the whole
+    # process: not one sleeping thread per pool, which a long loop would pile up.
+    out = _run(
+        _COMMON
+        + """
+    import time
+
+    def threads(name):
+        found = 0
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                found += f.read().strip() == name
+        return found
+
+    def children():
+        with open(f"/proc/self/task/{os.getpid()}/children") as f:
+            return {int(p) for p in f.read().split()} - {template_pid()}
+
+    if __name__ == "__main__":
+        most = 0
+        for _ in range(12):
+            with oxjob.Pool(2) as pool:
+                pool.map(state, range(4))
+            most = max(most, threads("oxjob-standby"))
+        waiting = len(children())
+        deadline = time.monotonic() + 20
+        while children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print(most, waiting, len(children()), threads("oxjob-standby"))
+    """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    most, waiting, left, threads_left = map(int, out.stdout.split())
+    assert 1 <= most <= 2, most  # one filling, one discarding at most
+    assert waiting >= 2 and left == 0 and threads_left == 0, out.stdout

@@ -344,13 +344,8 @@ impl Supervisor {
                 None => template::request(&self.spec.env),
             };
             if let (true, Ok(body)) = (need > 0, body) {
-                let pairs = (0..need)
-                    .map(|_| UnixStream::pair())
-                    .collect::<io::Result<Vec<_>>>()?;
-                let theirs: Vec<&UnixStream> = pairs.iter().map(|(_, t)| t).collect();
-                if let Ok(pids) = template::start(path, &theirs, &body, [1, 2]) {
-                    let forked = pairs.into_iter().zip(pids);
-                    started.extend(forked.map(|((ours, _), pid)| (ours, pid)));
+                if let Ok(forked) = template::start(path, need, &body, [1, 2]) {
+                    started.extend(forked.into_iter().map(|w| (w.sock, w.pid)));
                 }
             }
             self.from_template |= !started.is_empty();

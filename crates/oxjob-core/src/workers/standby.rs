@@ -14,9 +14,8 @@ use super::fork_lock::ForkLock;
 use super::template;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::sync::{Condvar, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a waiting worker was made for: it serves only a pool that would ask the same.
 #[derive(Clone, PartialEq, Eq)]
@@ -78,21 +77,25 @@ impl Key {
     }
 }
 
-/// A started worker: our end of its socket and its pid (our child, not reaped).
-pub struct Waiting {
-    /// Our end of the worker's socket.
-    pub sock: UnixStream,
-    /// Its process id.
-    pub pid: i32,
+/// A worker forked ahead, waiting for a pool.
+pub type Waiting = template::Started;
+
+/// A waiting worker and when it is discarded if no pool took it.
+struct Kept {
+    worker: Waiting,
+    until: Instant,
 }
 
 struct Standby {
     /// The process this state belongs to: a forked child finds its parent's copy,
-    /// whose workers and filling thread are the parent's.
+    /// whose workers and threads are the parent's.
     owner: u32,
     key: Option<Key>,
-    waiting: Vec<Waiting>,
+    waiting: Vec<Kept>,
+    /// A thread is forking workers for `key`.
     filling: bool,
+    /// A thread discards workers past their time; one per process, while any wait.
+    expiring: bool,
 }
 
 static STANDBY: ForkLock<Standby> = ForkLock::new(Standby {
@@ -100,6 +103,7 @@ static STANDBY: ForkLock<Standby> = ForkLock::new(Standby {
     key: None,
     waiting: Vec::new(),
     filling: false,
+    expiring: false,
 });
 static FILLED: Condvar = Condvar::new();
 
@@ -117,21 +121,14 @@ fn lock() -> Option<MutexGuard<'static, Standby>> {
         standby.key = None;
         standby.waiting.clear();
         standby.filling = false;
+        standby.expiring = false;
     }
     Some(standby)
 }
 
-/// Kill and reap workers that will not be used.
-fn discard(waiting: Vec<Waiting>) {
-    for worker in waiting {
-        // SAFETY: kill and waitpid on our own un-reaped child: its pid cannot have been
-        // reused. Errors (it exited already) are harmless.
-        unsafe {
-            libc::kill(worker.pid, libc::SIGKILL);
-            libc::waitpid(worker.pid, std::ptr::null_mut(), 0);
-        }
-        drop(worker.sock);
-    }
+/// Kill and reap workers that will not be used (their sockets close).
+fn discard(waiting: Vec<Kept>) {
+    template::kill_and_reap(waiting.iter().map(|kept| kept.worker.pid));
 }
 
 /// Whether the worker is still running (one that exited is reaped here).
@@ -161,13 +158,13 @@ pub fn take(key: &Key, n: usize) -> Vec<Waiting> {
     let mut taken = Vec::with_capacity(n);
     let mut dead = Vec::new();
     while taken.len() < n {
-        let Some(worker) = standby.waiting.pop() else {
+        let Some(kept) = standby.waiting.pop() else {
             break;
         };
-        if running(&worker) {
-            taken.push(worker);
+        if running(&kept.worker) {
+            taken.push(kept.worker);
         } else {
-            dead.push(worker); // reaped already; its socket closes
+            dead.push(kept); // reaped already; its socket closes
         }
     }
     drop(standby);
@@ -189,7 +186,10 @@ pub fn fill(key: Key, n: usize) {
     } else {
         std::mem::take(&mut standby.waiting)
     };
-    let n = n.saturating_sub(standby.waiting.len());
+    // One request's worth at most: pools larger than that start the rest themselves.
+    let n = n
+        .min(template::MAX_PER_REQUEST)
+        .saturating_sub(standby.waiting.len());
     standby.key = Some(key.clone());
     if n == 0 {
         drop(standby);
@@ -211,32 +211,27 @@ pub fn fill(key: Key, n: usize) {
         .stack_size(256 * 1024) // it only asks the template and waits
         .spawn(move || {
             let made = start(&key, n, &outputs).unwrap_or_default();
-            let pids: Vec<i32> = made.iter().map(|w| w.pid).collect();
             let Some(mut standby) = lock() else {
                 return;
             };
             standby.filling = false;
             let unwanted = if standby.key.as_ref() == Some(&key) {
-                standby.waiting.extend(made);
+                let until = Instant::now() + LINGER;
+                let kept = made.into_iter().map(|worker| Kept { worker, until });
+                standby.waiting.extend(kept);
                 Vec::new()
             } else {
                 made
             };
+            // This thread stays to discard workers past their time, unless one does.
+            let expire = !standby.waiting.is_empty() && !standby.expiring;
+            standby.expiring |= expire;
             drop(standby);
             FILLED.notify_all();
-            discard(unwanted);
-            // Workers no pool took soon are not kept: a program that is done with
-            // pools should not find processes it did not ask for.
-            std::thread::sleep(LINGER);
-            let Some(mut standby) = lock() else {
-                return;
-            };
-            let (old, kept) = std::mem::take(&mut standby.waiting)
-                .into_iter()
-                .partition(|w| pids.contains(&w.pid));
-            standby.waiting = kept;
-            drop(standby);
-            discard(old);
+            template::kill_and_reap(unwanted.iter().map(|w| w.pid));
+            if expire {
+                expire_until_none_wait();
+            }
         });
     if filler.is_err() {
         if let Some(mut standby) = lock() {
@@ -246,19 +241,30 @@ pub fn fill(key: Key, n: usize) {
     }
 }
 
+/// Workers no pool took soon are not kept: a program that is done with pools should
+/// not find processes it did not ask for. Returns once none waits.
+fn expire_until_none_wait() {
+    loop {
+        let Some(mut standby) = lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let (old, kept) = std::mem::take(&mut standby.waiting)
+            .into_iter()
+            .partition(|kept: &Kept| kept.until <= now);
+        standby.waiting = kept;
+        let next = standby.waiting.iter().map(|kept| kept.until).min();
+        standby.expiring = next.is_some();
+        drop(standby);
+        discard(old);
+        match next {
+            Some(until) => std::thread::sleep(until.saturating_duration_since(now)),
+            None => return,
+        }
+    }
+}
+
 fn start(key: &Key, n: usize, outputs: &[OwnedFd; 2]) -> io::Result<Vec<Waiting>> {
-    let pairs = (0..n)
-        .map(|_| UnixStream::pair())
-        .collect::<io::Result<Vec<_>>>()?;
-    let theirs: Vec<&UnixStream> = pairs.iter().map(|(_, theirs)| theirs).collect();
     let outputs = [outputs[0].as_raw_fd(), outputs[1].as_raw_fd()];
-    let pids = template::start(&key.template, &theirs, &key.request, outputs)?;
-    Ok(pairs
-        .into_iter()
-        .zip(pids)
-        .map(|((sock, theirs), pid)| {
-            drop(theirs);
-            Waiting { sock, pid }
-        })
-        .collect())
+    template::start(&key.template, n, &key.request, outputs)
 }

@@ -128,10 +128,11 @@ fn ask(
 }
 
 /// Kill and reap workers the template started for us that we will not use.
-fn discard(pids: &[i32]) {
-    for &pid in pids.iter().filter(|&&pid| pid > 0) {
-        // SAFETY: kill and waitpid on a pid the template just started; if it is not
-        // our child, waitpid fails at once (ECHILD) and nothing else happens.
+pub(crate) fn kill_and_reap(pids: impl IntoIterator<Item = i32>) {
+    for pid in pids.into_iter().filter(|&pid| pid > 0) {
+        // SAFETY: kill and waitpid on a pid the template started for us; if it is not
+        // (or no longer) our child, waitpid fails at once (ECHILD) and nothing else
+        // happens. Kill errors (it exited already) are harmless.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), 0);
@@ -139,22 +140,45 @@ fn discard(pids: &[i32]) {
     }
 }
 
-/// Start one worker per socket from the template listening at `path` (each worker's
-/// socket end is its entry of `worker_socks`), in one request (`body`, from
-/// [`request`]; `outputs` become their stdout and stderr, usually 1 and 2): the
-/// template forks them together. Returns their pids, in order, now children of this
-/// process; on any failure none is left running.
-pub fn start(
+/// A worker the template started: our end of its socket and its pid (our child, not
+/// reaped).
+pub struct Started {
+    /// Our end of the worker's socket.
+    pub sock: UnixStream,
+    /// Its process id.
+    pub pid: i32,
+}
+
+/// Start `n` workers from the template listening at `path`, in one request (`body`,
+/// from [`request`]; `outputs` become their stdout and stderr, usually 1 and 2): the
+/// template forks them together, each holding only its own socket. They are children
+/// of this process; on any failure none is left running.
+pub fn start(path: &str, n: usize, body: &[u8], outputs: [RawFd; 2]) -> io::Result<Vec<Started>> {
+    if n == 0 || n > MAX_PER_REQUEST {
+        return Err(io::Error::other(
+            "a template request is for 1 to 64 workers",
+        ));
+    }
+    let pairs = (0..n)
+        .map(|_| UnixStream::pair())
+        .collect::<io::Result<Vec<_>>>()?;
+    let theirs: Vec<&UnixStream> = pairs.iter().map(|(_, theirs)| theirs).collect();
+    let pids = fork_from(path, &theirs, body, outputs)?;
+    // Our copies of the workers' ends close here: each worker holds its own.
+    Ok(pairs
+        .into_iter()
+        .zip(pids)
+        .map(|((sock, _theirs), pid)| Started { sock, pid })
+        .collect())
+}
+
+/// One worker per socket of `worker_socks` (its end in the worker): their pids, in order.
+fn fork_from(
     path: &str,
     worker_socks: &[&UnixStream],
     body: &[u8],
     outputs: [RawFd; 2],
 ) -> io::Result<Vec<i32>> {
-    if worker_socks.is_empty() || worker_socks.len() > MAX_PER_REQUEST {
-        return Err(io::Error::other(
-            "a template request is for 1 to 64 workers",
-        ));
-    }
     let Some(_asking) = ASKING.lock() else {
         return Err(io::Error::other(
             "this process was forked while its parent was starting workers",
@@ -167,9 +191,21 @@ pub fn start(
     let _ = set_subreaper(false);
     let pids = answer?;
     let ours = |pid: i32| {
-        // SAFETY: waitpid WNOHANG with a null status pointer only asks; on a pid that
-        // is not our child it fails with ECHILD, which is what is checked.
-        pid > 0 && unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } >= 0
+        // WNOWAIT: only ask. A worker that already exited stays a zombie, so its pid
+        // cannot be reused before the supervisor watches and reaps it.
+        // SAFETY: a zeroed siginfo_t is a valid out-buffer for waitid, which fails with
+        // ECHILD on a pid that is not our child: that is what is checked.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on one pid with a valid out-pointer.
+        let asked = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        pid > 0 && asked == 0
     };
     if pids.len() != worker_socks.len() || !pids.iter().all(|&pid| ours(pid)) {
         // A fork that failed, or a re-parenting that did not happen: use none of them.
@@ -179,7 +215,7 @@ pub fn start(
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
-        discard(&pids);
+        kill_and_reap(pids);
         return Err(io::Error::other(
             "the template could not start the workers as this process's children",
         ));

@@ -4,6 +4,7 @@ when stale, per caller process, and gone with the caller."""
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -71,6 +72,31 @@ def test_workers_started_together_are_the_callers_children_holding_only_their_so
     assert all(parent == os.getpid() for _, parent, _, _ in views)
     assert all(forked for _, _, _, forked in views)
     assert {sockets for _, _, sockets, _ in views} == {alone}
+
+
+def _libc_view(_):
+    import threading
+
+    # glibc's thread descriptor must hold this process's thread id: a thread CPU clock
+    # is made from it, and the kernel refuses one naming another process's thread.
+    clock = time.pthread_getcpuclockid(threading.get_ident())
+    try:
+        own_tid = time.clock_gettime(clock) >= 0
+    except OSError:
+        own_tid = False
+    siblings = getattr(sys.modules["__main__"], "_sibling_forks", [None])[0]
+    return os.getppid(), own_tid, siblings
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_workers_are_forked_as_the_callers_children_without_an_intermediate():
+    # The template forks workers with clone3(CLONE_PARENT) (oxjob_core::workers::sibling):
+    # they are the caller's children at once, and what glibc's fork() sets up in a
+    # child (the thread id it keeps) is right in them; the fallback through an
+    # intermediate process is not taken.
+    with oxjob.Pool(2) as pool:
+        views = pool.map(_libc_view, range(8), chunksize=1)
+    assert set(views) == {(os.getpid(), True, True)}
 
 
 def test_initializer_runs_in_every_pool():
@@ -386,8 +412,11 @@ def test_workers_forked_ahead_are_discarded_soon_by_one_thread(tmp_path):
     def threads(name):
         found = 0
         for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/comm") as f:
-                found += f.read().strip() == name
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    found += f.read().strip() == name
+            except OSError:
+                pass  # the thread ended meanwhile
         return found
 
     def children():

@@ -242,5 +242,9 @@ class WorkerChannel:
         self, kind: int, tag: int, body: Buffer, segments: list[Segment], n_shared: int = 0
     ) -> None: ...
 
+def fork_sibling() -> int:
+    """In the template: fork a worker as a child of the template's parent (the
+    caller); 0 in the child, its pid here. OSError where it cannot be done."""
+
 def watch_parent(ppid: int) -> None:
     """In a worker: exit as soon as process ``ppid`` is gone."""

@@ -27,6 +27,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(segment::buffer_address, m)?)?;
     m.add_class::<workers::WorkerChannel>()?;
     m.add_function(wrap_pyfunction!(workers::watch_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(workers::fork_sibling, m)?)?;
     m.add_function(wrap_pyfunction!(container::write_file, m)?)?;
     m.add_function(wrap_pyfunction!(container::write_stream, m)?)?;
     m.add_function(wrap_pyfunction!(container::read_file, m)?)?;

@@ -10,6 +10,7 @@ use oxjob_core::workers::channel::{self, Frame, Progress};
 use oxjob_core::workers::dropped;
 use oxjob_core::workers::frame::{Header, Kind};
 use oxjob_core::workers::memfd::{MapMode, Mapping};
+use oxjob_core::workers::sibling::Sibling;
 use oxjob_core::workers::{self, Event, Events, Waited, WorkerSpec};
 use pyo3::exceptions::{PyEOFError, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
@@ -563,6 +564,27 @@ impl WorkerChannel {
         py.detach(|| channel::send(&self.sock, kind, tag, bytes, &fds, n_shared))
             .map_err(os_error)
     }
+}
+
+/// In the template: fork a worker as a child of the template's parent (the caller),
+/// with `os.fork()`'s Python hooks around `oxjob_core::workers::sibling`. Returns 0 in
+/// the child and its pid here; OSError where it cannot be done (another thread, not
+/// glibc, `clone3` refused).
+#[pyfunction]
+pub fn fork_sibling() -> PyResult<i32> {
+    let sibling = Sibling::prepare().map_err(os_error)?;
+    // SAFETY: with the GIL held (a #[pyfunction]), as os.fork() calls it.
+    unsafe { pyo3::ffi::PyOS_BeforeFork() };
+    // SAFETY: prepare() found this process single-threaded and nothing ran since but
+    // Python's fork hooks, which start no thread.
+    let forked = unsafe { sibling.fork() };
+    match forked {
+        // SAFETY: in the child, at once, as os.fork() does.
+        Ok(0) => unsafe { pyo3::ffi::PyOS_AfterFork_Child() },
+        // SAFETY: in the parent (or after a failed fork), as os.fork() does.
+        _ => unsafe { pyo3::ffi::PyOS_AfterFork_Parent() },
+    }
+    forked.map_err(os_error)
 }
 
 /// In a worker: exit as soon as the parent process `ppid` is gone.

@@ -306,7 +306,7 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
                 key, _, value = entry.partition(b"=")
                 os.environb[key] = value
         deadline = time.monotonic() + 10
-        while os.getppid() != caller:  # the intermediate process is exiting
+        while os.getppid() != caller:  # forked through an intermediate: it is exiting
             if time.monotonic() > deadline:
                 os._exit(70)
             time.sleep(0.0002)
@@ -335,12 +335,51 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
 _MAX_PER_REQUEST = 64  # oxjob_core::workers::template::MAX_PER_REQUEST (a test pins both)
 
 
+_sibling_forks = [True]  # until one fails: then through an intermediate process
+
+
 def _fork_workers(
     socks: list[int], out: int, err: int, body: bytes, caller: int, keep: tuple
 ) -> bytes:
-    """Fork one worker per socket through an intermediate process that exits at once,
-    so that they become the caller's children (it is a subreaper while it asks).
-    Returns their pids (4 bytes each, 0 for a fork that failed)."""
+    """Fork one worker per socket as a child of the caller. Returns their pids (4 bytes
+    each, 0 for a fork that failed)."""
+    if _sibling_forks[0]:
+        try:
+            return _fork_siblings(socks, out, err, body, caller, keep)
+        except OSError:
+            _sibling_forks[0] = False
+    return _fork_through_intermediate(socks, out, err, body, caller, keep)
+
+
+def _fork_siblings(
+    socks: list[int], out: int, err: int, body: bytes, caller: int, keep: tuple
+) -> bytes:
+    """Each worker forked straight from the template with ``CLONE_PARENT``, so that it
+    is the caller's child at once (``oxjob_core::workers::sibling``). OSError if the
+    first cannot be forked so."""
+    from .._engine import fork_sibling
+
+    pids = []
+    for sock in socks:
+        try:
+            pid = fork_sibling()
+        except OSError:
+            if not pids:
+                raise
+            pids.append(0)  # the caller discards the others and starts all anew
+            continue
+        if pid == 0:
+            others = tuple(fd for fd in socks if fd != sock)
+            _become_worker([sock, out, err], body, caller, keep + others)
+        pids.append(pid)
+    return b"".join(p.to_bytes(4, "little", signed=True) for p in pids)
+
+
+def _fork_through_intermediate(
+    socks: list[int], out: int, err: int, body: bytes, caller: int, keep: tuple
+) -> bytes:
+    """Fork the workers through an intermediate process that exits at once, so that
+    they become the caller's children (it is a subreaper while it asks)."""
     r, w = os.pipe()
     middle = os.fork()
     if middle == 0:  # the intermediate: fork the workers, report them, exit

@@ -15,6 +15,7 @@ pub mod dropped;
 pub mod fork_lock;
 pub mod frame;
 pub mod memfd;
+pub mod sibling;
 pub mod spares;
 pub mod standby;
 pub mod template;
@@ -346,6 +347,11 @@ impl Supervisor {
             if let (true, Ok(body)) = (need > 0, body) {
                 if let Ok(forked) = template::start(path, need, &body, [1, 2]) {
                     started.extend(forked.into_iter().map(|w| (w.sock, w.pid)));
+                    if std::env::var_os("OXJOB_EXP_AHEAD").is_some() {
+                        if let Some(key) = &key {
+                            standby::fill(key.clone(), n);
+                        }
+                    }
                 }
             }
             self.from_template |= !started.is_empty();

@@ -4,7 +4,8 @@
 //! socket. A request carries the worker's socket, the caller's stdout and stderr (as
 //! `SCM_RIGHTS` descriptors), the caller's working directory and the worker's whole
 //! environment, so the forked worker starts as [`std::process::Command`] would have
-//! started it. The template forks twice; the caller is a child subreaper while it
+//! started it. The template forks them as the caller's children (see [`super::sibling`]),
+//! or, where it cannot, through an intermediate process; the caller is a child subreaper while it
 //! asks, so the worker is re-parented to the caller and reaped, signalled and watched
 //! exactly as a worker the caller started itself. Any failure returns an error and the
 //! supervisor starts the worker the usual way.

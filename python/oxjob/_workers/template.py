@@ -359,7 +359,7 @@ def _fork_siblings(
     first cannot be forked so."""
     from .._engine import fork_sibling
 
-    pids = []
+    pids: list[int] = []
     for sock in socks:
         try:
             pid = fork_sibling()

@@ -347,11 +347,6 @@ impl Supervisor {
             if let (true, Ok(body)) = (need > 0, body) {
                 if let Ok(forked) = template::start(path, need, &body, [1, 2]) {
                     started.extend(forked.into_iter().map(|w| (w.sock, w.pid)));
-                    if std::env::var_os("OXJOB_EXP_AHEAD").is_some() {
-                        if let Some(key) = &key {
-                            standby::fill(key.clone(), n);
-                        }
-                    }
                 }
             }
             self.from_template |= !started.is_empty();

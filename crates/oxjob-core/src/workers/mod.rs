@@ -1,35 +1,45 @@
 //! The worker processes behind `oxjob.Parallel` and `oxjob.Pool`, and their
-//! [`Supervisor`]: fresh interpreters started by fork+exec, one Unix socket each,
-//! frames with memfd descriptors, crash detection.
+//! [`Supervisor`]: one Unix socket each, frames with memfd descriptors, crash
+//! detection.
 //!
-//! * Workers are started with [`std::process::Command`] (fork+exec), never a bare
-//!   fork of the caller, in their own process group so that a terminal's Ctrl-C
-//!   reaches only the caller, which then cancels. Their socket is descriptor 3.
-//! * One reader thread per worker turns incoming frames into [`Event`]s; when the
-//!   socket closes it reaps the worker (`waitpid`) and reports how it ended.
+//! * Workers are forks of a warm template process ([`template`], [`sibling`],
+//!   [`standby`]) or, where none can serve, fresh interpreters started with
+//!   [`std::process::Command`] (fork+exec); never a bare fork of the caller. Either
+//!   way they are the caller's children, in their own process group so that a
+//!   terminal's Ctrl-C reaches only the caller, which then cancels. Their socket is
+//!   descriptor 3.
+//! * One reader thread per worker turns incoming frames into [`Event`]s (`events.rs`);
+//!   when the socket closes it reaps the worker (`waitpid`) and reports how it ended.
 //! * Signals go through a pidfd, so a reaped pid that the kernel reuses is never hit.
 //! * Workers watch their parent themselves (see [`watch_parent`]) and exit when it dies.
 
 pub mod channel;
 pub mod dropped;
+mod events;
 pub mod fork_lock;
 pub mod frame;
 pub mod memfd;
+mod process;
 pub mod sibling;
 pub mod spares;
 pub mod standby;
 pub mod template;
 
-use channel::{Frame, Progress};
+use events::{events_channel, Signal};
+pub use events::{Event, Events, Waited};
+pub use process::watch_parent;
+use process::{pidfd_open, reap, wait_readable};
+
+use channel::Progress;
 use frame::Kind;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{channel as event_channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,43 +60,6 @@ pub struct WorkerSpec {
     pub template: Option<String>,
 }
 
-/// Something that happened to a worker.
-#[derive(Debug)]
-pub enum Event {
-    /// A frame arrived.
-    Frame {
-        /// Worker slot.
-        worker: usize,
-        /// Which incarnation of the slot sent it.
-        generation: u64,
-        /// The frame.
-        frame: Frame,
-    },
-    /// A frame arrived whose body could not be allocated: it was skipped (its
-    /// descriptors closed) and the worker's stream goes on.
-    Dropped {
-        /// Worker slot.
-        worker: usize,
-        /// Which incarnation of the slot sent it.
-        generation: u64,
-        /// The skipped frame's header.
-        header: frame::Header,
-        /// Why it could not be kept.
-        reason: String,
-    },
-    /// The worker's process ended and was reaped.
-    Exited {
-        /// Worker slot.
-        worker: usize,
-        /// Which incarnation ended.
-        generation: u64,
-        /// Exit code, for a normal exit.
-        code: Option<i32>,
-        /// Signal number, when killed by a signal.
-        signal: Option<i32>,
-    },
-}
-
 struct Slot {
     generation: u64,
     pid: i32,
@@ -95,78 +68,6 @@ struct Slot {
     reader: Option<JoinHandle<()>>,
     /// Position in the log of dropped shared segments up to which the worker was told.
     told: AtomicU64,
-}
-
-/// What travels on the events channel: an event, or a wake-up that ends a wait early.
-enum Signal {
-    Event(Event),
-    Wake,
-}
-
-/// How a wait for an event ended.
-pub enum Waited {
-    /// An event arrived.
-    Event(Event),
-    /// [`Events::wake`] ended the wait.
-    Woken,
-    /// Nothing within the timeout.
-    TimedOut,
-}
-
-/// The receiving end of a supervisor's events, usable without locking the
-/// supervisor itself, so that one thread can wait for events while another sends.
-#[derive(Clone)]
-pub struct Events {
-    rx: Arc<Mutex<Receiver<Signal>>>,
-    /// For [`Events::wake`]: a waiting thread can only be woken through its channel.
-    tx: Sender<Signal>,
-}
-
-impl Events {
-    /// The next event, waiting at most `timeout`; `None` after the timeout or
-    /// when [`Events::wake`] ended the wait.
-    pub fn next(&self, timeout: Duration) -> Option<Event> {
-        match self.wait(timeout) {
-            Waited::Event(event) => Some(event),
-            Waited::Woken | Waited::TimedOut => None,
-        }
-    }
-
-    /// The next event, waiting at most `timeout`, saying why a wait ended without one.
-    pub fn wait(&self, timeout: Duration) -> Waited {
-        let rx = self
-            .rx
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match rx.recv_timeout(timeout) {
-            Ok(Signal::Event(event)) => Waited::Event(event),
-            Ok(Signal::Wake) => Waited::Woken,
-            Err(_) => Waited::TimedOut,
-        }
-    }
-
-    /// An event already waiting, if any (wake-ups are passed over).
-    pub fn try_next(&self) -> Option<Event> {
-        let rx = self
-            .rx
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        loop {
-            match rx.try_recv() {
-                Ok(Signal::Event(event)) => return Some(event),
-                Ok(Signal::Wake) => continue,
-                Err(_) => return None,
-            }
-        }
-    }
-
-    /// End the current (or the next) wait of [`Events::next`] now, with no event: a
-    /// thread that owns the waiting loop is told to look at its own state (stopping,
-    /// retiring) without waiting for its timeout.
-    pub fn wake(&self) {
-        // The supervisor holds a sender as long as the receiver lives: this cannot fail.
-        let _ = self.tx.send(Signal::Wake);
-    }
 }
 
 /// A set of worker processes.
@@ -185,83 +86,15 @@ pub struct Supervisor {
     from_template: bool,
 }
 
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags; the result is checked.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: a new descriptor owned by nobody else.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Wait until the socket has data (true) or the process behind `pidfd` has exited
-/// with nothing left to read (false).
-fn wait_readable(sock: &UnixStream, pidfd: Option<&OwnedFd>) -> bool {
-    let Some(pidfd) = pidfd else {
-        return true; // no pidfd: rely on EOF
-    };
-    let mut fds = [
-        libc::pollfd {
-            fd: sock.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    loop {
-        // SAFETY: `fds` is a live array of two pollfd structures.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return true;
-        }
-        if fds[0].revents != 0 {
-            return true; // data, EOF or error: recv tells which
-        }
-        if fds[1].revents != 0 {
-            return false;
-        }
-    }
-}
-
-fn reap(pid: i32) -> (Option<i32>, Option<i32>) {
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting on our own child; `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return (None, None);
-        }
-    }
-    if libc::WIFSIGNALED(status) {
-        (None, Some(libc::WTERMSIG(status)))
-    } else {
-        (Some(libc::WEXITSTATUS(status)), None)
-    }
-}
-
 impl Supervisor {
     /// Start `n` workers.
     pub fn new(spec: WorkerSpec, n: usize) -> io::Result<Supervisor> {
-        let (tx, rx) = event_channel();
+        let (tx, events) = events_channel();
         let mut supervisor = Supervisor {
             spec,
             slots: (0..n).map(|_| None).collect(),
-            tx: tx.clone(),
-            events: Events {
-                rx: Arc::new(Mutex::new(rx)),
-                tx,
-            },
+            tx,
+            events,
             next_generation: 0,
             owner: std::process::id(),
             from_template: false,
@@ -641,22 +474,6 @@ impl Drop for Supervisor {
     fn drop(&mut self) {
         self.shutdown(Duration::from_millis(0));
     }
-}
-
-/// In a worker: exit at once when the parent `ppid` is gone (checked every 100 ms).
-pub fn watch_parent(ppid: i32) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name("oxjob-parent-watch".into())
-        .spawn(move || loop {
-            // SAFETY: getppid cannot fail.
-            if unsafe { libc::getppid() } != ppid {
-                // SAFETY: _exit ends the process without running Python finalisers,
-                // which is what an orphaned worker must do.
-                unsafe { libc::_exit(70) };
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        })?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ import time
 import pytest
 
 import oxjob
+from oxjob._workers.template import NO_SIBLING_FORKS
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -97,6 +98,32 @@ def test_workers_are_forked_as_the_callers_children_without_an_intermediate():
     with oxjob.Pool(2) as pool:
         views = pool.map(_libc_view, range(8), chunksize=1)
     assert set(views) == {(os.getpid(), True, True)}
+
+
+def test_where_sibling_forks_are_not_available_workers_come_through_an_intermediate(tmp_path):
+    # The fallback of the test above (musl, an old glibc, clone3 refused): the template
+    # forks an intermediate process that forks the workers and exits; they are still
+    # the caller's fresh children, forked from the template.
+    out = _run(
+        _COMMON
+        + """
+    def view(_):
+        return os.getpid(), os.getppid(), sys.modules["__main__"]._sibling_forks[0]
+
+    if __name__ == "__main__":
+        seen = []
+        for _ in range(3):
+            with oxjob.Pool(2) as pool:
+                seen += pool.map(view, range(4), chunksize=1)
+        parents = {parent for _, parent, _ in seen}
+        siblings = {s for _, _, s in seen}
+        print(parents == {os.getpid()}, siblings, len({pid for pid, _, _ in seen}) >= 4)
+    """,
+        tmp_path,
+        env=dict(os.environ, **{NO_SIBLING_FORKS: "1"}),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "{False}", "True"]
 
 
 def test_initializer_runs_in_every_pool():

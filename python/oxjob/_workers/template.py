@@ -335,7 +335,11 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
 _MAX_PER_REQUEST = 64  # oxjob_core::workers::template::MAX_PER_REQUEST (a test pins both)
 
 
-_sibling_forks = [True]  # until one fails: then through an intermediate process
+#: Set to 1 in the caller's environment, its template forks through the intermediate
+#: process only (how tests reach that path where sibling forks work).
+NO_SIBLING_FORKS = "OXJOB_TEMPLATE_NO_SIBLING_FORKS"
+# Until one fails (or the variable above says so): then through an intermediate process.
+_sibling_forks = [os.environ.get(NO_SIBLING_FORKS) != "1"]
 
 
 def _fork_workers(

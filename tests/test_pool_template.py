@@ -468,3 +468,63 @@ def test_workers_forked_ahead_are_discarded_soon_by_one_thread(tmp_path):
     most, waiting, left, threads_left = map(int, out.stdout.split())
     assert 1 <= most <= 2, most  # one filling, one discarding at most
     assert waiting >= 2 and left == 0 and threads_left == 0, out.stdout
+
+
+def test_callers_on_several_threads_each_get_fresh_workers_from_one_template(tmp_path):
+    # Threads of one caller open pools at the same time: they share the template and the
+    # workers forked ahead, and each pool still gets workers of its own that ran nothing.
+    out = _run(
+        _COMMON
+        + """
+    import threading, time
+
+    SEEN = []
+
+    def mark(x):
+        SEEN.append(x)
+        return os.getpid(), list(SEEN), x * x
+
+    def loop(k, pools, errors):
+        try:
+            for i in range(6):
+                items = range(1000 * k + 10 * i, 1000 * k + 10 * i + 10)
+                if i % 2:
+                    with oxjob.ProcessPoolExecutor(2) as ex:
+                        rows = list(ex.map(mark, items))
+                else:
+                    with oxjob.Pool(2) as pool:
+                        rows = pool.map(mark, items, chunksize=1)
+                assert [sq for _, _, sq in rows] == [x * x for x in items]
+                # each worker has seen this pool's tasks only
+                assert all(set(seen) <= set(items) for _, seen, _ in rows), rows
+                pools.append({pid for pid, _, _ in rows})
+        except BaseException as e:
+            errors.append(repr(e))
+
+    if __name__ == "__main__":
+        pools, errors = [], []
+        threads = [threading.Thread(target=loop, args=(k, pools, errors)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(100)
+        assert not any(t.is_alive() for t in threads), "a thread hangs"
+        assert not errors, errors
+        assert len(pools) == 24
+        every = [pid for pids in pools for pid in pids]
+        assert len(every) == len(set(every)), "a worker served two pools"
+        assert len(_template._current) == 1
+        template = template_pid()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with open(f"/proc/self/task/{os.getpid()}/children") as f:
+                left = {int(p) for p in f.read().split()} - {template}
+            if not left:
+                break
+            time.sleep(0.1)
+        print("left", sorted(left))
+    """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "left []", out.stdout

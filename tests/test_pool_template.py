@@ -100,13 +100,7 @@ def test_workers_are_forked_as_the_callers_children_without_an_intermediate():
     assert set(views) == {(os.getpid(), True, True)}
 
 
-def test_where_sibling_forks_are_not_available_workers_come_through_an_intermediate(tmp_path):
-    # The fallback of the test above (musl, an old glibc, clone3 refused): the template
-    # forks an intermediate process that forks the workers and exits; they are still
-    # the caller's fresh children, forked from the template.
-    out = _run(
-        _COMMON
-        + """
+_VIEW_PARENTS = """
     def view(_):
         return os.getpid(), os.getppid(), sys.modules["__main__"]._sibling_forks[0]
 
@@ -118,10 +112,28 @@ def test_where_sibling_forks_are_not_available_workers_come_through_an_intermedi
         parents = {parent for _, parent, _ in seen}
         siblings = {s for _, _, s in seen}
         print(parents == {os.getpid()}, siblings, len({pid for pid, _, _ in seen}) >= 4)
-    """,
-        tmp_path,
-        env=dict(os.environ, **{NO_SIBLING_FORKS: "1"}),
+"""
+
+
+def test_where_sibling_forks_are_not_available_workers_come_through_an_intermediate(tmp_path):
+    # The fallback of the test above (musl, an old glibc, clone3 refused): the template
+    # forks an intermediate process that forks the workers and exits; they are still
+    # the caller's fresh children, forked from the template.
+    env = dict(os.environ, **{NO_SIBLING_FORKS: "1"})
+    out = _run(_COMMON + _VIEW_PARENTS, tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "{False}", "True"]
+
+
+def test_an_engine_without_sibling_forks_falls_back_to_the_intermediate(tmp_path):
+    # A Rust module built before sibling forks existed (a stale development build next
+    # to newer Python files): the template must fall back, not fail every pool.
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(
+        "import oxjob._engine\ndel oxjob._engine.fork_sibling\n"
     )
+    path = os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])
+    out = _run(_COMMON + _VIEW_PARENTS, tmp_path, env=dict(os.environ, PYTHONPATH=path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "{False}", "True"]
 

@@ -350,7 +350,7 @@ def _fork_workers(
     if _sibling_forks[0]:
         try:
             return _fork_siblings(socks, out, err, body, caller, keep)
-        except OSError:
+        except (OSError, ImportError):  # ImportError: a Rust module built before them
             _sibling_forks[0] = False
     return _fork_through_intermediate(socks, out, err, body, caller, keep)
 

@@ -30,8 +30,18 @@ from ._workers.protocol import segment_of
 
 __all__ = ["as_shared", "empty", "empty_like", "full", "is_shared", "zeros", "zeros_like"]
 
-#: Memory layouts, as numpy.empty takes them.
+#: Memory layouts, as numpy.empty takes them (and ``empty_like``, which also keeps the
+#: prototype's: ``'A'``, ``'K'``).
 _Order = Literal["C", "F"]
+_LikeOrder = Literal["C", "F", "A", "K"]
+
+
+def _plain_order(order: Any) -> _Order:
+    """``'C'`` or ``'F'``, from what ``numpy.empty`` would take (``'c'``, ``None``...)."""
+    import numpy as np
+
+    np.empty(0, order=order)  # numpy's own error for an order it refuses ('A', 'K'...)
+    return "F" if isinstance(order, str) and order.upper() == "F" else "C"
 
 
 def _shape(shape: Any) -> tuple:
@@ -46,6 +56,8 @@ def empty(shape: Any, dtype: Any = float, order: _Order = "C") -> Any:
     shape : int or tuple of int
     dtype : data-type, default=float
     order : {'C', 'F'}, default='C'
+        Row-major (C) or column-major (Fortran) layout; any other value raises
+        numpy's own ``ValueError``.
 
     Returns
     -------
@@ -54,6 +66,7 @@ def empty(shape: Any, dtype: Any = float, order: _Order = "C") -> Any:
     """
     import numpy as np
 
+    layout = _plain_order(order)
     dtype = np.dtype(dtype)
     if dtype.hasobject:
         raise ValueError("shared arrays cannot hold Python objects (dtype=object)")
@@ -76,7 +89,7 @@ def empty(shape: Any, dtype: Any = float, order: _Order = "C") -> Any:
     # numpy's stub lists concrete buffer classes; a Segment exports the buffer protocol and
     # stays the array's base (segment_of finds it there), so it is passed as it is.
     buffer = cast(Any, segment)  # older numpy stubs accept no plain buffer-protocol object
-    return np.ndarray(shape, dtype=dtype, buffer=buffer, order=order)
+    return np.ndarray(shape, dtype=dtype, buffer=buffer, order=layout)
 
 
 def zeros(shape: Any, dtype: Any = float, order: _Order = "C") -> Any:
@@ -95,17 +108,56 @@ def full(shape: Any, fill_value: Any, dtype: Any = None, order: _Order = "C") ->
     return out
 
 
-def empty_like(prototype: Any, dtype: Any = None, order: _Order = "C", shape: Any = None) -> Any:
-    """A new shared array with the shape and dtype of ``prototype``."""
-    return empty(
-        prototype.shape if shape is None else shape,
-        prototype.dtype if dtype is None else dtype,
-        order,
-    )
+def empty_like(
+    prototype: Any, dtype: Any = None, order: _LikeOrder | None = "K", shape: Any = None
+) -> Any:
+    """A new shared array with the shape and dtype of ``prototype``.
+
+    Parameters
+    ----------
+    prototype : numpy.ndarray
+    dtype : data-type, optional
+        Overrides the prototype's.
+    order : {'K', 'A', 'C', 'F'}, default='K'
+        As :func:`numpy.empty_like`: ``'K'`` lays the new array out as ``prototype``
+        is (its axes in the same order in memory), ``'A'`` is ``'F'`` for a
+        Fortran-contiguous prototype and ``'C'`` otherwise.
+    shape : int or tuple of int, optional
+        Overrides the prototype's; with another number of dimensions, ``'K'`` is ``'C'``.
+
+    Returns
+    -------
+    numpy.ndarray
+        An array whose memory is a shared segment (a transposed view of one for a
+        prototype laid out neither as C nor as Fortran).
+    """
+    import numpy as np
+
+    np.empty_like(np.empty(0), order=order)  # numpy's own error for an order it refuses
+    kind = "K" if order is None else str(order).upper()
+    dtype = prototype.dtype if dtype is None else dtype
+    new_shape = prototype.shape if shape is None else _shape(shape)
+    if kind == "A":
+        kind = "F" if prototype.flags.f_contiguous and not prototype.flags.c_contiguous else "C"
+    elif kind == "K":
+        if len(new_shape) != prototype.ndim or prototype.flags.c_contiguous:
+            kind = "C"
+        elif prototype.flags.f_contiguous:
+            kind = "F"
+        else:
+            # numpy's order: axes by decreasing absolute stride, ties as they come
+            # (sorted() is stable), each new stride positive.
+            axes = sorted(range(prototype.ndim), key=lambda axis: -abs(prototype.strides[axis]))
+            out = empty([new_shape[axis] for axis in axes], dtype)
+            return out.transpose(np.argsort(axes))
+    return empty(new_shape, dtype, cast(_Order, kind))
 
 
-def zeros_like(prototype: Any, dtype: Any = None, order: _Order = "C", shape: Any = None) -> Any:
-    """A new shared array of zeros with the shape and dtype of ``prototype``."""
+def zeros_like(
+    prototype: Any, dtype: Any = None, order: _LikeOrder | None = "K", shape: Any = None
+) -> Any:
+    """A new shared array of zeros with the shape and dtype of ``prototype``; see
+    :func:`empty_like`."""
     return empty_like(prototype, dtype, order, shape)
 
 

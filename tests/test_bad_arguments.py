@@ -106,6 +106,7 @@ def test_shared_like_arrays_keep_the_layout_numpy_keeps(order, layout):
     reshaped = shared.empty_like(prototype, shape=(6, 4), **kwargs)
     assert reshaped.strides == np.empty_like(prototype, shape=(6, 4), **kwargs).strides
     assert shared.empty_like(prototype).strides == np.empty_like(prototype).strides
+    assert shared.zeros_like(prototype.tolist()).shape == prototype.shape  # any array-like
 
 
 def _write_row(out, i):

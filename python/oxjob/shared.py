@@ -115,7 +115,7 @@ def empty_like(
 
     Parameters
     ----------
-    prototype : numpy.ndarray
+    prototype : array_like
     dtype : data-type, optional
         Overrides the prototype's.
     order : {'K', 'A', 'C', 'F'}, default='K'
@@ -134,6 +134,7 @@ def empty_like(
     import numpy as np
 
     np.empty_like(np.empty(0), order=order)  # numpy's own error for an order it refuses
+    prototype = np.asanyarray(prototype)  # as numpy's, any array-like
     kind = "K" if order is None else str(order).upper()
     dtype = prototype.dtype if dtype is None else dtype
     new_shape = prototype.shape if shape is None else _shape(shape)

@@ -540,3 +540,86 @@ def test_callers_on_several_threads_each_get_fresh_workers_from_one_template(tmp
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "left []", out.stdout
+
+
+_FORK_WHILE_ANOTHER_THREAD_ASKS = """
+    import signal, threading, time
+
+    def make_pool_in_a_thread(func):
+        done = threading.Event()
+        def run():
+            with oxjob.Pool(2) as pool:
+                pool.map(func, range(2))
+                done.set()
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread, done
+
+    def child_pool():
+        signal.alarm(30)  # a deadlock ends the child, not the test run
+        with oxjob.Pool(2) as pool:
+            states = pool.map(state, range(4))
+        return all(f for _, _, f in states) and template_pid() != parent_template
+"""
+
+
+def test_a_caller_forked_while_another_thread_waits_for_the_template_gets_its_template(tmp_path):
+    # Another thread of the caller is waiting for the template's answer (here its first,
+    # slow one: the main module takes a while to import) when the caller forks; that
+    # thread does not exist in the child, which must still get its own template's
+    # workers: not fresh interpreters for the rest of its life.
+    out = _run(
+        _COMMON
+        + _FORK_WHILE_ANOTHER_THREAD_ASKS
+        + """
+    if __name__ == "__mp_main__":
+        time.sleep(1.5)  # the template imports this module slowly
+
+    if __name__ == "__main__":
+        thread, done = make_pool_in_a_thread(state)
+        time.sleep(0.5)
+        parent_template = None
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if child_pool() else 3)
+        _, status = os.waitpid(pid, 0)
+        thread.join()
+        print(os.waitstatus_to_exitcode(status))
+    """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0"]
+
+
+def test_a_caller_forked_while_another_thread_teaches_the_template_gets_a_pool(tmp_path):
+    # The thread that closes a pool has the template import the modules of the
+    # functions sent (slowly here) while it holds the template's lock; a child forked
+    # meanwhile must not wait for ever for that lock.
+    (tmp_path / "slow_module.py").write_text(
+        "import time\ntime.sleep(1.5)\n\ndef square(x):\n    return x * x\n"
+    )
+    out = _run(
+        _COMMON
+        + _FORK_WHILE_ANOTHER_THREAD_ASKS
+        + """
+    if __name__ == "__main__":
+        import slow_module  # here only: the template imports it when taught
+
+        with oxjob.Pool(2) as pool:
+            pool.map(state, range(2))
+        parent_template = template_pid()
+        thread, done = make_pool_in_a_thread(slow_module.square)
+        done.wait()
+        time.sleep(0.5)  # the closing thread is teaching the template slow_module now
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if child_pool() else 3)
+        _, status = os.waitpid(pid, 0)
+        thread.join()
+        print(os.waitstatus_to_exitcode(status))
+    """,
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0"]

@@ -32,6 +32,17 @@ _current: list[Any] = []  # [Template] of this process, if started
 _refused: set = set()  # keys whose template would not serve (threads at import)
 
 
+def _unlock_in_child() -> None:
+    # A thread of the parent may have held the lock at the fork (teaching the template
+    # a slow import, for one); that thread does not exist in the child, whose lock
+    # must start free or its first pool waits for ever.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlock_in_child)
+
+
 def _script_stamp(env: dict[str, str]) -> tuple:
     from .mainscript import script_in
 

@@ -17,10 +17,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use super::fork_lock::ForkLock;
+use super::fork_lock::ProcessLock;
 
-/// Spawns through a template are serialized: the subreaper flag is process-wide.
-static ASKING: ForkLock<()> = ForkLock::new(());
+/// Spawns through a template are serialized: the subreaper flag is process-wide (and
+/// not inherited: a child forked while its parent asked takes the lock over).
+static ASKING: ProcessLock = ProcessLock::new();
 
 /// How long a template may take to answer (its first answer waits for its imports).
 pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -180,11 +181,7 @@ fn fork_from(
     body: &[u8],
     outputs: [RawFd; 2],
 ) -> io::Result<Vec<i32>> {
-    let Some(_asking) = ASKING.lock() else {
-        return Err(io::Error::other(
-            "this process was forked while its parent was starting workers",
-        ));
-    };
+    let _asking = ASKING.lock();
     set_subreaper(true)?;
     let answer = ask(path, worker_socks, body, outputs);
     // The workers are ours once the template answered (their intermediate parent was

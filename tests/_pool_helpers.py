@@ -128,3 +128,15 @@ def exit_abruptly(code=3):
 
 def fail_to_initialize():
     raise ValueError("this initializer fails")
+
+
+def log_then_fail(log_queue):
+    """An initializer that sends the worker's ``concurrent.futures`` log records to
+    ``log_queue``, then fails."""
+    import logging
+    from logging.handlers import QueueHandler
+
+    logger = logging.getLogger("concurrent.futures")
+    logger.addHandler(QueueHandler(log_queue))
+    logger.propagate = False
+    raise ValueError("this initializer fails")

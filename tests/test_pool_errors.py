@@ -176,6 +176,24 @@ def test_an_initializer_that_fails_breaks_the_executor(make_executor):
             executor.submit(ph.add, 1, 1)
 
 
+def test_an_initializer_that_fails_is_logged_as_the_stdlib_logs_it(make_executor):
+    # The stdlib's worker logs the failure on the "concurrent.futures" logger (where a
+    # program's logging setup sees it), with its traceback, then exits.
+    import queue
+
+    log_queue = SPAWN.Queue()
+    executor = make_executor(1, initializer=ph.log_then_fail, initargs=(log_queue,))
+    with executor:
+        with pytest.raises(BrokenProcessPool):
+            executor.submit(ph.add, 1, 1).result(timeout=60)
+    record = log_queue.get(timeout=30)
+    assert record.getMessage().splitlines()[0] == "Exception in initializer:"
+    assert record.levelname == "CRITICAL"
+    assert "this initializer fails" in record.getMessage()  # QueueHandler adds the traceback
+    with pytest.raises(queue.Empty):
+        log_queue.get(timeout=0.5)  # once
+
+
 def test_an_executor_broken_before_its_constructor_returned_reports_the_break():
     # Workers forked ahead are ready at once, so a failing initializer can break the
     # engine before the executor opens its call: that call must report BrokenProcessPool

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ._workers.engine import CALLS, STARMAP
 from ._workers.outcomes import EXECUTOR
 from ._workers.pool_engine import default_processes, open_pool
+from ._workers.worker_start import LoggedInitializer
 from .exceptions import BrokenProcessPool
 
 __all__ = ["ProcessPoolExecutor"]
@@ -89,6 +90,8 @@ class ProcessPoolExecutor(concurrent.futures.Executor):
             raise TypeError("initializer must be a callable")
         _check_max_tasks(max_tasks_per_child, mp_context)
         self._max_workers = default_processes(max_workers)
+        if initializer is not None:
+            initializer = LoggedInitializer(initializer)
         self._engine, self._call = open_pool(
             self._max_workers, initializer, initargs, max_tasks_per_child, EXECUTOR, mp_context
         )

@@ -325,10 +325,20 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
             sys.modules["numpy"].random.seed()
         from .worker import main
 
-        code = main()
+        try:
+            code = main()
+        except SystemExit as exc:  # an executor's initializer that failed, for one
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 - reported as a fresh worker's would be
+            import traceback
+
+            traceback.print_exc()
+            code = 1
         import atexit
 
-        atexit._run_exitfuncs()  # as a fresh worker's interpreter does at its end
+        # As a fresh worker's interpreter does at its end, however its main ended: a
+        # multiprocessing queue's feeder thread, for one, flushes what was put.
+        atexit._run_exitfuncs()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # noqa: BLE001 - reported as a fresh worker's would be

@@ -69,3 +69,27 @@ def dumps_for_start(initializer: Any, initargs: tuple) -> tuple[Any, list, int]:
         return _dump((initializer, tuple(initargs)), None, _pickler_class(), None)
     finally:
         context.set_spawning_popen(None)
+
+
+class LoggedInitializer:
+    """An executor's ``initializer`` as the standard library's executor runs it in a
+    worker: a failure is logged on the ``concurrent.futures`` logger ("Exception in
+    initializer:", with its traceback), where the program's logging setup (or a
+    handler the initializer installed) sees it, and the worker exits, which breaks the
+    executor. ``Pool`` lets the exception end the worker instead, as the stdlib's does."""
+
+    __slots__ = ("initializer",)
+
+    def __init__(self, initializer: Any) -> None:
+        self.initializer = initializer
+
+    def __call__(self, *initargs: Any) -> None:
+        try:
+            self.initializer(*initargs)
+        except BaseException:
+            import logging
+
+            logging.getLogger("concurrent.futures").critical(
+                "Exception in initializer:", exc_info=True
+            )
+            raise SystemExit(1) from None

@@ -422,6 +422,13 @@ impl Supervisor {
             }
             return;
         }
+        if let (true, Some(path)) = (self.from_template, self.spec.template.as_deref()) {
+            // The next pool's workers are forked while these exit, not after: a pool
+            // opened right after this one then finds them (or waits less for them).
+            if let Ok(key) = standby::Key::now(path, &self.spec.env) {
+                standby::fill(key, self.slots.len());
+            }
+        }
         for slot in self.slots.iter().flatten() {
             let _ = channel::send(&slot.sock, Kind::Shutdown, 0, &[], &[], 0);
         }
@@ -440,11 +447,6 @@ impl Supervisor {
             kill_slot(&slot);
             if let Some(reader) = slot.reader {
                 let _ = reader.join();
-            }
-        }
-        if let (true, Some(path)) = (self.from_template, self.spec.template.as_deref()) {
-            if let Ok(key) = standby::Key::now(path, &self.spec.env) {
-                standby::fill(key, self.slots.len());
             }
         }
     }

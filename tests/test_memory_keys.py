@@ -230,3 +230,35 @@ def test_messages_name_nested_functions_as_joblib(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "\ninner(3)\n" in out
     assert out.rstrip().endswith("_inner - 0.0s, 0.0min")
+
+
+@pytest.mark.parametrize(
+    "cell_files",
+    [
+        # IPython numbers the cells it runs: the same cell run again is another N
+        ["<ipython-input-1-9a8b7c6d5e4f>", "<ipython-input-7-9a8b7c6d5e4f>"],
+        # a Jupyter kernel writes each cell to a file under a directory of its own PID
+        ["/tmp/ipykernel_1111/2952837641.py", "/tmp/ipykernel_2222/2952837641.py"],
+    ],
+)
+def test_a_notebook_cell_run_again_finds_its_cached_results(tmp_path, cell_files):
+    calls = tmp_path / "calls.txt"
+    source = f"def f(x):\n    open({str(calls)!r}, 'a').write('ran ')\n    return x\n"
+    for cell_file in cell_files:
+        namespace: dict = {}
+        exec(compile(source, cell_file, "exec"), namespace)
+        namespace["f"].__module__ = "__main__"
+        assert oxjob.Memory(tmp_path / "cache", verbose=0).cache(namespace["f"])(3) == 3
+    assert calls.read_text().split() == ["ran"]  # computed once, as with joblib
+
+
+def test_notebook_cells_of_other_code_keep_their_own_directories(tmp_path):
+    from oxjob._memory.func_inspect import func_id
+
+    ids = set()
+    for cell_file in ["<ipython-input-1-aaaa>", "<ipython-input-1-bbbb>", "/tmp/ipykernel_1/1.py"]:
+        namespace: dict = {}
+        exec(compile("def f():\n    pass\n", cell_file, "exec"), namespace)
+        namespace["f"].__module__ = "__main__"
+        ids.add(func_id(namespace["f"]))
+    assert len(ids) == 3

@@ -87,6 +87,21 @@ def path_component(name: str) -> str:
     return out
 
 
+def _same_across_runs(path: str) -> str:
+    """The file of a notebook cell, without what changes when it runs again (joblib's
+    rule, so that the cell finds the entries it made)."""
+    folder, name = os.path.split(path)
+    if name.startswith("<ipython-input"):
+        # IPython names a cell <ipython-input-N-HASH>: N counts the cells run so far,
+        # HASH is the cell's code.
+        fields = name.split("-")
+        name = "-".join(fields[:2] + fields[3:])
+    elif os.path.basename(folder).startswith("ipykernel_"):
+        # Jupyter's kernel writes a cell to /tmp/ipykernel_<PID>/<HASH>.py.
+        folder = os.path.join(os.path.dirname(folder), "ipykernel")
+    return os.path.join(folder, name)
+
+
 def func_id(func: Callable) -> str:
     """``module/.../name``: where a function's entries live (joblib's layout).
 
@@ -104,7 +119,7 @@ def func_id(func: Callable) -> str:
             source = None
         if source:
             # Scripts all run as __main__: keep their files apart, as joblib does.
-            stem = os.path.splitext(os.path.abspath(source))[0]
+            stem = os.path.splitext(_same_across_runs(os.path.abspath(source)))[0]
             parts = ["__main__" + stem.replace(os.sep, "-").replace("<", "-").replace(">", "-")]
     # joblib's "unknown" for nameless callables (partials, instances): never their
     # repr, whose address would make a new directory in every process.

@@ -67,6 +67,23 @@ def test_public_submodules_are_attributes_of_the_package_as_in_joblib():
     assert done.stdout.decode().split() == ["True", "True", "Pool", "True"]
 
 
+def test_joblibs_module_level_names_are_found_in_the_same_modules():
+    # ``from joblib.parallel import cpu_count`` and the like, in code ported with
+    # ``import oxjob as joblib``.
+    done = fresh(
+        "import oxjob\n"
+        "from oxjob.parallel import (cpu_count, effective_n_jobs, parallel_backend,\n"
+        "    parallel_config, register_parallel_backend)\n"
+        "from oxjob.numpy_pickle import dump, load\n"
+        "print(parallel_config is oxjob.parallel_config, cpu_count is oxjob.cpu_count,\n"
+        "    effective_n_jobs is oxjob.effective_n_jobs, load is oxjob.load,\n"
+        "    oxjob.numpy_pickle.dump is oxjob.dump, parallel_backend is oxjob.parallel_backend,\n"
+        "    register_parallel_backend is oxjob.register_parallel_backend)"
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().split() == ["True"] * 7
+
+
 def test_pickles_naming_the_old_paths_of_moved_modules_still_load():
     # A pickle written before the package's private modules moved into subpackages
     # names their old paths: oxjob._config.parallel_config, oxjob._cluster.Slot...

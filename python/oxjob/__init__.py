@@ -71,6 +71,7 @@ _LAZY = {
     "hashing": None,
     "joblib_backend": None,
     "memory": None,
+    "numpy_pickle": None,
     "parallel": None,
     "persistence": None,
     "pool": None,

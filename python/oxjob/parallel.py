@@ -34,14 +34,19 @@ from ._parallel.runners import (
 )
 from ._units import DEFAULT_MAX_NBYTES, DEFAULT_MAX_NBYTES_TEXT, parse_size
 from ._workers.mainscript import inner_threads
-from .backends import (  # noqa: F401 - BACKENDS, EXTERNAL_BACKENDS: joblib.parallel's names
+from .backends import (  # noqa: F401 - BACKENDS, EXTERNAL_BACKENDS...: joblib.parallel's names
     BACKENDS,
     EXTERNAL_BACKENDS,
     ParallelBackendBase,
     ProcessBackend,
     SequentialBackend,
     ThreadingBackend,
+    cpu_count,
+    effective_n_jobs,
     get_config,
+    parallel_backend,
+    parallel_config,
+    register_parallel_backend,
     resolve_backend,
 )
 from .exceptions import TimeoutError

@@ -555,11 +555,18 @@ _FORK_WHILE_ANOTHER_THREAD_ASKS = """
         thread.start()
         return thread, done
 
-    def child_pool():
-        signal.alarm(30)  # a deadlock ends the child, not the test run
-        with oxjob.Pool(2) as pool:
-            states = pool.map(state, range(4))
-        return all(f for _, _, f in states) and template_pid() != parent_template
+    def fork_a_child_that_opens_a_pool(thread, parent_template):
+        # prints how the child ended: 0 if it got workers from a template of its own
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(30)  # a deadlock ends the child, not the test run
+            with oxjob.Pool(2) as pool:
+                states = pool.map(state, range(4))
+            ok = all(f for _, _, f in states) and template_pid() != parent_template
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        thread.join()
+        print(os.waitstatus_to_exitcode(status))
 """
 
 
@@ -578,13 +585,7 @@ def test_a_caller_forked_while_another_thread_waits_for_the_template_gets_its_te
     if __name__ == "__main__":
         thread, done = make_pool_in_a_thread(state)
         time.sleep(0.5)
-        parent_template = None
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0 if child_pool() else 3)
-        _, status = os.waitpid(pid, 0)
-        thread.join()
-        print(os.waitstatus_to_exitcode(status))
+        fork_a_child_that_opens_a_pool(thread, None)
     """,
         tmp_path,
     )
@@ -612,12 +613,7 @@ def test_a_caller_forked_while_another_thread_teaches_the_template_gets_a_pool(t
         thread, done = make_pool_in_a_thread(slow_module.square)
         done.wait()
         time.sleep(0.5)  # the closing thread is teaching the template slow_module now
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0 if child_pool() else 3)
-        _, status = os.waitpid(pid, 0)
-        thread.join()
-        print(os.waitstatus_to_exitcode(status))
+        fork_a_child_that_opens_a_pool(thread, parent_template)
     """,
         tmp_path,
     )

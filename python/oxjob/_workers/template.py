@@ -297,6 +297,7 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
     import time
 
     code = 1
+    ran_main = False
     try:
         for fd in keep:
             os.close(fd)
@@ -325,21 +326,9 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
             sys.modules["numpy"].random.seed()
         from .worker import main
 
-        try:
-            code = main()
-        except SystemExit as exc:  # an executor's initializer that failed, for one
-            code = exc.code if isinstance(exc.code, int) else 1
-        except BaseException:  # noqa: BLE001 - reported as a fresh worker's would be
-            import traceback
-
-            traceback.print_exc()
-            code = 1
-        import atexit
-
-        # As a fresh worker's interpreter does at its end, however its main ended: a
-        # multiprocessing queue's feeder thread, for one, flushes what was put.
-        atexit._run_exitfuncs()
-    except SystemExit as exc:
+        ran_main = True
+        code = main()
+    except SystemExit as exc:  # an executor's initializer that failed, for one
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # noqa: BLE001 - reported as a fresh worker's would be
         import traceback
@@ -347,6 +336,12 @@ def _become_worker(fds: list[int], body: bytes, caller: int, keep: tuple) -> Non
         traceback.print_exc()
     finally:
         try:
+            if ran_main:
+                import atexit
+
+                # As a fresh worker's interpreter does at its end, however its main
+                # ended: a multiprocessing queue's feeder thread flushes what was put.
+                atexit._run_exitfuncs()
             sys.stdout.flush()
             sys.stderr.flush()
         finally:

@@ -3,8 +3,9 @@
 //! A program that opens pools in a loop (`with Pool(2) as pool: ...`) would pay a
 //! worker's start at every pool, on the caller's path. When a pool whose workers came
 //! from the template starts shutting down, as many new workers are forked from the
-//! template on a background thread (while the pool's own workers exit); they wait, fresh (they ran no task: the pool's initializer and
-//! tasks reach them only once a pool takes them), for the next pool started with the
+//! template on a background thread (while the pool's own workers exit); they wait,
+//! fresh (they ran no task: the pool's initializer and tasks reach them only once a
+//! pool takes them), for the next pool started with the
 //! same template and the same request (working directory and environment), stdout and
 //! stderr. A pool started any other way discards them, and so does [`LINGER`] without a
 //! pool, or the caller's exit (their sockets close). A pool that took waiting workers
